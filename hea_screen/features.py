@@ -107,8 +107,13 @@ def featurize(compositions: CompositionTable | Iterable[Composition | str]) -> p
 
     ``compositions`` is a :class:`CompositionTable` (fast path, used by screening) or any
     iterable of compositions or composition texts. The result has a canonical
-    ``composition`` column followed by :data:`FEATURE_NAMES`, all Float64, computed with
-    polars expressions over whole columns.
+    ``composition`` column followed by :data:`FEATURE_NAMES`, all Float64.
+
+    Vectorized in two steps, with no loop over compositions: numpy forms the
+    fraction-weighted moments as one matrix product of a table of elemental properties
+    with the fraction matrix (Σ x p and Σ x p²; h_mix as the quadratic form 2·xᵀHx; and the
+    two terms not linear in x, Σ x ln x and the modulus mismatch), then polars expressions
+    turn the moments into the features (e.g. δχ = sqrt(Σ x χ² − χ̄²)).
 
     Raises :class:`~hea_screen.errors.ElementDataError` if an element has no property data
     or two elements that occur together have no tabulated mixing enthalpy.
@@ -116,88 +121,84 @@ def featurize(compositions: CompositionTable | Iterable[Composition | str]) -> p
     table = (
         compositions
         if isinstance(compositions, CompositionTable)
-        else (CompositionTable.from_compositions(compositions))
+        else CompositionTable.from_compositions(compositions)
     )
-    elements = table.elements
-    check_elements(elements)
-    pair_dh = _pair_terms(table)
-    x = {el: pl.col(el).cast(pl.Float64) / SCALE for el in elements}
-
-    def mean(values: np.ndarray) -> pl.Expr:
-        return pl.sum_horizontal([x[el] * float(v) for el, v in zip(elements, values)])
-
-    chi = property_vector(elements, "electronegativity_pauling")
-    radius = property_vector(elements, "metallic_radius_pm")
-    shear = property_vector(elements, "shear_modulus_gpa")
-
-    means = {name: mean(property_vector(elements, col)).alias(name) for name, col in _MEANS.items()}
-    stage1 = [
-        *means.values(),
-        mean(chi).alias("_chi_bar"),
-        mean(radius).alias("_r_bar"),
-        pl.sum_horizontal(
-            [pl.when(x[el] > 0).then(x[el] * x[el].log()).otherwise(0.0) for el in elements]
-        )
-        .mul(-GAS_CONSTANT)
-        .alias("s_mix"),
-        (
-            4.0 * pl.sum_horizontal([x[a] * x[b] * dh for a, b, dh in pair_dh] or [pl.lit(0.0)])
-        ).alias("h_mix"),
-    ]
-    g_bar = pl.col("shear_modulus")
-    stage2 = [
-        pl.sum_horizontal(
-            [x[el] * (float(c) - pl.col("_chi_bar")) ** 2 for el, c in zip(elements, chi)]
-        )
-        .sqrt()
-        .alias("delta_chi"),
-        (
-            100.0
-            * pl.sum_horizontal(
-                [
-                    x[el] * (1.0 - float(r) / pl.col("_r_bar")) ** 2
-                    for el, r in zip(elements, radius)
-                ]
-            ).sqrt()
-        ).alias("delta_r"),
-        pl.sum_horizontal(
-            [
-                x[el] * (2.0 * (float(g) - g_bar) / (float(g) + g_bar)) ** 2
-                for el, g in zip(elements, shear)
-            ]
-        ).alias("modulus_mismatch"),
-        pl.sum_horizontal(
-            [x[el] * (1.0 - float(g) / g_bar) ** 2 for el, g in zip(elements, shear)]
-        ).alias("shear_modulus_difference"),
-    ]
+    check_elements(table.elements)
+    _check_pairs(table)
+    chi_bar, r_bar, g_bar = pl.col("_chi"), pl.col("_r"), pl.col("shear_modulus")
+    delta_chi_sq = (pl.col("_chi2") - chi_bar**2).clip(lower_bound=0.0)
     return (
-        table.frame()
+        pl.DataFrame(_moments(table))
         .lazy()
-        .with_columns(table.canonical_texts().alias("composition"))
-        .with_columns(stage1)
-        .with_columns(stage2)
-        .with_columns((2.0 * pl.col("delta_chi") ** 2).alias("delta_chi_pauling"))
+        .select(
+            pl.Series("composition", table.canonical_texts()),
+            *(pl.col(name) for name in _MEANS),
+            delta_chi_sq.sqrt().alias("delta_chi"),
+            (100.0 * (pl.col("_r2") / r_bar**2 - 1.0).clip(lower_bound=0.0).sqrt()).alias(
+                "delta_r"
+            ),
+            pl.col("_h_mix").alias("h_mix"),
+            (-GAS_CONSTANT * pl.col("_x_ln_x")).alias("s_mix"),
+            pl.col("_modulus_mismatch").alias("modulus_mismatch"),
+            (pl.col("_g2") / g_bar**2 - 1.0)
+            .clip(lower_bound=0.0)
+            .alias("shear_modulus_difference"),
+            (2.0 * delta_chi_sq).alias("delta_chi_pauling"),
+        )
         .select("composition", *FEATURE_NAMES)
         .collect()
     )
 
 
-def _pair_terms(table: CompositionTable) -> list[tuple[str, str, float]]:
-    """(a, b, ΔH_ab) for every element pair that occurs together in some row of ``table``."""
+def _moments(table: CompositionTable) -> dict[str, np.ndarray]:
+    """Fraction-weighted moments of the elemental properties, one value per row.
+
+    ``name`` -> Σ x p for the rule-of-mixtures features; ``_chi``/``_chi2``, ``_r``/``_r2``,
+    ``_g2``: first and second moments of electronegativity, radius and shear modulus;
+    ``_h_mix`` = Σ_{i<j} 4 ΔH_ij x_i x_j = 2 xᵀHx; ``_x_ln_x`` = Σ x ln x (0 ln 0 = 0) and
+    ``_modulus_mismatch`` = Σ x (2(G − Ḡ)/(G + Ḡ))².
+
+    Works on the transposed (elements, rows) fraction matrix, so that every product is a
+    wide matrix product whose result rows are the contiguous output columns.
+    """
     elements = table.elements
-    dh = mixing_matrix(elements)
+    x = np.ascontiguousarray(table.micro.T) * (1.0 / SCALE)
+    shear = property_vector(elements, "shear_modulus_gpa")[:, None]
+    columns = {name: property_vector(elements, col) for name, col in _MEANS.items()}
+    chi = property_vector(elements, "electronegativity_pauling")
+    radius = property_vector(elements, "metallic_radius_pm")
+    columns |= {
+        "_chi": chi,
+        "_chi2": chi**2,
+        "_r": radius,
+        "_r2": radius**2,
+        "_g2": shear[:, 0] ** 2,
+    }
+    weighted = np.vstack(list(columns.values())) @ x
+    out = dict(zip(columns, weighted))
+    out["_h_mix"] = 2.0 * np.einsum("ij,ij->j", np.nan_to_num(mixing_matrix(elements)) @ x, x)
+    log_x = np.log(x, out=np.zeros_like(x), where=x > 0)
+    out["_x_ln_x"] = np.einsum("ij,ij->j", x, log_x)
+    g_bar = out["shear_modulus"]
+    out["_modulus_mismatch"] = np.einsum(
+        "ij,ij->j", x, (2.0 * (shear - g_bar) / (shear + g_bar)) ** 2
+    )
+    return out
+
+
+def _check_pairs(table: CompositionTable) -> None:
+    """Raise if two elements that occur together have no tabulated mixing enthalpy."""
+    elements = table.elements
+    missing = np.isnan(mixing_matrix(elements))
+    if not missing.any():
+        return
     present = table.micro > 0
     together = present.T.astype(np.int64) @ present.astype(np.int64)
-    terms = []
-    for i in range(len(elements)):
-        for j in range(i + 1, len(elements)):
-            if not together[i, j]:
-                continue
-            if np.isnan(dh[i, j]):
-                row = int(np.flatnonzero(present[:, i] & present[:, j])[0])
-                raise ElementDataError(
-                    f"no mixing enthalpy for the pair {elements[i]}-{elements[j]} "
-                    f"(needed by {table.composition(row)}) in Takeuchi & Inoue (2005)"
-                )
-            terms.append((elements[i], elements[j], float(dh[i, j])))
-    return terms
+    bad = np.argwhere(missing & (together > 0))
+    if len(bad):
+        i, j = sorted(bad[0])
+        row = int(np.flatnonzero(present[:, i] & present[:, j])[0])
+        raise ElementDataError(
+            f"no mixing enthalpy for the pair {elements[i]}-{elements[j]} "
+            f"(needed by {table.composition(row)}) in Takeuchi & Inoue (2005)"
+        )

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import polars as pl
 
-from hea_screen.composition import SCALE, Composition, parse
+from hea_screen.composition import SCALE, Composition, format_micro, parse
 from hea_screen.errors import CompositionError
 
 
@@ -80,14 +81,16 @@ class CompositionTable:
         """Canonical text of every row, identical to ``str(Composition)``, vectorized in polars."""
         if not self.elements:
             return pl.Series("composition", [""] * len(self), dtype=pl.Utf8)
-        parts = [canonical_part(el) for el in self.elements]
+        texts = fraction_texts()
+        parts = [
+            pl.when(pl.col(el) > 0).then(pl.lit(el) + pl.lit(texts).gather(pl.col(el)))
+            for el in self.elements
+        ]
         expr = pl.concat_str(parts, separator=" ", ignore_nulls=True).alias("composition")
         return self.frame().select(expr).to_series()
 
 
-def canonical_part(element: str) -> pl.Expr:
-    """Polars expression giving ``"Co0.25"`` for a column of millionths (null where absent)."""
-    col = pl.col(element)
-    digits = col.cast(pl.Utf8).str.zfill(6).str.strip_chars_end("0")
-    text = pl.when(col == SCALE).then(pl.lit("1")).otherwise(pl.lit("0.") + digits)
-    return pl.when(col > 0).then(pl.lit(element) + text).otherwise(None)
+@cache
+def fraction_texts() -> pl.Series:
+    """``format_micro(m)`` for every m in 0 .. SCALE, as a lookup series (built once, ~10 MB)."""
+    return pl.Series("fraction", [format_micro(m) for m in range(SCALE + 1)], dtype=pl.Utf8)
