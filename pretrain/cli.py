@@ -1,0 +1,224 @@
+"""``hea-train``: build a training run directory from a YAML config.
+
+Usage::
+
+    hea-train --config configs/small.yaml --out runs/small            # the whole pipeline
+    hea-train finetune --config configs/small.yaml --out runs/small   # one step
+
+Steps, in order: ``corpus`` (generate the pre-training corpus and its report), ``tokenizer``
+(fit the feature bins), ``pretrain`` (MLM pre-training), ``finetune`` (cross-validated
+fine-tuning of every experiment and target), ``baselines`` (classical models on the same
+folds) and ``report``. ``all`` (the default) runs them in turn. Every step skips work a
+previous run finished (a corpus, tokenizer or pre-trained model that exists, each finished
+fold), so an interrupted run continues where it stopped. A run directory keeps the config
+it was made with (``config.yaml``); a different config needs a new ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import polars as pl
+
+from hea_screen.datasets import data_dir
+from hea_screen.errors import UserInputError
+from pretrain.atomic import write_text_atomic
+from pretrain.config import TrainConfig, load_config
+from pretrain.run_dir import RunDir
+
+log = logging.getLogger("hea-train")
+
+STEPS = ("corpus", "tokenizer", "pretrain", "finetune", "baselines", "report")
+TIMINGS = "timings.json"
+
+
+def _data_directory(config: TrainConfig) -> Path:
+    return Path(config.data_dir).resolve() if config.data_dir else data_dir()
+
+
+def step_corpus(run: RunDir, config: TrainConfig) -> None:
+    from pretrain.corpus import generate_corpus, write_corpus
+    from pretrain.corpus_report import write_corpus_report
+
+    if run.corpus.exists():
+        log.info("corpus: %s exists, skipped", run.corpus)
+        return
+    result = generate_corpus(config.corpus, config.seed)
+    write_corpus_report(run.root, result, _data_directory(config) / config.corpus.reference)
+    write_corpus(result, run.corpus)
+    log.info("corpus: %d alloys written to %s", result.frame.height, run.corpus)
+
+
+def step_tokenizer(run: RunDir, config: TrainConfig) -> None:
+    from pretrain.run_dir import atomic_directory
+    from pretrain.tokenizer_fit import fit_tokenizer
+
+    if run.tokenizer.exists():
+        log.info("tokenizer: %s exists, skipped", run.tokenizer)
+        return
+    _require(run.corpus, "corpus")
+    with atomic_directory(run.tokenizer) as tmp:
+        fit_tokenizer(run.corpus, tmp, _data_directory(config))
+
+
+def step_pretrain(run: RunDir, config: TrainConfig) -> None:
+    from pretrain.mlm import pretrain_mlm
+
+    if run.pretrained.exists():
+        log.info("pretrain: %s exists, skipped", run.pretrained)
+        return
+    _require(run.tokenizer, "tokenizer")
+    pretrain_mlm(run, config.model, config.pretrain, config.seed)
+
+
+def step_finetune(run: RunDir, config: TrainConfig) -> None:
+    from pretrain.finetune import run_finetune
+    from pretrain.finetune_summary import write_finetune_summary
+
+    _require(run.tokenizer, "tokenizer")
+    run_finetune(run, config, _data_directory(config))
+    log.info("finetune: summary in %s", write_finetune_summary(run))
+
+
+def step_baselines(run: RunDir, config: TrainConfig) -> None:
+    module = _optional("pretrain.baselines", "run_baselines")
+    if module is None:
+        return
+    from pretrain.cv_results import read_cv_results
+
+    targets = [t.name for t in config.finetune.targets]
+    for target in targets:
+        _require(run.dataset_csv(target), "finetune")
+    done = set(
+        read_cv_results(run.cv_results)
+        .filter(pl.col("experiment") == "baseline")["target"]
+        .unique()
+        .to_list()
+    )
+    if set(targets) <= done:
+        log.info("baselines: results for %s exist, skipped", ", ".join(targets))
+        return
+    settings = {
+        **(config.baselines or {}),
+        "n_folds": config.finetune.folds,
+        "seed": config.seed,
+        "targets": targets,
+    }
+    module.run_baselines(run.root, {"baselines": settings})
+
+
+def step_report(run: RunDir, config: TrainConfig) -> None:
+    module = _optional("pretrain.report", "write_report")
+    if module is not None:
+        log.info("report: %s", module.write_report(run.root))
+
+
+STEP_FUNCTIONS: dict[str, Callable[[RunDir, TrainConfig], None]] = {
+    "corpus": step_corpus,
+    "tokenizer": step_tokenizer,
+    "pretrain": step_pretrain,
+    "finetune": step_finetune,
+    "baselines": step_baselines,
+    "report": step_report,
+}
+
+
+def _optional(module_name: str, function: str):
+    """The module if it is installed and has ``function``; else None (logged)."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise
+        log.warning("%s is not available: step skipped", module_name)
+        return None
+    if not hasattr(module, function):
+        log.warning("%s has no %s(): step skipped", module_name, function)
+        return None
+    return module
+
+
+def _require(path: Path, step: str) -> None:
+    if not path.exists():
+        raise UserInputError(f"{path} is missing: run the {step} step first")
+
+
+def prepare_run(out: Path, config: TrainConfig) -> RunDir:
+    """Create the run directory and record the config, or check it matches the recorded one."""
+    run = RunDir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if run.config.exists():
+        recorded = load_config(run.config)
+        if recorded != config:
+            changed = [k for k, v in config.as_dict().items() if recorded.as_dict()[k] != v]
+            raise UserInputError(
+                f"{out} was made with a different config ({run.config}; differs in "
+                f"{', '.join(changed)}): use a new --out directory or the same config"
+            )
+    else:
+        write_text_atomic(run.config, config.to_yaml())
+    return run
+
+
+def run_steps(steps: Sequence[str], run: RunDir, config: TrainConfig) -> dict[str, float]:
+    """Run steps in order; returns and records (``timings.json``) their wall times."""
+    timings_path = run.root / TIMINGS
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    for step in steps:
+        started = time.perf_counter()
+        log.info("step %s started", step)
+        STEP_FUNCTIONS[step](run, config)
+        seconds = round(time.perf_counter() - started, 1)
+        timings[step] = seconds
+        write_text_atomic(timings_path, json.dumps(timings, indent=1))
+        log.info("step %s finished in %.1f s", step, seconds)
+    return timings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hea-train",
+        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "step", nargs="?", default="all", choices=("all", *STEPS),
+        help="step to run (default: all, in order)",
+    )  # fmt: skip
+    parser.add_argument("--config", required=True, type=Path,
+                        help="YAML config, e.g. configs/small.yaml")  # fmt: skip
+    parser.add_argument("--out", required=True, type=Path, help="run directory")
+    parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config)
+        run = prepare_run(args.out, config)
+        if args.step in ("pretrain", "finetune", "all"):
+            import torch
+
+            torch.set_num_threads(config.threads)
+        run_steps(STEPS if args.step == "all" else (args.step,), run, config)
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
