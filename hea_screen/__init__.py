@@ -20,5 +20,15 @@ __all__ = [
     "UserInputError",
     "__version__",
     "featurize",
+    "load_model",
     "parse",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``load_model`` is imported on first use, so ``import hea_screen`` skips ONNX Runtime."""
+    if name == "load_model":
+        from hea_screen.predictor import load_model
+
+        return load_model
+    raise AttributeError(f"module 'hea_screen' has no attribute {name!r}")
