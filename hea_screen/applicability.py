@@ -9,8 +9,10 @@ Two flags travel with every prediction:
   ``Σ_i |x_i − t_i|`` over the union of elements (0 for a training alloy, 2 for an alloy
   sharing no element with any), to the nearest composition in the training sets of all
   targets, with ``nearest_train_composition`` naming it. Per target,
-  ``<target>_nearest_measured`` gives the measured value of the nearest alloy of that
-  target's own training set (the mean where an alloy was measured more than once).
+  ``<target>_nearest_composition`` names the nearest alloy of that target's own training
+  set and ``<target>_nearest_measured`` gives its measured value (the mean where an alloy
+  was measured more than once); it may differ from the overall nearest alloy, which can
+  belong to another target's set.
 
 Because both compositions sum to 1, ``Σ|x − t| = 2 − 2 Σ min(x, t)``, and ``min`` is zero
 outside the candidate's own elements, so the search only touches the candidate palette's
@@ -83,8 +85,9 @@ class TrainingSet:
         return frozenset(el for j, el in enumerate(self.table.elements) if present[:, j].any())
 
     def applicability(self, table: CompositionTable) -> pl.DataFrame:
-        """``unseen_elements``, ``nearest_train_distance``, ``nearest_train_composition`` and
-        ``<target>_nearest_measured`` for every row of ``table``."""
+        """``unseen_elements``, ``nearest_train_distance``, ``nearest_train_composition``,
+        ``<target>_nearest_composition`` and ``<target>_nearest_measured`` for every row of
+        ``table``."""
         best_overlap, best_index = self._nearest(table)
         columns: dict[str, pl.Series | np.ndarray] = {
             "unseen_elements": self._unseen(table),
@@ -95,6 +98,9 @@ class TrainingSet:
             ),
         }
         for name, ts in self.targets.items():
+            columns[f"{name}_nearest_composition"] = pl.Series(
+                np.asarray(ts.compositions, dtype=object)[best_index[name]], dtype=pl.Utf8
+            )
             columns[f"{name}_nearest_measured"] = ts.values[best_index[name]]
         return pl.DataFrame(columns)
 

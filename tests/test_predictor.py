@@ -41,7 +41,9 @@ COLUMNS = [
     "unseen_elements",
     "nearest_train_distance",
     "nearest_train_composition",
+    "uts_mpa_nearest_composition",
     "uts_mpa_nearest_measured",
+    "elongation_pct_nearest_composition",
     "elongation_pct_nearest_measured",
 ]
 
@@ -304,6 +306,6 @@ def test_nearest_distance_is_the_brute_force_l1(predictor: Predictor) -> None:
         du = np.abs(np.array([dense(parse(t)) for t in uts.compositions]) - dense(parse(text))).sum(
             axis=1
         )
-        assert out["uts_mpa_nearest_measured"][r] in set(
-            uts.values[np.isclose(du, du.min(), atol=1e-12)]
-        )
+        nearest = uts.compositions.index(out["uts_mpa_nearest_composition"][r])
+        assert du[nearest] == pytest.approx(du.min(), abs=1e-9)
+        assert out["uts_mpa_nearest_measured"][r] == uts.values[nearest]

@@ -1,0 +1,440 @@
+"""The ``hea-screen`` command: rank a candidate space, or run a resumable batch job.
+
+::
+
+    hea-screen --elements Co,Cr,Fe,Ni,Mn --top 100 [--out ranked.csv]
+    hea-screen --spec candidates/cantor.yaml --dry-run
+    hea-screen batch candidates/cantor.yaml --out runs/cantor
+
+Bad input (unknown element, empty space, unreadable spec, ...) prints ``error: ...`` on
+stderr and exits with status 2, without a traceback. See ``docs/screening.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+import polars as pl
+
+from hea_screen.engine import (
+    DEFAULT_BATCH,
+    LARGE_SPACE,
+    ModelRef,
+    check_inputs,
+    estimate,
+    guard_size,
+    inspect_model,
+    screen,
+)
+from hea_screen.errors import UserInputError
+from hea_screen.jobs import run_batch
+from hea_screen.output import check_table_path, write_table
+from hea_screen.predictor import DEVICES, PRECISIONS
+from hea_screen.ranking import OBJECTIVES, RISKS, Ranking
+from hea_screen.space import SampledSpace
+from hea_screen.spec import (
+    DEFAULTS,
+    ScreenSpec,
+    build_space,
+    load_spec,
+    parse_bounds,
+    parse_elements,
+    parse_weights,
+)
+
+log = logging.getLogger("hea_screen")
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as ``error: ...`` with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: need a whole number >= 1")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and machines")
+    g.add_argument("--model", metavar="BUNDLE", help="model bundle directory (default: shipped)")
+    g.add_argument("--device", choices=DEVICES, default="auto", help="default: auto")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto", help="default: auto")
+    g.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        metavar="N",
+        default=DEFAULT_BATCH,
+        help=f"candidates per model call (default {DEFAULT_BATCH})",
+    )
+    g.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        default=os.cpu_count() or 1,
+        help="local Dask worker processes (default: one per core)",
+    )
+    g.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (or DASK_SCHEDULER_ADDRESS)",
+    )
+    g.add_argument("--yes", action="store_true", help="confirm a space above 1,000,000 candidates")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO)")
+
+
+def screen_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="hea-screen",
+        description="Rank high-entropy alloy candidates by predicted UTS and elongation. "
+        "Batch jobs: hea-screen batch SPEC --out DIR (see hea-screen batch --help).",
+    )
+    s = p.add_argument_group("candidate space")
+    s.add_argument("--elements", metavar="EL,EL,...", help="palette, e.g. Co,Cr,Fe,Ni,Mn")
+    s.add_argument("--spec", metavar="YAML", help="take the space and ranking from a spec file")
+    s.add_argument(
+        "--min-elements", type=_positive_int, metavar="N", help="default 3 (or palette size)"
+    )
+    s.add_argument("--max-elements", type=_positive_int, metavar="N", help="default: palette size")
+    s.add_argument("--step", metavar="X", help=f"fraction grid step (default {DEFAULTS['step']})")
+    s.add_argument(
+        "--min-fraction", metavar="X", help="lowest fraction of an element present (default 0)"
+    )
+    s.add_argument(
+        "--max-fraction",
+        metavar="X",
+        help=f"highest fraction of any element (default {DEFAULTS['max_fraction']})",
+    )
+    s.add_argument(
+        "--bounds",
+        action="append",
+        default=[],
+        metavar="EL:LO-HI",
+        help="per-element fraction bounds, e.g. Al:0-0.2 (repeatable or comma-separated); "
+        "a low bound above 0 makes the element required",
+    )
+    s.add_argument("--require", metavar="EL,EL", help="elements present in every candidate")
+    fam = s.add_mutually_exclusive_group()
+    fam.add_argument("--equimolar-only", action="store_true")
+    fam.add_argument("--non-equimolar-only", action="store_true")
+    s.add_argument("--sample", type=_positive_int, metavar="N", help="screen a random sample")
+    s.add_argument("--seed", type=int, metavar="N", help="seed of --sample (default 0)")
+    r = p.add_argument_group("ranking")
+    r.add_argument("--objective", choices=OBJECTIVES, help="default: weighted")
+    r.add_argument(
+        "--weights",
+        metavar="W_UTS,W_EL",
+        help="UTS,elongation weights, e.g. 0.7,0.3 (default 0.5,0.5)",
+    )
+    r.add_argument(
+        "--risk", choices=RISKS, help="mean, safe (mean - k*std) or explore (mean + k*std)"
+    )
+    r.add_argument("--kappa", type=_number, metavar="K", help="k of --risk (default 1)")
+    r.add_argument(
+        "--top", type=_positive_int, metavar="N", help="rows in the ranking (default 100)"
+    )
+    o = p.add_argument_group("output")
+    o.add_argument("--out", metavar="FILE", help="write the ranking as .csv, .parquet or .json")
+    o.add_argument(
+        "--show", type=int, default=20, metavar="N", help="rows printed (default 20; 0: none)"
+    )
+    o.add_argument(
+        "--ingot-mass", type=_number, metavar="G", help="ingot mass in g for weigh-outs (50)"
+    )
+    o.add_argument(
+        "--partition-size", type=_positive_int, metavar="N", help="candidates per partition"
+    )
+    o.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="report space size, partitions and an estimated time, then stop",
+    )
+    _model_options(p)
+    return p
+
+
+def batch_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="hea-screen batch",
+        description="Run or resume the batch job of a spec file; results and summary in DIR.",
+    )
+    p.add_argument("spec", metavar="SPEC", help="candidate spec, e.g. candidates/cantor.yaml")
+    p.add_argument("--out", required=True, metavar="DIR", help="job directory")
+    p.add_argument(
+        "--max-partitions",
+        type=_positive_int,
+        metavar="N",
+        help="stop after N partitions (the next run resumes)",
+    )
+    p.add_argument("--restart", action="store_true", help="discard a different earlier job")
+    _model_options(p)
+    return p
+
+
+_SPACE_FLAGS = (
+    "elements",
+    "min_elements",
+    "max_elements",
+    "step",
+    "min_fraction",
+    "max_fraction",
+    "require",
+    "sample",
+    "seed",
+)
+
+
+def spec_from_args(args: argparse.Namespace) -> ScreenSpec:
+    """The :class:`ScreenSpec` described by the flags (or ``--spec`` plus ranking flags)."""
+    if args.spec:
+        given = [f for f in _SPACE_FLAGS if getattr(args, f) is not None]
+        given += ["bounds"] * bool(args.bounds)
+        given += ["equimolar_only"] * args.equimolar_only
+        given += ["non_equimolar_only"] * args.non_equimolar_only
+        if given:
+            flags = ", ".join("--" + f.replace("_", "-") for f in given)
+            raise UserInputError(f"{flags} cannot be combined with --spec: edit the spec file")
+        base = load_spec(args.spec)
+    else:
+        if not args.elements:
+            raise UserInputError("give --elements (e.g. --elements Co,Cr,Fe,Ni,Mn) or --spec FILE")
+        space = build_space(
+            parse_elements(args.elements, "--elements"),
+            min_elements=args.min_elements,
+            max_elements=args.max_elements,
+            step=args.step,
+            min_fraction=args.min_fraction,
+            max_fraction=args.max_fraction,
+            bounds=parse_bounds(args.bounds),
+            require=parse_elements(args.require, "--require") if args.require else (),
+            equimolar=not args.non_equimolar_only,
+            non_equimolar=not args.equimolar_only,
+        )
+        base = ScreenSpec(
+            "screen", space, Ranking(), sample=args.sample, seed=args.seed or DEFAULTS["seed"]
+        )
+    r = base.ranking
+    ranking = Ranking(
+        objective=args.objective or r.objective,
+        risk=args.risk or r.risk,
+        kappa=r.kappa if args.kappa is None else args.kappa,
+        weights=r.weights if args.weights is None else parse_weights(args.weights),
+        top=args.top or r.top,
+    )
+    return replace(
+        base,
+        ranking=ranking,
+        partition_size=args.partition_size or base.partition_size,
+        ingot_mass_g=base.ingot_mass_g if args.ingot_mass is None else args.ingot_mass,
+    )
+
+
+def _model_ref(args: argparse.Namespace) -> ModelRef:
+    return ModelRef(args.model, args.device, args.precision, args.batch_size)
+
+
+def _describe_space(spec: ScreenSpec) -> str:
+    space = spec.space
+    lines = [
+        f"space: {', '.join(space.elements)}; {space.min_elements}-{space.max_elements} elements;"
+        f" step {float(space.step):g}; {space.describe_bounds()}"
+    ]
+    for seg in space.segments:
+        if seg.size:
+            lines.append(f"  {seg.k} elements, {seg.family}: {seg.size:,}")
+    lines.append(f"candidates: {space.size:,}")
+    if spec.sample is not None:
+        lines.append(f"sample: {spec.candidates().size:,} (stratified, seed {spec.seed})")
+    return "\n".join(lines)
+
+
+def _display(table: pl.DataFrame, rows: int) -> pl.DataFrame:
+    return table.head(rows).select(
+        "rank",
+        "composition",
+        pl.col("score").round(4),
+        "pareto",
+        pl.format("{} ± {}", pl.col("uts_mpa_mean").round(0), pl.col("uts_mpa_std").round(0)).alias(
+            "UTS MPa"
+        ),
+        pl.format(
+            "{} ± {}",
+            pl.col("elongation_pct_mean").round(1),
+            pl.col("elongation_pct_std").round(1),
+        ).alias("elong. %"),
+        pl.format(
+            "{}: {}",
+            pl.col("uts_mpa_nearest_composition"),
+            pl.col("uts_mpa_nearest_measured").round(0),
+        ).alias("nearest UTS datum (MPa)"),
+        pl.format(
+            "{}: {}",
+            pl.col("elongation_pct_nearest_composition"),
+            pl.col("elongation_pct_nearest_measured").round(1),
+        ).alias("nearest elong. datum (%)"),
+    )
+
+
+def run_screen(argv: Sequence[str]) -> int:
+    args = screen_parser().parse_args(argv)
+    _logging(args.verbose)
+    spec = spec_from_args(args)
+    if args.out:
+        check_table_path(args.out)
+    spec.space.check_nonempty()
+    candidates = spec.candidates()
+    info = inspect_model(args.model)
+    check_inputs(candidates, info)
+    model = _model_ref(args)
+    if args.dry_run:
+        print(_describe_space(spec))
+        est = estimate(
+            candidates,
+            spec.ranking,
+            model,
+            info.reference,
+            partition_size=spec.partition_size,
+            workers=args.workers,
+        )
+        where = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+        print(
+            f"partitions: {est.partitions:,} of up to {est.partition_size:,} candidates "
+            f"(batch {model.batch_size}); "
+            + (f"scheduler {where}" if where else f"{args.workers} local worker(s)")
+        )
+        print(
+            f"probe: {est.probe_candidates} candidates at {est.candidates_per_second:,.0f} "
+            f"candidates/s (model load {est.load_seconds:.1f} s)"
+        )
+        print(f"estimated time: {_duration(est.estimated_seconds)} (this machine, all cores)")
+        if isinstance(candidates, SampledSpace) or candidates.size <= LARGE_SPACE:
+            return 0
+        print("note: this space needs --yes (or --sample N) to run", file=sys.stderr)
+        return 0
+    guard_size(candidates, args.yes)
+    log.info("%s", _describe_space(spec))
+    outcome = screen(
+        candidates,
+        spec.ranking,
+        model,
+        info.reference,
+        ingot_mass_g=spec.ingot_mass_g,
+        partition_size=spec.partition_size,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        progress=not args.quiet,
+    )
+    if args.out:
+        write_table(outcome.table, args.out)
+    if args.show > 0:
+        with pl.Config(
+            tbl_rows=args.show,
+            tbl_cols=-1,
+            fmt_str_lengths=60,
+            tbl_width_chars=250,
+            tbl_hide_dataframe_shape=True,
+            tbl_hide_column_data_types=True,
+        ):
+            print(_display(outcome.table, args.show))
+    rate = outcome.merged.candidates / max(outcome.wall_seconds, 1e-9)
+    shown = min(args.show, outcome.table.height)
+    print(
+        f"ranked {outcome.table.height} of {outcome.merged.candidates:,} candidates "
+        f"({spec.ranking.objective}, risk {spec.ranking.risk}) in "
+        f"{_duration(outcome.wall_seconds)} ({rate:,.0f}/s); shown {shown}"
+        + (f"; written to {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def run_batch_command(argv: Sequence[str]) -> int:
+    args = batch_parser().parse_args(argv)
+    _logging(args.verbose)
+    spec = load_spec(args.spec)
+
+    def logged(pid: int, done: int, total: int) -> None:
+        log.info("partition %d recorded (%d of %d done)", pid, done, total)
+
+    summary = run_batch(
+        spec,
+        args.out,
+        _model_ref(args),
+        workers=args.workers,
+        scheduler=args.scheduler,
+        progress=not args.quiet,
+        confirmed=args.yes,
+        restart=args.restart,
+        max_partitions=args.max_partitions,
+        after_partition=logged,
+        spec_path=args.spec,
+    )
+    print(
+        f"{summary['job']}: {summary['status']}; partitions {summary['partitions_done']}"
+        f"/{summary['partitions_total']} ({summary['partitions_skipped']} resumed, "
+        f"{summary['partitions_this_run']} this run); candidates {summary['candidates_done']:,}"
+        f"/{summary['candidates_total']:,}; summary in {args.out}/summary.json"
+    )
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # importing distributed sets its own logger to INFO; keep that chatter for --verbose
+    import distributed  # noqa: F401
+
+    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hea-screen``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["batch"]:
+            return run_batch_command(argv[1:])
+        return run_screen(argv)
+    except UserInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

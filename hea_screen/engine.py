@@ -1,0 +1,475 @@
+"""Partitioned screening on Dask: enumerate, featurize, predict, score, merge.
+
+A screen cuts the candidate positions ``0..size`` into contiguous partitions. On a worker,
+a partition is processed in batches of ``batch_size`` candidates: the batch is built
+directly from the space (:mod:`hea_screen.space`), featurized with polars, predicted with
+ONNX Runtime (the worker's cached :class:`~hea_screen.predictor.Predictor`), scored, and
+folded into the partition's running top-k and Pareto front (:class:`~hea_screen.ranking.Partial`).
+Only that partial travels back; the driver folds partials together as they arrive, so
+memory stays bounded by a partition plus the top-k, whatever the size of the space.
+
+Identical results whatever the partitioning or the number of workers: partition edges are
+multiples of ``batch_size``, so every candidate is predicted in the same batch (same
+neighbours, same shapes) however the work is split; merging is order-free and ties break
+on the canonical composition text.
+
+Where the partitions run:
+
+- ``scheduler`` (or ``DASK_SCHEDULER_ADDRESS``): an existing Dask cluster;
+- one worker or a single partition: in this process, on Dask's synchronous scheduler
+  (starting worker processes costs seconds and a model load each, and buys nothing then);
+- otherwise a ``LocalCluster`` of ``workers`` processes with one thread each, ONNX Runtime
+  getting ``cores // workers`` threads per process.
+
+Each worker process loads a model once: predictors are cached per process by
+:class:`ModelRef` (:func:`predictor_for`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dask
+import polars as pl
+from tqdm import tqdm
+
+from hea_screen.bundle import MANIFEST_FILE, Bundle, default_bundle_path, load_bundle
+from hea_screen.datasets import sha256_file
+from hea_screen.errors import BundleError, ElementDataError, SpaceError, UserInputError
+from hea_screen.features import featurize
+from hea_screen.lab import lab_columns
+from hea_screen.predictor import Predictor, load_model
+from hea_screen.ranking import TARGETS, Partial, Ranking, Reference, final_ranking, score
+from hea_screen.space import Candidates, SampledSpace
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+log = logging.getLogger(__name__)
+
+#: Spaces larger than this need ``--sample`` or an explicit confirmation.
+LARGE_SPACE = 1_000_000
+
+#: Default rows per model call; partition edges are multiples of it.
+DEFAULT_BATCH = 512
+
+#: Column order of the ranked table (lab-facing columns after the predictions).
+RESULT_COLUMNS: tuple[str, ...] = (
+    "rank",
+    "composition",
+    "score",
+    "pareto",
+    "uts_mpa_mean",
+    "uts_mpa_std",
+    "elongation_pct_mean",
+    "elongation_pct_std",
+    "uts_mpa_adj",
+    "elongation_pct_adj",
+    "n_elements",
+    "at_pct",
+    "wt_pct",
+    "weigh_out_g",
+    "nearest_train_composition",
+    "nearest_train_distance",
+    "uts_mpa_nearest_composition",
+    "uts_mpa_nearest_measured",
+    "elongation_pct_nearest_composition",
+    "elongation_pct_nearest_measured",
+    "unseen_elements",
+)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """How a worker opens the model: bundle path (``None``: shipped default) and options."""
+
+    path: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = DEFAULT_BATCH
+    threads: int | None = None
+
+
+_MODELS: dict[ModelRef, Predictor] = {}
+_LOADS: dict[ModelRef, int] = {}
+_LOCK = threading.Lock()
+
+
+def predictor_for(ref: ModelRef) -> Predictor:
+    """This process's predictor for ``ref``, loading it on first use only."""
+    with _LOCK:
+        if ref not in _MODELS:
+            _MODELS[ref] = load_model(
+                ref.path, ref.device, ref.precision, ref.batch_size, ref.threads
+            )
+            _LOADS[ref] = _LOADS.get(ref, 0) + 1
+        return _MODELS[ref]
+
+
+def model_loads() -> dict[str, int]:
+    """How many times each model was loaded in this process (``repr(ref)``: count)."""
+    with _LOCK:
+        return {repr(ref): n for ref, n in _LOADS.items()}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the driver reads from a bundle (no sessions): identity, scales, vocabulary."""
+
+    path: Path
+    sha256: str
+    reference: Reference
+    vocabulary: frozenset[str]
+    max_tokens: int
+    use_features: bool
+
+    def tokens_per_alloy(self, k: int) -> int:
+        """Token length of a ``k``-element alloy: ``2k + 2``, plus 15 with features."""
+        return 2 * k + 2 + (15 if self.use_features else 0)
+
+
+def inspect_model(path: str | Path | None) -> ModelInfo:
+    """Verify a bundle and read what ranking and input checks need."""
+    if path is None:
+        root = default_bundle_path()
+        if not root.is_dir():
+            raise BundleError(
+                f"no shipped default model at {root}: this install has none yet; "
+                "pass --model BUNDLE (a directory written by hea-export)"
+            )
+    else:
+        root = Path(path)
+    bundle: Bundle = load_bundle(root)
+    names = [t.name for t in bundle.targets]
+    missing = [t for t in TARGETS if t not in names]
+    if missing:
+        raise BundleError(
+            f"model bundle {root} predicts {', '.join(names)}; screening needs "
+            f"{', '.join(TARGETS)} (missing {', '.join(missing)})"
+        )
+    mean, std = {}, {}
+    for t in bundle.targets:
+        mean[t.name] = sum(f.scaler_mean for f in t.folds) / len(t.folds)
+        std[t.name] = sum(f.scaler_std for f in t.folds) / len(t.folds)
+    return ModelInfo(
+        root,
+        sha256_file(root / MANIFEST_FILE),
+        Reference(mean, std),
+        frozenset(bundle.encoder().tokenizer.get_vocab()),
+        bundle.max_length,
+        bundle.use_features,
+    )
+
+
+def check_inputs(candidates: Candidates, model: ModelInfo) -> None:
+    """Reject elements outside the model's vocabulary and alloys too long for it."""
+    outside = [el for el in candidates.elements if el not in model.vocabulary]
+    if outside:
+        known = sorted(
+            t for t in model.vocabulary if t[:1].isupper() and t.isalpha() and len(t) <= 2
+        )
+        raise ElementDataError(
+            f"element {', '.join(outside)} is outside the model's vocabulary "
+            f"({model.path}): it knows {', '.join(known)}"
+        )
+    space = candidates.space if isinstance(candidates, SampledSpace) else candidates
+    longest = max(s.k for s in space.segments) if space.segments else 0
+    if model.tokens_per_alloy(longest) > model.max_tokens:
+        fits = max(
+            k for k in range(1, longest + 1) if model.tokens_per_alloy(k) <= model.max_tokens
+        )
+        raise SpaceError(
+            f"{longest}-element alloys are too long for the model ({model.max_tokens} tokens); "
+            f"use --max-elements {fits} or less"
+        )
+
+
+def guard_size(candidates: Candidates, confirmed: bool) -> None:
+    """Refuse a space above :data:`LARGE_SPACE` unless sampled or ``confirmed``."""
+    if isinstance(candidates, SampledSpace) or confirmed or candidates.size <= LARGE_SPACE:
+        return
+    raise SpaceError(
+        f"the space holds {candidates.size:,} candidates (more than {LARGE_SPACE:,}): "
+        "screen a random sample with --sample N, narrow it (--max-elements, --step, bounds), "
+        "or confirm the full run with --yes (see --dry-run for an estimated time)"
+    )
+
+
+def plan_partitions(
+    size: int, batch_size: int, partition_size: int | None, workers: int
+) -> list[tuple[int, int]]:
+    """``(lo, hi)`` partitions whose edges are multiples of ``batch_size``.
+
+    ``partition_size`` is rounded up to a multiple of the batch; by default about eight
+    partitions per worker, between 1 and 64 batches each.
+    """
+    if batch_size < 1:
+        raise UserInputError(f"batch size {batch_size}: need at least 1")
+    if partition_size is None:
+        batches = -(-size // (batch_size * max(1, workers) * 8))
+        partition_size = batch_size * min(64, max(1, batches))
+    elif partition_size < 1:
+        raise UserInputError(f"partition size {partition_size}: need at least 1")
+    step = -(-partition_size // batch_size) * batch_size
+    return [(lo, min(lo + step, size)) for lo in range(0, size, step)]
+
+
+def screen_partition(
+    candidates: Candidates,
+    lo: int,
+    hi: int,
+    model: ModelRef,
+    ranking: Ranking,
+    reference: Reference,
+) -> Partial:
+    """Enumerate, featurize, predict and score candidates ``lo..hi``; keep top-k and front."""
+    predictor = predictor_for(model)
+    seconds = {"enumerate": 0.0, "featurize": 0.0, "predict": 0.0, "rank": 0.0}
+    kept: Partial | None = None
+    for start in range(lo, hi, model.batch_size):
+        t0 = time.perf_counter()
+        table = candidates.table(start, min(start + model.batch_size, hi))
+        t1 = time.perf_counter()
+        features = featurize(table)
+        t2 = time.perf_counter()
+        predicted = predictor.predict(table, features)
+        t3 = time.perf_counter()
+        part = Partial.of(score(predicted, ranking, reference), ranking.top, len(table))
+        kept = part if kept is None else kept.merge(part, ranking.top)
+        t4 = time.perf_counter()
+        for stage, dt in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            seconds[stage] += dt
+    assert kept is not None, "empty partition"
+    return Partial(kept.top, kept.front, kept.candidates, seconds)
+
+
+@contextmanager
+def executor(
+    n_partitions: int, workers: int, scheduler: str | None, processes: bool = True
+) -> Iterator[tuple[Client | None, int | None]]:
+    """Yield ``(client or None, ONNX Runtime threads per task)`` for the run (see module doc)."""
+    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        from distributed import Client
+
+        try:
+            client = Client(address, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise UserInputError(f"cannot reach the Dask scheduler at {address!r}: {exc}") from None
+        with client:
+            yield client, 1
+        return
+    if workers <= 1 or n_partitions <= 1:
+        yield None, None
+        return
+    from distributed import Client, LocalCluster
+
+    n = min(workers, n_partitions)
+    threads = max(1, (os.cpu_count() or 1) // n)
+    with (
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=processes,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client, threads
+
+
+def run_partitions(
+    candidates: Candidates,
+    parts: Sequence[tuple[int, int, int]],
+    model: ModelRef,
+    ranking: Ranking,
+    reference: Reference,
+    on_result: Callable[[int, Partial], None],
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    processes: bool = True,
+    progress: bool = False,
+) -> None:
+    """Run ``(id, lo, hi)`` partitions on Dask, calling ``on_result(id, partial)`` as each ends.
+
+    At most two partitions per worker are queued at a time, so neither the scheduler nor
+    the driver ever holds more than a few partials.
+    """
+    bar = tqdm(
+        total=sum(hi - lo for _, lo, hi in parts),
+        unit="cand",
+        unit_scale=True,
+        disable=not progress,
+        file=sys.stderr,
+        desc="screening",
+    )
+    with bar, executor(len(parts), workers, scheduler, processes) as (client, threads):
+        ref = ModelRef(
+            model.path,
+            model.device,
+            model.precision,
+            model.batch_size,
+            model.threads if model.threads is not None else threads,
+        )
+        if client is None:
+            for pid, lo, hi in parts:
+                task = dask.delayed(screen_partition, pure=False, traverse=False)
+                partial = task(candidates, lo, hi, ref, ranking, reference).compute(
+                    scheduler="synchronous"
+                )
+                on_result(pid, partial)
+                bar.update(hi - lo)
+            return
+        _run_on_client(client, candidates, parts, ref, ranking, reference, on_result, bar)
+
+
+def _run_on_client(
+    client: Client,
+    candidates: Candidates,
+    parts: Sequence[tuple[int, int, int]],
+    ref: ModelRef,
+    ranking: Ranking,
+    reference: Reference,
+    on_result: Callable[[int, Partial], None],
+    bar: tqdm,
+) -> None:
+    """Keep two partitions per worker in flight; hand each partial to ``on_result``."""
+    from distributed import wait
+
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    [shared] = client.scatter([candidates], broadcast=True)
+    queue = list(reversed(parts))
+    running: dict[Future, tuple[int, int, int]] = {}
+
+    def submit() -> None:
+        pid, lo, hi = queue.pop()
+        fut = client.submit(screen_partition, shared, lo, hi, ref, ranking, reference, pure=False)
+        running[fut] = (pid, lo, hi)
+
+    try:
+        while queue and len(running) < 2 * n_workers:
+            submit()
+        while running:
+            done, _ = wait(list(running), return_when="FIRST_COMPLETED")
+            for fut in done:
+                pid, lo, hi = running.pop(fut)
+                partial = fut.result()
+                fut.release()
+                on_result(pid, partial)
+                bar.update(hi - lo)
+                if queue:
+                    submit()
+    finally:
+        if running:
+            client.cancel(list(running))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished screen: the ranked table and what it took."""
+
+    table: pl.DataFrame
+    merged: Partial
+    partitions: int
+    wall_seconds: float
+
+
+def screen(
+    candidates: Candidates,
+    ranking: Ranking,
+    model: ModelRef,
+    reference: Reference,
+    *,
+    ingot_mass_g: float,
+    partition_size: int | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    processes: bool = True,
+    progress: bool = False,
+) -> Outcome:
+    """Screen every candidate and return the ranked table (see :func:`result_table`)."""
+    t0 = time.perf_counter()
+    parts = plan_partitions(candidates.size, model.batch_size, partition_size, workers)
+    merged: Partial | None = None
+
+    def fold(_: int, partial: Partial) -> None:
+        nonlocal merged
+        merged = partial if merged is None else merged.merge(partial, ranking.top)
+
+    run_partitions(
+        candidates,
+        [(i, lo, hi) for i, (lo, hi) in enumerate(parts)],
+        model,
+        ranking,
+        reference,
+        fold,
+        workers=workers,
+        scheduler=scheduler,
+        processes=processes,
+        progress=progress,
+    )
+    if merged is None:
+        raise SpaceError("empty space: nothing to screen")
+    table = result_table(merged, ranking, ingot_mass_g)
+    return Outcome(table, merged, len(parts), time.perf_counter() - t0)
+
+
+def result_table(merged: Partial, ranking: Ranking, ingot_mass_g: float) -> pl.DataFrame:
+    """Ranked rows with lab columns, in :data:`RESULT_COLUMNS` order (then any others)."""
+    table = lab_columns(final_ranking(merged, ranking), ingot_mass_g)
+    first = [c for c in RESULT_COLUMNS if c in table.columns]
+    return table.select(*first, pl.exclude(first))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Dry-run figures: candidates, partitions, measured rate and estimated time."""
+
+    candidates: int
+    partitions: int
+    partition_size: int
+    probe_candidates: int
+    load_seconds: float
+    candidates_per_second: float
+    estimated_seconds: float
+
+
+def estimate(
+    candidates: Candidates,
+    ranking: Ranking,
+    model: ModelRef,
+    reference: Reference,
+    *,
+    partition_size: int | None,
+    workers: int,
+    probe: int = 256,
+) -> Estimate:
+    """Time a short probe (a sample of up to ``probe`` candidates, in this process, twice).
+
+    The estimate is model load plus ``candidates / rate``: the probe runs with every core,
+    which is what local workers share between them.
+    """
+    parts = plan_partitions(candidates.size, model.batch_size, partition_size, workers)
+    space = candidates.space if isinstance(candidates, SampledSpace) else candidates
+    sample = SampledSpace(space, min(probe, candidates.size), seed=0)
+    t0 = time.perf_counter()
+    predictor_for(model)
+    load = time.perf_counter() - t0
+    # The first pass warms up: ONNX Runtime plans each new input shape on first sight.
+    screen_partition(sample, 0, sample.size, model, ranking, reference)
+    t1 = time.perf_counter()
+    screen_partition(sample, 0, sample.size, model, ranking, reference)
+    rate = sample.size / max(time.perf_counter() - t1, 1e-9)
+    step = parts[0][1] - parts[0][0] if parts else 0
+    size = candidates.size
+    return Estimate(size, len(parts), step, sample.size, load, rate, load + size / rate)

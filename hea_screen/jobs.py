@@ -1,0 +1,324 @@
+"""Resumable batch screening: one spec, one output directory, any number of runs.
+
+Layout of ``OUT``::
+
+    OUT/
+      manifest.json                 identity of the job + one entry per finished partition
+      partitions/part-000012.parquet  the partial result of partition 12 (top-k + front rows)
+      ranked.csv, ranked.parquet    the final ranked table (when every partition is done)
+      summary.json                  counts, timings, model and space hashes of the last run
+
+A partition's file is written atomically, then its entry (rows, SHA-256, timings) is added
+to the manifest, which is itself rewritten atomically. A run that stops for any reason
+(crash, kill, ``--max-partitions``) leaves only whole files; the next run with the same
+spec and model skips every partition whose file matches its manifest entry and computes
+the rest. Because each partition's partial result is stored, the final table is merged
+from the files and is identical to that of an uninterrupted run.
+
+The job identity (candidates and ranking fingerprint, model SHA-256, batch and partition
+sizes) is recorded in the manifest; resuming with anything different is refused unless
+``restart`` is asked for, which deletes the previous run's files (only those).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from hea_screen import __version__
+from hea_screen.datasets import sha256_file
+from hea_screen.engine import (
+    ModelRef,
+    check_inputs,
+    guard_size,
+    inspect_model,
+    plan_partitions,
+    result_table,
+    run_partitions,
+)
+from hea_screen.errors import UserInputError
+from hea_screen.output import write_json, write_table
+from hea_screen.ranking import Partial, merge_all
+from hea_screen.spec import ScreenSpec
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+SUMMARY = "summary.json"
+LOCK = ".lock"
+PARTS = "partitions"
+RESULTS = ("ranked.csv", "ranked.parquet")
+
+#: Candidates per partition when the spec gives none (independent of the worker count,
+#: so that a job resumes with the same partitions on any machine).
+DEFAULT_PARTITION = 8192
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def part_file(pid: int) -> str:
+    """Relative path of partition ``pid``'s file."""
+    return f"{PARTS}/part-{pid:06d}.parquet"
+
+
+def _to_frame(partial: Partial) -> pl.DataFrame:
+    """Top-k and front rows of a partial in one frame, flagged ``in_top`` / ``in_front``."""
+    front = partial.front["composition"]
+    top = partial.top["composition"]
+    return pl.concat(
+        [
+            partial.top.with_columns(
+                pl.lit(True).alias("in_top"),
+                pl.col("composition").is_in(front.implode()).alias("in_front"),
+            ),
+            partial.front.filter(~pl.col("composition").is_in(top.implode())).with_columns(
+                pl.lit(False).alias("in_top"), pl.lit(True).alias("in_front")
+            ),
+        ],
+        how="vertical_relaxed",
+    )
+
+
+def _from_frame(frame: pl.DataFrame, candidates: int) -> Partial:
+    rows = frame.drop("in_top", "in_front")
+    return Partial(rows.filter(frame["in_top"]), rows.filter(frame["in_front"]), candidates, {})
+
+
+class Job:
+    """A batch job in ``out_dir``: its identity, manifest and partition files."""
+
+    def __init__(self, out_dir: str | Path, identity: dict[str, object]):
+        self.out = Path(out_dir)
+        self.identity = identity
+        self.entries: dict[str, dict[str, object]] = {}
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.out / MANIFEST
+
+    @contextmanager
+    def locked(self, restart: bool) -> Iterator[Job]:
+        """Hold the directory's lock (one run at a time) with the job opened (:meth:`open`)."""
+        if self.out.exists() and not self.out.is_dir():
+            raise UserInputError(f"--out {str(self.out)!r} exists and is not a directory")
+        (self.out / PARTS).mkdir(parents=True, exist_ok=True)
+        with open(self.out / LOCK, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserInputError(
+                    f"another batch run is working in {str(self.out)!r}; wait for it to end "
+                    "or choose another --out"
+                ) from None
+            self.open(restart)
+            yield self
+
+    def open(self, restart: bool) -> None:
+        """Load and check the manifest of an earlier run, or start a new one."""
+        for stale in (self.out / PARTS).glob(".*.tmp"):  # writes cut short by a kill
+            stale.unlink()
+        if not self.manifest_path.exists():
+            self._save()
+            return
+        try:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            old_identity, entries = manifest["identity"], manifest["partitions"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserInputError(
+                f"{self.manifest_path} is unreadable ({exc}); move the directory aside or "
+                "pass --restart"
+            ) from None
+        if old_identity != self.identity:
+            if not restart:
+                changed = sorted(
+                    k for k in self.identity if old_identity.get(k) != self.identity.get(k)
+                )
+                raise UserInputError(
+                    f"{str(self.out)!r} holds a job with a different {', '.join(changed)}: "
+                    "resume it with the same spec and model, choose another --out, or pass "
+                    "--restart to discard it"
+                )
+            self._clear(entries)
+            entries = {}
+        self.entries = dict(entries)
+        self._save()
+
+    def _clear(self, entries: dict[str, dict[str, object]]) -> None:
+        for entry in entries.values():
+            (self.out / str(entry["file"])).unlink(missing_ok=True)
+        for name in (*RESULTS, SUMMARY):
+            (self.out / name).unlink(missing_ok=True)
+        log.info("restart: removed %d partition files of the previous job", len(entries))
+
+    def _save(self) -> None:
+        write_json(
+            {"format": FORMAT, "identity": self.identity, "partitions": self.entries},
+            self.manifest_path,
+        )
+
+    def finished(self) -> set[int]:
+        """Partitions whose file exists and matches its manifest entry (others are redone)."""
+        done = set()
+        for key, entry in list(self.entries.items()):
+            path = self.out / str(entry["file"])
+            if path.is_file() and sha256_file(path) == entry["sha256"]:
+                done.add(int(key))
+            else:
+                log.warning("partition %s: file missing or altered; it will be recomputed", key)
+                del self.entries[key]
+        return done
+
+    def record(self, pid: int, lo: int, hi: int, partial: Partial) -> None:
+        """Write a partition's file atomically, then its manifest entry."""
+        rel = part_file(pid)
+        path = write_table(_to_frame(partial), self.out / rel)
+        self.entries[str(pid)] = {
+            "lo": lo,
+            "hi": hi,
+            "file": rel,
+            "sha256": sha256_file(path),
+            "candidates": partial.candidates,
+            "seconds": dict(partial.seconds),
+            "finished_at": _now(),
+        }
+        self._save()
+
+    def partials(self) -> Iterator[Partial]:
+        """The stored partials, one file at a time, in partition order."""
+        for key in sorted(self.entries, key=int):
+            entry = self.entries[key]
+            frame = pl.read_parquet(self.out / str(entry["file"]))
+            yield _from_frame(frame, int(entry["candidates"]))  # type: ignore[arg-type]
+
+
+def run_batch(
+    spec: ScreenSpec,
+    out_dir: str | Path,
+    model: ModelRef,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    processes: bool = True,
+    progress: bool = False,
+    confirmed: bool = False,
+    restart: bool = False,
+    max_partitions: int | None = None,
+    after_partition: Callable[[int, int, int], None] | None = None,
+    spec_path: str | None = None,
+) -> dict[str, object]:
+    """Run (or resume) the batch job of ``spec`` in ``out_dir``; return the run summary.
+
+    ``max_partitions`` stops after that many partitions in this run (a time-boxed nightly
+    slot); ``after_partition(pid, done, total)`` is called once a partition is durably
+    recorded (the command line logs progress with it).
+    """
+    started, t0 = _now(), time.perf_counter()
+    info = inspect_model(model.path)
+    candidates = spec.candidates()
+    spec.space.check_nonempty()
+    check_inputs(candidates, info)
+    guard_size(candidates, confirmed)
+    if max_partitions is not None and max_partitions < 1:
+        raise UserInputError(f"--max-partitions {max_partitions}: need at least 1")
+    parts = plan_partitions(
+        candidates.size, model.batch_size, spec.partition_size or DEFAULT_PARTITION, 1
+    )
+    identity: dict[str, object] = {
+        "spec": spec.fingerprint(),
+        "space": candidates.fingerprint(),
+        "model_sha256": info.sha256,
+        "batch_size": model.batch_size,
+        "partition_size": parts[0][1] - parts[0][0],
+        "partitions": len(parts),
+        "candidates": candidates.size,
+    }
+    with Job(out_dir, identity).locked(restart) as job:
+        done_before = job.finished()
+        pending = [(pid, lo, hi) for pid, (lo, hi) in enumerate(parts) if pid not in done_before]
+        if max_partitions is not None:
+            pending = pending[:max_partitions]
+        log.info(
+            "job %s: %d partitions, %d already done, %d to run now",
+            spec.name,
+            len(parts),
+            len(done_before),
+            len(pending),
+        )
+
+        ranges = {pid: (lo, hi) for pid, lo, hi in pending}
+
+        def on_result(pid: int, partial: Partial) -> None:
+            lo, hi = ranges[pid]
+            job.record(pid, lo, hi, partial)
+            if after_partition is not None:
+                after_partition(pid, len(job.entries), len(parts))
+
+        if pending:
+            run_partitions(
+                candidates,
+                pending,
+                model,
+                spec.ranking,
+                info.reference,
+                on_result,
+                workers=workers,
+                scheduler=scheduler,
+                processes=processes,
+                progress=progress,
+            )
+        complete = len(job.entries) == len(parts)
+        summary: dict[str, object] = {
+            "status": "complete" if complete else "incomplete",
+            "job": spec.name,
+            "spec_file": spec_path,
+            "spec_sha256": identity["spec"],
+            "space_sha256": identity["space"],
+            "space": candidates.describe(),
+            "ranking": spec.ranking.describe(),
+            "model": str(info.path),
+            "model_sha256": info.sha256,
+            "hea_screen_version": __version__,
+            "candidates_total": candidates.size,
+            "candidates_done": sum(int(e["candidates"]) for e in job.entries.values()),  # type: ignore[call-overload]
+            "partitions_total": len(parts),
+            "partitions_done": len(job.entries),
+            "partitions_skipped": len(done_before),
+            "partitions_this_run": len(pending),
+            "workers": workers,
+            "scheduler": scheduler,
+            "started_at": started,
+        }
+        if complete:
+            merged = merge_all(job.partials(), spec.ranking.top)
+            assert merged is not None
+            table = result_table(merged, spec.ranking, spec.ingot_mass_g)
+            for name in RESULTS:
+                write_table(table, job.out / name)
+            summary["results"] = list(RESULTS)
+            summary["ranked_rows"] = table.height
+            summary["pareto_front_size"] = merged.front.height
+        stages: dict[str, float] = {}
+        for entry in job.entries.values():
+            for stage, s in entry["seconds"].items():  # type: ignore[union-attr]
+                stages[stage] = stages.get(stage, 0.0) + s
+        wall = time.perf_counter() - t0
+        this_run = sum(hi - lo for _, lo, hi in pending)
+        summary["seconds"] = {
+            "wall_this_run": round(wall, 3),
+            "work_by_stage_all_runs": {k: round(v, 3) for k, v in stages.items()},
+        }
+        summary["candidates_per_second_this_run"] = round(this_run / wall, 1) if this_run else None
+        summary["finished_at"] = _now()
+        write_json(summary, job.out / SUMMARY)
+        return summary

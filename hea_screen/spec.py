@@ -1,0 +1,345 @@
+"""Screening specifications: a candidate space, a ranking and run options, from YAML or flags.
+
+A spec file (``candidates/*.yaml``) reads::
+
+    name: cantor
+    description: free text
+    space:
+      elements: [Co, Cr, Fe, Mn, Ni, Al, Cu, Ti]   # the palette
+      require: [Co, Cr, Fe, Ni]                    # present in every candidate (optional)
+      min_elements: 4                              # elements per alloy
+      max_elements: 6
+      step: 0.05                                   # fraction grid (1/step whole), or "1/20"
+      min_fraction: 0.05                           # every element present, at least
+      max_fraction: 0.35                           # every element, at most
+      bounds: {Al: [0, 0.2]}                       # per-element [low, high] fractions
+      families: [equimolar, non_equimolar]         # either or both
+      sample: 100000                               # optional: stratified random sample
+      seed: 0
+    ranking:
+      objective: weighted                          # uts | elongation | weighted | pareto
+      weights: {uts: 0.5, elongation: 0.5}
+      risk: safe                                   # mean | safe | explore
+      kappa: 1.0
+      top: 200
+    run:
+      partition_size: 8192                         # candidates per Dask partition
+      ingot_mass_g: 50                             # for the weigh-out masses
+
+Every key but ``space.elements`` is optional (defaults in :data:`DEFAULTS`). Unknown keys,
+wrong types and unreadable files raise :class:`~hea_screen.errors.SpaceError` naming the
+file, the key and what is accepted. The command line builds the same :class:`ScreenSpec`
+from flags with the parsers below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hea_screen.errors import SpaceError, UserInputError
+from hea_screen.lab import DEFAULT_INGOT_MASS_G
+from hea_screen.ranking import Ranking
+from hea_screen.space import Candidates, CandidateSpace, SampledSpace
+
+#: Defaults shared by the command line and spec files.
+DEFAULTS: dict[str, Any] = {
+    "min_elements": 3,
+    "step": "0.05",
+    "min_fraction": "0",
+    "max_fraction": "0.5",
+    "objective": "weighted",
+    "risk": "mean",
+    "kappa": 1.0,
+    "weights": (0.5, 0.5),
+    "top": 100,
+    "seed": 0,
+    "ingot_mass_g": DEFAULT_INGOT_MASS_G,
+}
+
+FAMILIES: tuple[str, ...] = ("equimolar", "non_equimolar")
+
+_SECTIONS: dict[str, tuple[str, ...]] = {
+    "": ("name", "description", "space", "ranking", "run"),
+    "space": (
+        "elements",
+        "require",
+        "min_elements",
+        "max_elements",
+        "step",
+        "min_fraction",
+        "max_fraction",
+        "bounds",
+        "families",
+        "sample",
+        "seed",
+    ),
+    "ranking": ("objective", "weights", "risk", "kappa", "top"),
+    "run": ("partition_size", "ingot_mass_g"),
+}
+
+
+@dataclass(frozen=True)
+class ScreenSpec:
+    """Everything a screening run needs besides the model and the machines.
+
+    ``sample``: screen a stratified random sample of this many candidates instead of the
+    whole space (``None``: all). ``partition_size``: candidates per Dask partition
+    (``None``: chosen by the engine). ``ingot_mass_g``: ingot mass in grams for weigh-outs.
+    """
+
+    name: str
+    space: CandidateSpace
+    ranking: Ranking
+    sample: int | None = None
+    seed: int = 0
+    partition_size: int | None = None
+    ingot_mass_g: float = DEFAULT_INGOT_MASS_G
+    description: str = ""
+
+    def candidates(self) -> Candidates:
+        """The space, or the sample of it when ``sample`` is set."""
+        if self.sample is None:
+            return self.space
+        return SampledSpace(self.space, self.sample, self.seed)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of what determines the partial results (candidates and ranking)."""
+        text = json.dumps(
+            {"candidates": self.candidates().fingerprint(), "ranking": self.ranking.describe()},
+            sort_keys=True,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------- value parsers
+def parse_elements(value: str | Iterable[str], what: str = "elements") -> tuple[str, ...]:
+    """``"Co,Cr,Fe"`` or a list of symbols -> sorted, de-duplicated symbols."""
+    items = value.replace(" ", ",").split(",") if isinstance(value, str) else list(value)
+    if not all(isinstance(x, str) for x in items):
+        raise SpaceError(f"{what}: expected element symbols such as Co, Cr, Fe; got {value!r}")
+    symbols = [x.strip() for x in items if x.strip()]
+    if not symbols:
+        raise SpaceError(f"{what}: no element given; name at least one, e.g. Co,Cr,Fe,Ni")
+    return tuple(sorted(set(symbols)))
+
+
+def parse_fraction(value: object, what: str) -> Fraction:
+    """A fraction from a number or text (``0.05``, ``"1/20"``), exactly."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise SpaceError(f"{what}: expected a number such as 0.05 or 1/20, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpaceError(f"{what}: expected a finite number, got {value!r}")
+    try:
+        return Fraction(str(value).strip())
+    except (ValueError, ZeroDivisionError):
+        raise SpaceError(f"{what}: expected a number such as 0.05 or 1/20, got {value!r}") from None
+
+
+def parse_bounds(items: Iterable[str]) -> dict[str, tuple[Fraction, Fraction]]:
+    """``["Al:0-0.2", "Ti:0.05-0.1,Cu:0-0.1"]`` -> ``{el: (low, high)}`` fractions."""
+    out: dict[str, tuple[Fraction, Fraction]] = {}
+    for item in items:
+        for part in item.split(","):
+            if not part.strip():
+                continue
+            el, sep, rng = part.strip().partition(":")
+            low, dash, high = rng.partition("-")
+            if not sep or not dash or not el:
+                raise SpaceError(
+                    f"bounds {part!r}: expected ELEMENT:LOW-HIGH in atomic fractions, e.g. Al:0-0.2"
+                )
+            out[el] = (
+                parse_fraction(low, f"lower bound of {el}"),
+                parse_fraction(high, f"upper bound of {el}"),
+            )
+    return out
+
+
+def parse_weights(value: str | Mapping[str, object] | Sequence[object]) -> tuple[float, float]:
+    """``"0.7,0.3"``, ``"uts=0.7,elongation=0.3"`` or a mapping -> ``(w_uts, w_elong)``."""
+    names = ("uts", "elongation")
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        value = dict(p.split("=", 1) for p in parts) if all("=" in p for p in parts) else parts
+    if isinstance(value, Mapping):
+        unknown = set(value) - set(names)
+        if unknown:
+            raise UserInputError(
+                f"weights for {', '.join(sorted(map(str, unknown)))}: only uts and "
+                "elongation can be weighted"
+            )
+        value = [value.get(n, 0.0) for n in names]
+    if len(value) != 2:
+        raise UserInputError(f"weights {value!r}: give two numbers (UTS, elongation), e.g. 0.7,0.3")
+    try:
+        w = tuple(float(x) for x in value)
+    except (TypeError, ValueError):
+        raise UserInputError(f"weights {value!r}: expected numbers, e.g. 0.7,0.3") from None
+    return w[0], w[1]
+
+
+def parse_families(value: Iterable[str]) -> tuple[bool, bool]:
+    """``["equimolar", "non_equimolar"]`` (either or both) -> (equimolar, non_equimolar)."""
+    chosen = list(value) if not isinstance(value, str) else [value]
+    bad = [f for f in chosen if f not in FAMILIES]
+    if bad or not chosen:
+        raise SpaceError(f"families {chosen!r}: choose one or both of {', '.join(FAMILIES)}")
+    return "equimolar" in chosen, "non_equimolar" in chosen
+
+
+def build_space(
+    elements: tuple[str, ...],
+    *,
+    min_elements: int | None = None,
+    max_elements: int | None = None,
+    step: object = None,
+    min_fraction: object = None,
+    max_fraction: object = None,
+    bounds: Mapping[str, tuple[Fraction, Fraction]] | None = None,
+    require: tuple[str, ...] = (),
+    equimolar: bool = True,
+    non_equimolar: bool = True,
+) -> CandidateSpace:
+    """A :class:`CandidateSpace` with :data:`DEFAULTS` for every option left ``None``.
+
+    ``max_elements`` defaults to (and is capped at) the palette size.
+    """
+    lo = DEFAULTS["min_elements"] if min_elements is None else min_elements
+    hi = len(elements) if max_elements is None else min(max_elements, len(elements))
+    if min_elements is None:
+        lo = min(lo, hi)
+    elif lo > len(elements):
+        hi = lo  # reported as an empty space (more elements asked for than the palette has)
+    return CandidateSpace(
+        elements,
+        lo,
+        hi,
+        parse_fraction(DEFAULTS["step"] if step is None else step, "step"),
+        dict(bounds or {}),
+        parse_fraction(
+            DEFAULTS["min_fraction"] if min_fraction is None else min_fraction, "min_fraction"
+        ),
+        parse_fraction(
+            DEFAULTS["max_fraction"] if max_fraction is None else max_fraction, "max_fraction"
+        ),
+        tuple(sorted(require)),
+        equimolar,
+        non_equimolar,
+    )
+
+
+# --------------------------------------------------------------------- YAML files
+def load_spec(path: str | Path) -> ScreenSpec:
+    """Read and validate a spec file; errors name the file and the offending key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SpaceError(f"cannot read spec {str(path)!r}: {reason}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise SpaceError(f"spec {str(path)!r} is not valid YAML{where}: {problem}") from None
+    try:
+        return spec_from_dict(data, default_name=path.stem)
+    except UserInputError as exc:
+        raise SpaceError(f"spec {str(path)!r}: {exc}") from None
+
+
+def spec_from_dict(data: object, default_name: str = "screen") -> ScreenSpec:
+    """Build a :class:`ScreenSpec` from the parsed YAML mapping."""
+    top = _section(data, "")
+    space = _section(top.get("space"), "space")
+    ranking = _section(top.get("ranking", {}), "ranking")
+    run = _section(top.get("run", {}), "run")
+    if "elements" not in space:
+        raise SpaceError("space.elements is missing: list the palette, e.g. [Co, Cr, Fe, Ni]")
+    equimolar, non_equimolar = parse_families(space.get("families", FAMILIES))
+    bounds = {}
+    raw_bounds = space.get("bounds") or {}
+    if not isinstance(raw_bounds, Mapping):
+        raise SpaceError("space.bounds: expected a mapping such as {Al: [0, 0.2]}")
+    for el, pair in raw_bounds.items():
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise SpaceError(f"space.bounds.{el}: expected [low, high], e.g. [0, 0.2]")
+        bounds[str(el)] = (
+            parse_fraction(pair[0], f"space.bounds.{el} low"),
+            parse_fraction(pair[1], f"space.bounds.{el} high"),
+        )
+    cand = build_space(
+        parse_elements(space["elements"], "space.elements"),
+        min_elements=_int(space, "min_elements", "space"),
+        max_elements=_int(space, "max_elements", "space"),
+        step=space.get("step"),
+        min_fraction=space.get("min_fraction"),
+        max_fraction=space.get("max_fraction"),
+        bounds=bounds,
+        require=parse_elements(space["require"], "space.require") if space.get("require") else (),
+        equimolar=equimolar,
+        non_equimolar=non_equimolar,
+    )
+    weights = ranking.get("weights", DEFAULTS["weights"])
+    rank = Ranking(
+        objective=str(ranking.get("objective", DEFAULTS["objective"])),
+        risk=str(ranking.get("risk", DEFAULTS["risk"])),
+        kappa=_float(ranking, "kappa", "ranking", DEFAULTS["kappa"]),
+        weights=parse_weights(weights),
+        top=_int(ranking, "top", "ranking") or DEFAULTS["top"],
+    )
+    name = top.get("name", default_name)
+    if not isinstance(name, str) or not name.strip():
+        raise SpaceError(f"name: expected a text, got {name!r}")
+    return ScreenSpec(
+        name=name,
+        space=cand,
+        ranking=rank,
+        sample=_int(space, "sample", "space"),
+        seed=_int(space, "seed", "space") or 0,
+        partition_size=_int(run, "partition_size", "run"),
+        ingot_mass_g=_float(run, "ingot_mass_g", "run", DEFAULTS["ingot_mass_g"]),
+        description=str(top.get("description", "")),
+    )
+
+
+def _section(value: object, name: str) -> dict[str, Any]:
+    label = name or "the spec"
+    if value is None and name == "space":
+        raise SpaceError("the spec has no 'space' section: it needs at least space.elements")
+    if not isinstance(value, Mapping):
+        raise SpaceError(f"{label}: expected a mapping of keys, got {type(value).__name__}")
+    unknown = [str(k) for k in value if k not in _SECTIONS[name]]
+    if unknown:
+        raise SpaceError(
+            f"unknown key {', '.join(unknown)} in {label}: accepted keys are "
+            f"{', '.join(_SECTIONS[name])}"
+        )
+    return dict(value)
+
+
+def _int(section: Mapping[str, Any], key: str, name: str) -> int | None:
+    value = section.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpaceError(f"{name}.{key}: expected a whole number, got {value!r}")
+    return value
+
+
+def _float(section: Mapping[str, Any], key: str, name: str, default: float) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpaceError(f"{name}.{key}: expected a number, got {value!r}")
+    return float(value)

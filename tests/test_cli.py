@@ -1,0 +1,181 @@
+"""The hea-screen command: ranked output files, dry runs, batch jobs, clean bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from hea_screen.cli import main
+from hea_screen.engine import RESULT_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--elements", "Co,Cr,Fe,Ni", "--step", "0.1", "--workers", "1", "--quiet"]
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ranks_and_writes_every_format(capsys, tiny_bundle, tmp_path):
+    csv = tmp_path / "ranked.csv"
+    code, out, err = cli(
+        capsys, *SMALL, "--model", str(tiny_bundle), "--top", "7", "--out", str(csv)
+    )
+    assert code == 0, err
+    assert "rank" in out and "nearest UTS datum" in out  # the printed table
+    assert "ranked 7 of 145 candidates" in err
+    table = pl.read_csv(csv)
+    assert tuple(table.columns) == RESULT_COLUMNS
+    assert table["rank"].to_list() == list(range(1, 8))
+    assert table["at_pct"][0].count("%") == 0 and table["weigh_out_g"][0].endswith(" g")
+    for suffix in (".parquet", ".json"):
+        path = tmp_path / f"ranked{suffix}"
+        args = [*SMALL, "--model", str(tiny_bundle), "--top", "7", "--show", "0"]
+        assert main([*args, "--out", str(path)]) == 0
+        other = pl.read_parquet(path) if suffix == ".parquet" else pl.read_json(path)
+        assert other["composition"].to_list() == table["composition"].to_list()
+    capsys.readouterr()
+
+
+def test_options_shape_the_space_and_ranking(capsys, tiny_bundle, tmp_path):
+    out = tmp_path / "r.csv"
+    args = [
+        *SMALL,
+        "--model",
+        str(tiny_bundle),
+        "--bounds",
+        "Co:0.2-0.4",
+        "--min-elements",
+        "4",
+        "--non-equimolar-only",
+        "--objective",
+        "uts",
+        "--risk",
+        "safe",
+        "--kappa",
+        "2",
+        "--top",
+        "500",
+        "--ingot-mass",
+        "10",
+        "--out",
+        str(out),
+    ]
+    code, _, err = cli(capsys, *args)
+    assert code == 0, err
+    table = pl.read_csv(out)
+    fractions = table["at_pct"].str.extract(r"Co (\d+\.\d+)").cast(float)
+    assert fractions.min() >= 20 and fractions.max() <= 40
+    assert (
+        table["n_elements"] == 4
+    ).all() and table.height == 43  # 4-element grid points: 18 + 15 + 10 for Co 20, 30, 40 %
+    assert "Co0.25 Cr0.25 Fe0.25 Ni0.25" not in table["composition"].to_list()
+    safe = table["uts_mpa_mean"] - 2 * table["uts_mpa_std"]
+    assert (safe - table["score"]).abs().max() < 1e-9
+    assert table["score"].is_sorted(descending=True)
+
+
+def test_dry_run_reports_size_partitions_and_time(capsys, tiny_bundle, tmp_path):
+    out = tmp_path / "never.csv"
+    code, text, err = cli(
+        capsys, *SMALL, "--model", str(tiny_bundle), "--dry-run", "--out", str(out)
+    )
+    assert code == 0, err
+    assert "candidates: 145" in text
+    assert "3 elements, grid: 72" in text and "4 elements, equimolar: 1" in text
+    assert "partitions:" in text and "estimated time:" in text and "candidates/s" in text
+    assert not out.exists()
+
+
+def test_batch_subcommand_resumes(capsys, tiny_bundle, tmp_path):
+    spec = tmp_path / "small.yaml"
+    spec.write_text(
+        "name: small\nspace: {elements: [Co, Cr, Fe, Ni], step: 0.1}\n"
+        "ranking: {objective: pareto, top: 50}\nrun: {partition_size: 64}\n"
+    )
+    job = tmp_path / "job"
+    base = ["batch", str(spec), "--out", str(job), "--model", str(tiny_bundle), "--quiet"]
+    base += ["--batch-size", "32"]
+    code, out, err = cli(capsys, *base, "--workers", "1", "--max-partitions", "1")
+    assert code == 0, err
+    assert "small: incomplete; partitions 1/3" in out
+    code, out, err = cli(capsys, *base, "--workers", "1")
+    assert code == 0, err
+    assert "small: complete; partitions 3/3 (1 resumed, 2 this run)" in out
+    summary = json.loads((job / "summary.json").read_text())
+    assert summary["candidates_done"] == 145 and summary["spec_file"] == str(spec)
+    ranked = pl.read_csv(job / "ranked.csv")
+    assert ranked["pareto"].all() and ranked.height == summary["pareto_front_size"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--elements", "Co,Cr,Xx"], "unknown element 'Xx'"),
+        (["--elements", "Co,Cr,Fe,Pu"], "no property data for Pu"),
+        (["--elements", "Co,Cr", "--min-elements", "3"], "empty space"),
+        (
+            ["--elements", "Co,Cr,Fe", "--equimolar-only", "--max-fraction", "0.3"],
+            "bounds admit no",
+        ),
+        (["--elements", "Co,Cr,Fe", "--bounds", "Co:0.6-1,Cr:0.6-1"], "bounds admit no"),
+        (["--elements", "Co,Cr,Fe", "--bounds", "Co=0.2"], "expected ELEMENT:LOW-HIGH"),
+        (["--elements", "Co,Cr,Fe", "--step", "0.3"], "must divide 1 evenly"),
+        (
+            ["--elements", "Al,Co,Cr,Cu,Fe,Mn,Ni,Ti", "--step", "0.01", "--max-fraction", "1"],
+            "screen a random sample with --sample N",
+        ),
+        (["--spec", "missing.yaml"], "cannot read spec"),
+        (["--spec", "{bad}"], "not valid YAML"),
+        (["--elements", "Co,Cr,Fe", "--out", "ranked.xlsx"], "unsupported extension '.xlsx'"),
+        (["--elements", "Co,Cr,Fe", "--weights", "1"], "give two numbers"),
+        (["--top", "5"], "give --elements"),
+        (["--spec", "cantor", "--elements", "Co,Cr"], "cannot be combined with --spec"),
+        (["--elements", "Co,Cr,Fe", "--model", "no/such/bundle"], "is not a directory"),
+        (["--objective", "cheapest"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_a_clean_error(capsys, tiny_bundle, tmp_path, args, message):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("space: [unclosed\n")
+    args = [str(bad_yaml) if a == "{bad}" else a for a in args]
+    args = [str(ROOT / "candidates" / "cantor.yaml") if a == "cantor" else a for a in args]
+    if "--model" not in args:
+        args += ["--model", str(tiny_bundle)]
+    with pytest.raises(SystemExit) if "invalid choice" in message else _no_exit():
+        code, _, err = cli(capsys, *args, "--workers", "1")
+        assert code == 2
+        assert err.startswith("error: ") and message in err
+        assert "Traceback" not in err
+    if "invalid choice" in message:
+        err = capsys.readouterr().err
+        assert "error: argument --objective: invalid choice" in err
+
+
+class _no_exit:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_python_dash_m_exits_2_without_traceback(tiny_bundle):
+    proc = subprocess.run(
+        [sys.executable, "-m", "hea_screen", "--elements", "Co,Nope", "--model", str(tiny_bundle)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.startswith("error: unknown element 'Nope'") and "Traceback" not in proc.stderr
+    )

@@ -1,0 +1,142 @@
+"""The Dask engine with the real tiny bundle: same answer however the work is split."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from hea_screen.engine import (
+    ModelRef,
+    check_inputs,
+    estimate,
+    guard_size,
+    inspect_model,
+    model_loads,
+    plan_partitions,
+    predictor_for,
+    result_table,
+    screen,
+)
+from hea_screen.errors import ElementDataError, SpaceError
+from hea_screen.features import featurize
+from hea_screen.ranking import Partial, Ranking, score
+from hea_screen.space import SampledSpace
+from hea_screen.spec import build_space, parse_elements
+
+BATCH = 32
+
+
+@pytest.fixture(scope="module")
+def space():
+    """Co-Cr-Fe-Ni on a 10 % grid, 3-4 elements, at most 50 % each: 145 candidates."""
+    return build_space(parse_elements("Co,Cr,Fe,Ni"), step="0.1")
+
+
+@pytest.fixture(scope="module")
+def info(tiny_bundle: Path):
+    return inspect_model(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bundle: Path) -> ModelRef:
+    return ModelRef(str(tiny_bundle), device="cpu", batch_size=BATCH)
+
+
+def run(space, model, info, ranking, **kwargs) -> pl.DataFrame:
+    return screen(space, ranking, model, info.reference, ingot_mass_g=50.0, **kwargs).table
+
+
+def test_partition_edges_are_batch_multiples():
+    parts = plan_partitions(1000, 64, 100, workers=2)
+    assert parts[0] == (0, 128) and parts[-1] == (896, 1000)
+    assert all(lo % 64 == 0 for lo, _ in parts)
+    assert plan_partitions(10**6, 512, None, workers=2)[0] == (0, 512 * 64)
+
+
+def test_top_k_equals_sorting_every_prediction(space, model, info):
+    """Oracle: predict the whole space batch by batch, score, sort everything."""
+    ranking = Ranking("weighted", "safe", kappa=1.0, top=15)
+    predictor = predictor_for(model)
+    frames = []
+    for lo in range(0, space.size, BATCH):
+        table = space.table(lo, min(lo + BATCH, space.size))
+        frames.append(predictor.predict(table, featurize(table)))
+    everything = score(pl.concat(frames), ranking, info.reference)
+    assert everything.height == space.size == 145
+    best = everything.sort(["score", "composition"], descending=[True, False]).head(15)
+    ranked = run(space, model, info, ranking, partition_size=64, workers=1)
+    assert ranked["composition"].to_list() == best["composition"].to_list()
+    assert ranked["score"].to_list() == best["score"].to_list()
+    assert ranked["rank"].to_list() == list(range(1, 16))
+    assert ranked["uts_mpa_std"].min() >= 0
+    oracle = result_table(Partial.of(everything, 15, space.size), ranking, 50.0)
+    assert ranked.equals(oracle)
+
+
+def test_same_result_for_any_partitioning_and_worker_count(space, model, info):
+    """Top-k and Pareto front (the ``pareto`` flags) both survive any split."""
+    ranking = Ranking("weighted", "explore", kappa=0.5, top=10)
+    one = run(space, model, info, ranking, partition_size=space.size, workers=1)
+    small = run(space, model, info, ranking, partition_size=BATCH, workers=1)
+    threads = run(space, model, info, ranking, partition_size=96, workers=2, processes=False)
+    assert one.equals(small) and one.equals(threads)
+    assert one["pareto"].any()
+
+
+def test_existing_cluster_runs_partitions_and_loads_model_once_per_worker(space, model, info):
+    from distributed import Client, LocalCluster
+
+    ranking = Ranking("weighted", top=10)
+    local = run(space, model, info, ranking, partition_size=BATCH, workers=1)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        remote = run(
+            space, model, info, ranking, partition_size=BATCH, scheduler=cluster.scheduler_address
+        )
+        loads = client.run(model_loads)
+    assert remote.equals(local)  # other processes, other ONNX Runtime thread counts
+    assert len(loads) == 2
+    counts = [n for per_worker in loads.values() for n in per_worker.values()]
+    assert counts and all(n == 1 for n in counts)  # 8 partitions, one load per worker
+    assert sum(len(per_worker) for per_worker in loads.values()) <= 2
+
+
+def test_sampled_space_screens_the_sample(space, model, info):
+    sample = SampledSpace(space, 50, seed=1)
+    ranking = Ranking("uts", top=50)
+    ranked = run(sample, model, info, ranking, partition_size=BATCH, workers=1)
+    texts = set(sample.table(0, 50).canonical_texts())
+    assert ranked.height == 50 and set(ranked["composition"]) == texts
+
+
+def test_inputs_outside_the_model_are_refused(space, info):
+    without_ni = replace(info, vocabulary=info.vocabulary - {"Ni"})
+    with pytest.raises(ElementDataError, match="Ni is outside the model's vocabulary"):
+        check_inputs(space, without_ni)
+    short = replace(info, max_tokens=info.tokens_per_alloy(3))
+    with pytest.raises(SpaceError, match="use --max-elements 3"):
+        check_inputs(space, short)
+    check_inputs(space, info)
+
+
+def test_huge_space_needs_sample_or_confirmation():
+    huge = build_space(parse_elements("Al,Co,Cr,Cu,Fe,Mn,Ni,Ti"), step="0.01", max_fraction="1")
+    assert huge.size > 10**6
+    with pytest.raises(SpaceError, match="--sample N"):
+        guard_size(huge, confirmed=False)
+    guard_size(huge, confirmed=True)
+    guard_size(SampledSpace(huge, 1000), confirmed=False)
+
+
+def test_dry_run_estimate_probes_without_screening(space, model, info):
+    est = estimate(space, Ranking(), model, info.reference, partition_size=64, workers=2, probe=64)
+    assert est.candidates == 145 and est.partitions == 3 and est.partition_size == 64
+    assert est.probe_candidates == 64 and est.candidates_per_second > 0
+    assert est.estimated_seconds >= 145 / est.candidates_per_second

@@ -1,0 +1,132 @@
+"""Batch jobs: interrupted and resumed runs give the uninterrupted result, no duplicates."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from hea_screen.engine import ModelRef, inspect_model, screen
+from hea_screen.errors import UserInputError
+from hea_screen.jobs import MANIFEST, SUMMARY, part_file, run_batch
+from hea_screen.ranking import Ranking
+from hea_screen.spec import ScreenSpec, build_space, parse_elements
+
+BATCH = 32
+
+
+@pytest.fixture(scope="module")
+def spec() -> ScreenSpec:
+    space = build_space(parse_elements("Co,Cr,Fe,Ni"), step="0.1")  # 145 candidates
+    ranking = Ranking("weighted", "safe", top=12)
+    return ScreenSpec("test", space, ranking, partition_size=BATCH, ingot_mass_g=25.0)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bundle: Path) -> ModelRef:
+    return ModelRef(str(tiny_bundle), device="cpu", batch_size=BATCH)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(spec, model, tmp_path_factory) -> pl.DataFrame:
+    out = tmp_path_factory.mktemp("full")
+    summary = run_batch(spec, out, model, workers=1)
+    assert summary["status"] == "complete" and summary["partitions_total"] == 5
+    return pl.read_parquet(out / "ranked.parquet")
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / MANIFEST).read_text())
+
+
+def test_uninterrupted_job_matches_interactive_screen(
+    spec, model, tiny_bundle, uninterrupted, tmp_path
+):
+    info = inspect_model(tiny_bundle)
+    direct = screen(
+        spec.candidates(), spec.ranking, model, info.reference, ingot_mass_g=25.0, partition_size=64
+    ).table
+    assert uninterrupted.equals(direct)
+    assert uninterrupted.height == 12 and uninterrupted["composition"].is_unique().all()
+
+
+def test_stop_after_some_partitions_then_resume(spec, model, uninterrupted, tmp_path):
+    first = run_batch(spec, tmp_path, model, workers=1, max_partitions=2)
+    assert first["status"] == "incomplete" and first["partitions_done"] == 2
+    assert not (tmp_path / "ranked.csv").exists()
+    second = run_batch(spec, tmp_path, model, workers=1)
+    assert second["status"] == "complete"
+    assert second["partitions_skipped"] == 2 and second["partitions_this_run"] == 3
+    assert second["candidates_done"] == second["candidates_total"] == 145
+    assert pl.read_parquet(tmp_path / "ranked.parquet").equals(uninterrupted)
+    csv = pl.read_csv(tmp_path / "ranked.csv")
+    assert csv["composition"].to_list() == uninterrupted["composition"].to_list()
+    files = sorted(p.name for p in (tmp_path / "partitions").iterdir())
+    assert files == [Path(part_file(i)).name for i in range(5)]  # no duplicates, no temp files
+    summary = json.loads((tmp_path / SUMMARY).read_text())
+    assert (
+        summary["model_sha256"]
+        and summary["space_sha256"]
+        and summary["seconds"]["wall_this_run"] > 0
+    )
+    third = run_batch(spec, tmp_path, model, workers=1)  # nothing left: merge only
+    assert third["partitions_this_run"] == 0 and third["partitions_skipped"] == 5
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_crash_mid_run_on_dask_workers_then_resume(spec, model, uninterrupted, tmp_path):
+    seen = []
+
+    def crash_after_two(pid: int, done: int, total: int) -> None:
+        seen.append(pid)
+        if len(seen) == 2:
+            raise Crash("simulated crash after two partitions")
+
+    with pytest.raises(Crash):
+        run_batch(
+            spec, tmp_path, model, workers=2, processes=False, after_partition=crash_after_two
+        )
+    assert sorted(int(k) for k in manifest(tmp_path)["partitions"]) == sorted(seen)
+    resumed = run_batch(spec, tmp_path, model, workers=2, processes=False)
+    assert resumed["partitions_skipped"] == 2 and resumed["partitions_this_run"] == 3
+    assert pl.read_parquet(tmp_path / "ranked.parquet").equals(uninterrupted)
+
+
+def test_damaged_or_unrecorded_partitions_are_recomputed(spec, model, uninterrupted, tmp_path):
+    run_batch(spec, tmp_path, model, workers=1, max_partitions=3)
+    (tmp_path / part_file(0)).write_bytes(b"not parquet")  # altered after it was recorded
+    data = manifest(tmp_path)
+    del data["partitions"]["1"]  # crash between writing the file and recording it
+    (tmp_path / MANIFEST).write_text(json.dumps(data))
+    stale = tmp_path / "partitions" / ".part-000004.parquet.x.tmp"
+    stale.write_bytes(b"")  # a write cut short by a kill
+    resumed = run_batch(spec, tmp_path, model, workers=1)
+    assert not stale.exists()
+    assert resumed["partitions_skipped"] == 1 and resumed["partitions_this_run"] == 4
+    assert pl.read_parquet(tmp_path / "ranked.parquet").equals(uninterrupted)
+
+
+def test_resuming_with_another_spec_is_refused_unless_restarted(spec, model, tmp_path):
+    run_batch(spec, tmp_path, model, workers=1, max_partitions=1)
+    other = replace(spec, ranking=Ranking("uts", top=12))
+    with pytest.raises(UserInputError, match="different spec"):
+        run_batch(other, tmp_path, model, workers=1)
+    done = run_batch(other, tmp_path, model, workers=1, restart=True)
+    assert done["status"] == "complete" and done["partitions_skipped"] == 0
+
+
+def test_one_run_at_a_time_per_directory(spec, model, tmp_path):
+    import fcntl
+
+    run_batch(spec, tmp_path, model, workers=1, max_partitions=1)
+    with open(tmp_path / ".lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # e.g. last night's run still going
+        with pytest.raises(UserInputError, match="another batch run is working"):
+            run_batch(spec, tmp_path, model, workers=1)
+    assert run_batch(spec, tmp_path, model, workers=1)["status"] == "complete"
