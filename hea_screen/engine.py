@@ -39,11 +39,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dask
+import numpy as np
 import polars as pl
 from tqdm import tqdm
 
 from hea_screen.bundle import MANIFEST_FILE, Bundle, default_bundle_path, load_bundle
 from hea_screen.datasets import sha256_file
+from hea_screen.elements import check_elements, mixing_matrix
 from hea_screen.errors import BundleError, ElementDataError, SpaceError, UserInputError
 from hea_screen.features import featurize
 from hea_screen.lab import lab_columns
@@ -171,7 +173,9 @@ def inspect_model(path: str | Path | None) -> ModelInfo:
 
 
 def check_inputs(candidates: Candidates, model: ModelInfo) -> None:
-    """Reject elements outside the model's vocabulary and alloys too long for it."""
+    """Reject, before any work, elements without property data or outside the model's
+    vocabulary, element pairs without a mixing enthalpy, and alloys too long for the model."""
+    check_elements(candidates.elements)
     outside = [el for el in candidates.elements if el not in model.vocabulary]
     if outside:
         known = sorted(
@@ -180,6 +184,18 @@ def check_inputs(candidates: Candidates, model: ModelInfo) -> None:
         raise ElementDataError(
             f"element {', '.join(outside)} is outside the model's vocabulary "
             f"({model.path}): it knows {', '.join(known)}"
+        )
+    dh = mixing_matrix(candidates.elements)
+    unknown = [
+        f"{a}-{b}"
+        for i, a in enumerate(candidates.elements)
+        for j, b in enumerate(candidates.elements)
+        if i < j and np.isnan(dh[i, j])
+    ]
+    if unknown:
+        raise ElementDataError(
+            f"no mixing enthalpy for {', '.join(unknown)} in Takeuchi & Inoue (2005), so h_mix "
+            "cannot be computed: drop one element of each pair from the palette"
         )
     space = candidates.space if isinstance(candidates, SampledSpace) else candidates
     longest = max(s.k for s in space.segments) if space.segments else 0

@@ -120,6 +120,7 @@ def test_batch_subcommand_resumes(capsys, tiny_bundle, tmp_path):
     [
         (["--elements", "Co,Cr,Xx"], "unknown element 'Xx'"),
         (["--elements", "Co,Cr,Fe,Pu"], "no property data for Pu"),
+        (["--elements", "Co,Cr,Te"], "no mixing enthalpy for Co-Te, Cr-Te"),
         (["--elements", "Co,Cr", "--min-elements", "3"], "empty space"),
         (
             ["--elements", "Co,Cr,Fe", "--equimolar-only", "--max-fraction", "0.3"],
