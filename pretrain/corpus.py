@@ -48,7 +48,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from hea_screen.features import FEATURE_NAMES, featurize
-from pretrain.atomic import write_atomic
+from hea_screen.output import atomic_write
 from pretrain.config import CorpusConfig
 
 log = logging.getLogger(__name__)
@@ -269,4 +269,4 @@ def _run_partitions(
 
 def write_corpus(result: CorpusResult, path: str | Path) -> Path:
     """Write the corpus as Parquet (``composition`` + 14 features), atomically."""
-    return write_atomic(path, lambda tmp: result.frame.write_parquet(tmp))
+    return atomic_write(path, lambda tmp: result.frame.write_parquet(tmp))

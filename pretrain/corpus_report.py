@@ -15,8 +15,9 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
+from hea_screen.output import atomic_write
 from hea_screen.table import CompositionTable
-from pretrain.atomic import write_atomic, write_text_atomic
+from pretrain.atomic import write_text_atomic
 from pretrain.corpus import ELEMENT_WEIGHTS, EXCLUDED_ELEMENTS, CorpusResult
 
 FIGURE = "figures/corpus_elements.png"
@@ -73,7 +74,7 @@ def plot_frequencies(table: pl.DataFrame, path: Path, reference_name: str) -> Pa
     ax.set_title("Element frequencies of the pre-training corpus")
     ax.legend()
     fig.tight_layout()
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
 
 
 def write_corpus_report(

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pretrain.atomic import write_atomic
+from hea_screen.output import atomic_write
 
 DPI = 120
 PANEL = 3.4  # inches per small-multiple panel
@@ -29,7 +29,7 @@ def _new_figure(width: float, height: float) -> Figure:
 
 def save_png(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as PNG atomically."""
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
 
 
 def _grid(fig: Figure, n: int, ncols: int = 4) -> list:

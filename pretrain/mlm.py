@@ -43,10 +43,11 @@ from transformers import (
 )
 
 from hea_screen.features import FEATURE_NAMES
+from hea_screen.output import atomic_write
 from hea_screen.table import CompositionTable
 from hea_screen.tokens import SPECIAL_TOKENS, TokenEncoder
 from pretrain.architecture import bert_config
-from pretrain.atomic import write_atomic, write_csv_atomic
+from pretrain.atomic import write_csv_atomic
 from pretrain.checkpoint import load_checkpoint, save_checkpoint
 from pretrain.config import ModelConfig, PretrainConfig
 from pretrain.run_dir import RunDir, atomic_directory
@@ -136,7 +137,7 @@ def plot_loss_curve(curve: pl.DataFrame, path: Path) -> Path:
     ax.set_title("MLM pre-training")
     ax.legend()
     fig.tight_layout()
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
 
 
 def pretrain_mlm(
