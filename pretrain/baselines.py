@@ -55,7 +55,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ from hea_screen.features import FEATURE_NAMES, featurize
 from hea_screen.table import CompositionTable
 from pretrain.atomic import write_csv_atomic, write_text_atomic
 from pretrain.cv_results import CV_COLUMNS, CV_SCHEMA, HONEST, merge_cv_results
+from pretrain.finetune_data import FinetuneDataset
 from pretrain.folds import Split, cv_splits
 from pretrain.run_dir import RunDir
 
@@ -183,22 +184,9 @@ def _get(obj: object, name: str) -> Any:
     return getattr(obj, name, None)
 
 
-@dataclass(frozen=True)
-class Dataset:
-    """A fine-tuning set: canonical compositions and one target."""
-
-    target: str
-    compositions: list[str]
-    y: np.ndarray
-    table: CompositionTable = field(repr=False)
-
-    def __len__(self) -> int:
-        return len(self.compositions)
-
-
 def read_dataset(
     path: str | Path, target: str | None = None, composition_column: str = "composition"
-) -> Dataset:
+) -> FinetuneDataset:
     """Read a CSV with a composition column and a numeric target column.
 
     ``target`` names the target column; if omitted, the file must have exactly one column
@@ -244,16 +232,21 @@ def read_dataset(
         )
     table = CompositionTable.from_compositions(frame[composition_column].cast(pl.Utf8).to_list())
     name = path.parent.name if target == "target" else target
-    return Dataset(name, table.canonical_texts().to_list(), y, table)
+    texts = table.canonical_texts().to_list()
+    return FinetuneDataset(name, texts, y, table, featurize(table))
 
 
-def design_matrix(table: CompositionTable, mode: str) -> tuple[np.ndarray, list[str]]:
-    """Input matrix and column names: 14 features + fractions (``features``) or fractions only."""
+def design_matrix(
+    table: CompositionTable, mode: str, features: pl.DataFrame | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Input matrix and column names: 14 features + fractions (``features``) or fractions only.
+
+    ``features`` is ``featurize(table)`` when already computed."""
     fractions = table.fractions
     names = [f"x_{el}" for el in table.elements]
     if mode == "composition":
         return fractions, names
-    feats = featurize(table).select(FEATURE_NAMES).to_numpy()
+    feats = (featurize(table) if features is None else features).select(FEATURE_NAMES).to_numpy()
     return np.hstack([feats, fractions]), [*FEATURE_NAMES, *names]
 
 
@@ -337,13 +330,15 @@ class BaselineResult:
     tuning: list[Tuning]
 
 
-def evaluate(dataset: Dataset, splits: Sequence[Split], config: BaselineConfig) -> BaselineResult:
+def evaluate(
+    dataset: FinetuneDataset, splits: Sequence[Split], config: BaselineConfig
+) -> BaselineResult:
     """Fit every configured model on each ``train_full`` and score it on ``test``."""
     metrics: list[dict[str, Any]] = []
     predictions: dict[str, list[pl.DataFrame]] = {}
     tuning: list[Tuning] = []
     for mode in config.inputs:
-        x_all, _ = design_matrix(dataset.table, mode)
+        x_all, _ = design_matrix(dataset.table, mode, dataset.features)
         for split in splits:
             train, test = split.train_full, split.test
             if np.intersect1d(train, test).size:
@@ -399,7 +394,9 @@ def _metrics_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=CV_SCHEMA)
 
 
-def run_dataset(dataset: Dataset, out_dir: str | Path, config: BaselineConfig) -> pl.DataFrame:
+def run_dataset(
+    dataset: FinetuneDataset, out_dir: str | Path, config: BaselineConfig
+) -> pl.DataFrame:
     """Run the baselines on one dataset and write every output under ``out_dir`` (a run dir)."""
     out_dir = Path(out_dir)
     target_dir = out_dir / "baselines" / dataset.target
@@ -422,7 +419,7 @@ def run_dataset(dataset: Dataset, out_dir: str | Path, config: BaselineConfig) -
     return metrics
 
 
-def _run_repeats(dataset: Dataset, out_dir: Path, config: BaselineConfig) -> None:
+def _run_repeats(dataset: FinetuneDataset, out_dir: Path, config: BaselineConfig) -> None:
     frames = []
     for seed in config.repeat_seeds:
         splits = cv_splits(len(dataset), n_folds=config.n_folds, seed=seed)
