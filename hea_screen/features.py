@@ -49,7 +49,7 @@ import polars as pl
 from hea_screen.composition import SCALE, Composition
 from hea_screen.elements import check_elements, mixing_matrix, property_vector
 from hea_screen.errors import ElementDataError
-from hea_screen.table import CompositionTable
+from hea_screen.table import CompositionTable, Slots, for_each_block
 
 #: Universal gas constant, J/(mol·K).
 GAS_CONSTANT = 8.314
@@ -110,10 +110,13 @@ def featurize(compositions: CompositionTable | Iterable[Composition | str]) -> p
     ``composition`` column followed by :data:`FEATURE_NAMES`, all Float64.
 
     Vectorized in two steps, with no loop over compositions: numpy forms the
-    fraction-weighted moments as one matrix product of a table of elemental properties
-    with the fraction matrix (Σ x p and Σ x p²; h_mix as the quadratic form 2·xᵀHx; and the
+    fraction-weighted moments (Σ x p and Σ x p²; h_mix = Σ_{i<j} 4 ΔH_ij x_i x_j; and the
     two terms not linear in x, Σ x ln x and the modulus mismatch), then polars expressions
-    turn the moments into the features (e.g. δχ = sqrt(Σ x χ² − χ̄²)).
+    turn the moments into the features (e.g. δχ = sqrt(Σ x χ² − χ̄²)). The moments come
+    from matrix products with the dense (elements × rows) fraction matrix when the palette
+    is narrow, and from the row-wise :class:`~hea_screen.table.Slots` (gathering properties
+    and ΔH_ij by element index) when rows hold at most a quarter of the palette's elements,
+    e.g. 5 of 34: their cost then grows with the elements per row, not with the palette.
 
     Raises :class:`~hea_screen.errors.ElementDataError` if an element has no property data
     or two elements that occur together have no tabulated mixing enthalpy.
@@ -124,14 +127,16 @@ def featurize(compositions: CompositionTable | Iterable[Composition | str]) -> p
         else CompositionTable.from_compositions(compositions)
     )
     check_elements(table.elements)
-    _check_pairs(table)
+    slots = table.slots()
+    _check_pairs(table, slots)
+    moments = _moments(table, slots)
     chi_bar, r_bar, g_bar = pl.col("_chi"), pl.col("_r"), pl.col("shear_modulus")
     delta_chi_sq = (pl.col("_chi2") - chi_bar**2).clip(lower_bound=0.0)
     return (
-        pl.DataFrame(_moments(table))
+        pl.DataFrame(moments)
         .lazy()
         .select(
-            pl.Series("composition", table.canonical_texts()),
+            pl.Series("composition", slots.texts()),
             *(pl.col(name) for name in _MEANS),
             delta_chi_sq.sqrt().alias("delta_chi"),
             (100.0 * (pl.col("_r2") / r_bar**2 - 1.0).clip(lower_bound=0.0).sqrt()).alias(
@@ -150,55 +155,165 @@ def featurize(compositions: CompositionTable | Iterable[Composition | str]) -> p
     )
 
 
-def _moments(table: CompositionTable) -> dict[str, np.ndarray]:
+def _moments(table: CompositionTable, slots: Slots) -> dict[str, np.ndarray]:
     """Fraction-weighted moments of the elemental properties, one value per row.
 
-    ``name`` -> Σ x p for the rule-of-mixtures features; ``_chi``/``_chi2``, ``_r``/``_r2``,
-    ``_g2``: first and second moments of electronegativity, radius and shear modulus;
-    ``_h_mix`` = Σ_{i<j} 4 ΔH_ij x_i x_j = 2 xᵀHx; ``_x_ln_x`` = Σ x ln x (0 ln 0 = 0) and
-    ``_modulus_mismatch`` = Σ x (2(G − Ḡ)/(G + Ḡ))².
-
-    Works on the transposed (elements, rows) fraction matrix, so that every product is a
-    wide matrix product whose result rows are the contiguous output columns.
+    The names of :func:`_linear_properties` -> Σ x p and ``_h_mix`` = Σ_{i<j} 4 ΔH_ij x_i x_j,
+    from the dense matrix or the slots (:func:`_prefers_slots`); then, from the slots,
+    ``_x_ln_x`` = Σ x ln x (0 ln 0 = 0) and ``_modulus_mismatch`` = Σ x (2(G − Ḡ)/(G + Ḡ))².
+    The slot work goes by blocks of rows (:func:`~hea_screen.table.for_each_block`).
     """
-    elements = table.elements
-    x = np.ascontiguousarray(table.micro.T) * (1.0 / SCALE)
-    shear = property_vector(elements, "shear_modulus_gpa")[:, None]
+    columns = _linear_properties(table.elements)
+    h = np.nan_to_num(mixing_matrix(table.elements))
+    rows, use_slots = len(table), _prefers_slots(slots)
+    if use_slots:
+        out = {name: np.empty(rows) for name in [*columns, "_h_mix"]}
+    else:
+        out = _dense_moments(table.micro, columns, h)
+    out |= {name: np.empty(rows) for name in ("_modulus_mismatch", "_x_ln_x")}
+
+    def work(part: slice) -> None:
+        block = {name: values[part] for name, values in out.items()}
+        index, x = slots.index[:, part], slots.micro[:, part] * (1.0 / SCALE)
+        if use_slots:
+            _slot_moments(block, columns, h, index, x)
+        _nonlinear_moments(block, columns["shear_modulus"], index, x)
+
+    for_each_block(rows, work)
+    return out
+
+
+def _prefers_slots(slots: Slots) -> bool:
+    """Whether the moments are cheaper from the slots: rows hold at most ¼ of the palette.
+
+    The dense path costs about rows × palette (in fast matrix products), the slot path
+    rows × width (in slower gathers); on 1M rows the two break even near a palette of 4×
+    the width (16 elements for 4 per row, 20 for 5), and at 34 elements and 5 per row the
+    slots take 0.7× the time.
+    """
+    return 4 * slots.width <= len(slots.elements)
+
+
+def _linear_properties(elements: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The properties whose fraction-weighted mean is a moment: ``name`` -> one per element.
+
+    The :data:`_MEANS` columns (under their feature names), and ``_chi``/``_chi2``,
+    ``_r``/``_r2``, ``_g2``: electronegativity, radius and their squares, shear modulus squared.
+    """
     columns = {name: property_vector(elements, col) for name, col in _MEANS.items()}
     chi = property_vector(elements, "electronegativity_pauling")
     radius = property_vector(elements, "metallic_radius_pm")
-    columns |= {
+    return columns | {
         "_chi": chi,
         "_chi2": chi**2,
         "_r": radius,
         "_r2": radius**2,
-        "_g2": shear[:, 0] ** 2,
+        "_g2": columns["shear_modulus"] ** 2,
     }
-    weighted = np.vstack(list(columns.values())) @ x
-    out = dict(zip(columns, weighted))
-    out["_h_mix"] = 2.0 * np.einsum("ij,ij->j", np.nan_to_num(mixing_matrix(elements)) @ x, x)
-    log_x = np.log(x, out=np.zeros_like(x), where=x > 0)
-    out["_x_ln_x"] = np.einsum("ij,ij->j", x, log_x)
-    g_bar = out["shear_modulus"]
-    out["_modulus_mismatch"] = np.einsum(
-        "ij,ij->j", x, (2.0 * (shear - g_bar) / (shear + g_bar)) ** 2
-    )
+
+
+def _dense_moments(
+    micro: np.ndarray, columns: dict[str, np.ndarray], h: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Σ x p for each of ``columns`` and ``_h_mix`` = 2 xᵀHx, from the dense fraction matrix.
+
+    Works on the transposed (elements, rows) fraction matrix, so that every product is a
+    wide matrix product whose result rows are the contiguous output columns.
+    """
+    x = np.ascontiguousarray(micro.T) * (1.0 / SCALE)
+    out = dict(zip(columns, np.vstack(list(columns.values())) @ x))
+    out["_h_mix"] = 2.0 * np.einsum("ij,ij->j", h @ x, x)
     return out
 
 
-def _check_pairs(table: CompositionTable) -> None:
-    """Raise if two elements that occur together have no tabulated mixing enthalpy."""
+def _slot_moments(
+    out: dict[str, np.ndarray],
+    columns: dict[str, np.ndarray],
+    h: np.ndarray,
+    index: np.ndarray,
+    x: np.ndarray,
+) -> None:
+    """Write Σ x p for each of ``columns`` and ``_h_mix`` of a block of slots into ``out``.
+
+    ``index`` and ``x`` are the block's (slots, rows) element indices and fractions;
+    padding slots (x = 0) add nothing.
+    """
+    buffer = np.empty(x.shape[1])
+    for name, prop in columns.items():
+        _gathered_sum(out[name], prop, index, x, buffer)
+    _pair_sum(out["_h_mix"], h, index, x, buffer)
+    out["_h_mix"] *= 4.0
+
+
+def _gathered_sum(
+    total: np.ndarray, prop: np.ndarray, index: np.ndarray, x: np.ndarray, buffer: np.ndarray
+) -> None:
+    """total = Σ_s x[s] prop[index[s]] over the slots s of each row (``buffer``: scratch)."""
+    prop.take(index[0], out=total)
+    total *= x[0]
+    for s in range(1, len(index)):
+        prop.take(index[s], out=buffer)
+        buffer *= x[s]
+        total += buffer
+
+
+def _pair_sum(
+    total: np.ndarray, h: np.ndarray, index: np.ndarray, x: np.ndarray, buffer: np.ndarray
+) -> None:
+    """total = Σ_{s<t} h[index[s], index[t]] x[s] x[t] over the slot pairs of each row."""
+    flat, size = h.ravel(), len(h)
+    total[:] = 0.0
+    for s in range(len(index)):
+        row = index[s].astype(np.intp) * size
+        for t in range(s + 1, len(index)):
+            flat.take(row + index[t], out=buffer)
+            buffer *= x[s] * x[t]
+            total += buffer
+
+
+def _nonlinear_moments(
+    out: dict[str, np.ndarray],
+    shear: np.ndarray,
+    index: np.ndarray,
+    x: np.ndarray,
+) -> None:
+    """Write ``_modulus_mismatch`` and ``_x_ln_x`` of a block of slots into ``out``.
+
+    Needs ``out["shear_modulus"]`` (Ḡ) of the block.
+    """
+    g, g_bar = shear.take(index), out["shear_modulus"]
+    ratio = 2.0 * (g - g_bar) / (g + g_bar)
+    np.einsum("ij,ij->j", x, ratio**2, out=out["_modulus_mismatch"])
+    log_x = np.log(x, out=np.zeros_like(x), where=x > 0)
+    np.einsum("ij,ij->j", x, log_x, out=out["_x_ln_x"])
+
+
+def _check_pairs(table: CompositionTable, slots: Slots) -> None:
+    """Raise if two elements that occur together have no tabulated mixing enthalpy.
+
+    Names the first such pair in palette order and the first row that holds it.
+    """
     elements = table.elements
     missing = np.isnan(mixing_matrix(elements))
     if not missing.any():
         return
-    present = table.micro > 0
-    together = present.T.astype(np.int64) @ present.astype(np.int64)
-    bad = np.argwhere(missing & (together > 0))
+    bad = _occurring_pairs(slots, missing)
     if len(bad):
-        i, j = sorted(bad[0])
-        row = int(np.flatnonzero(present[:, i] & present[:, j])[0])
+        i, j = divmod(int(bad.min()), len(elements))
+        row = int(np.flatnonzero((table.micro[:, i] > 0) & (table.micro[:, j] > 0))[0])
         raise ElementDataError(
             f"no mixing enthalpy for the pair {elements[i]}-{elements[j]} "
             f"(needed by {table.composition(row)}) in Takeuchi & Inoue (2005)"
         )
+
+
+def _occurring_pairs(slots: Slots, flagged: np.ndarray) -> np.ndarray:
+    """Flat codes i·n + j (i < j) of the flagged element pairs that share a row."""
+    flat, size = flagged.ravel(), len(flagged)
+    present, index = slots.micro > 0, slots.index
+    found = [np.zeros(0, dtype=np.intp)]
+    for s in range(slots.width):
+        for t in range(s + 1, slots.width):
+            code = index[s].astype(np.intp) * size + index[t]
+            found.append(code[present[s] & present[t] & flat[code]])
+    return np.concatenate(found)

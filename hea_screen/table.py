@@ -3,11 +3,16 @@
 :class:`CompositionTable` is the vectorized twin of :class:`~hea_screen.composition.Composition`.
 Training builds one from parsed compositions; the screening enumerator builds one directly
 from a fraction grid. Both then flow through the same ``featurize`` and tokenizer.
+
+:class:`Slots` is its row-wise sparse view (the k non-zero entries of each row), which keeps
+per-row work proportional to the elements of a row rather than to the palette: with 5 of 34
+elements per row, the dense matrix is 85% zeros.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 
@@ -79,18 +84,145 @@ class CompositionTable:
 
     def canonical_texts(self) -> pl.Series:
         """Canonical text of every row, identical to ``str(Composition)``, vectorized in polars."""
-        if not self.elements:
-            return pl.Series("composition", [""] * len(self), dtype=pl.Utf8)
-        texts = fraction_texts()
+        return self.slots().texts()
+
+    def slots(self) -> Slots:
+        """The row-wise sparse view of the table (see :class:`Slots`), built by row blocks."""
+        rows, palette = self.micro.shape
+        counts = np.empty(rows, dtype=np.int32)
+
+        def count(part: slice) -> None:
+            np.add.reduce(self.micro[part] != 0, axis=1, dtype=np.int32, out=counts[part])
+
+        for_each_block(rows, count)
+        width = int(counts.max(initial=0))
+        index = np.empty((width, rows), dtype=np.min_scalar_type(palette))
+        micro = np.empty((width, rows), dtype=self.micro.dtype)
+
+        def fill(part: slice) -> None:
+            _fill_slots(self.micro[part], counts[part], index[:, part], micro[:, part])
+
+        for_each_block(rows, fill)
+        return Slots(self.elements, index, micro)
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Per row, the palette indices and fractions of its non-zero elements, slot-major.
+
+    ``index[s, r]`` is a column of the palette ``elements`` (the smallest unsigned integer
+    type that holds it) and ``micro[s, r]`` its fraction in millionths, for the ``width``
+    slots s of row r (width = the most elements in a row); indices ascend within a row. A
+    row with fewer elements is padded with slots of fraction 0 that point at elements absent
+    from it, so every slot indexes a real element. Both arrays have shape (width, rows), so
+    that one slot of every row is one contiguous array.
+    """
+
+    elements: tuple[str, ...]
+    index: np.ndarray
+    micro: np.ndarray
+
+    @property
+    def width(self) -> int:
+        """Slots per row."""
+        return int(self.index.shape[0])
+
+    def texts(self) -> pl.Series:
+        """Canonical text of every row, identical to ``str(Composition)``, vectorized in polars.
+
+        A row concatenates, over its slots, two lookups: the element symbol (after a space
+        unless it is the row's first element) and the fraction text (:func:`fraction_texts`);
+        a padding slot reads the empty string from both.
+        """
+        if self.width == 0:
+            return pl.Series("composition", [""] * self.index.shape[1], dtype=pl.Utf8)
+        spaced = (" " + el for el in self.elements)
+        symbols = pl.Series([*self.elements, *spaced, ""], dtype=pl.Utf8)
+        present = self.micro > 0
+        fraction = np.where(present, self.micro, SCALE + 1)
+        frame = pl.DataFrame(
+            {f"e{s}": symbol for s, symbol in enumerate(self._symbol_index(present))}
+            | {f"m{s}": fraction[s] for s in range(self.width)}
+        )
         parts = [
-            pl.when(pl.col(el) > 0).then(pl.lit(el) + pl.lit(texts).gather(pl.col(el)))
-            for el in self.elements
+            part
+            for s in range(self.width)
+            for part in (
+                pl.lit(symbols).gather(pl.col(f"e{s}")),
+                pl.lit(fraction_texts()).gather(pl.col(f"m{s}")),
+            )
         ]
-        expr = pl.concat_str(parts, separator=" ", ignore_nulls=True).alias("composition")
-        return self.frame().select(expr).to_series()
+        expr = pl.concat_str(parts, separator="").alias("composition")
+        # The streaming engine works in batches of rows, so the 2 × width gathered string
+        # columns are never all held at once (a third of the peak memory of one pass).
+        return frame.lazy().select(expr).collect(engine="streaming").to_series()
+
+    def _symbol_index(self, present: np.ndarray) -> np.ndarray:
+        """Per slot, the index into [symbols, " " + symbols, ""] that :meth:`texts` reads."""
+        palette = len(self.elements)
+        after_first = np.zeros_like(present)
+        for s in range(1, self.width):
+            np.logical_or(after_first[s - 1], present[s - 1], out=after_first[s])
+        symbol = self.index.astype(np.int32)
+        np.add(symbol, palette, out=symbol, where=after_first)
+        symbol[~present] = 2 * palette
+        return symbol
+
+
+#: Rows per block of the slot work (here and in ``featurize``): a block's working arrays,
+#: a few of up to 256 KiB, stay in a core's L2 cache.
+BLOCK_ROWS = 32_768
+
+
+def for_each_block(rows: int, work: Callable[[slice], None]) -> None:
+    """Call ``work`` on consecutive slices of at most :data:`BLOCK_ROWS` of ``rows`` rows.
+
+    ``work`` must write only its own rows. The blocks run on as many threads as polars'
+    pool has (numpy releases the GIL in its array loops), so the slot work uses the cores
+    as polars' expressions and the dense path's matrix products do; ``POLARS_MAX_THREADS``
+    limits it with polars' pool. A single block runs in the calling thread.
+    """
+    parts = [slice(start, start + BLOCK_ROWS) for start in range(0, rows, BLOCK_ROWS)]
+    if len(parts) <= 1 or pl.thread_pool_size() == 1:
+        for part in parts:
+            work(part)
+        return
+    with ThreadPoolExecutor(min(pl.thread_pool_size(), len(parts))) as pool:
+        for _ in pool.map(work, parts):  # re-raises the first error of a block
+            pass
+
+
+def _fill_slots(
+    micro: np.ndarray, counts: np.ndarray, index: np.ndarray, values: np.ndarray
+) -> None:
+    """Write the slots of the dense rows ``micro`` (non-zeros per row: ``counts``) in place.
+
+    ``index`` and ``values`` are the (width, rows) slices of the block.
+    """
+    rows, palette = micro.shape
+    present = micro != 0
+    _pad_short_rows(present, counts, len(index))
+    flat = np.flatnonzero(present).reshape(rows, len(index))  # columns ascend within a row
+    values[:] = micro.take(flat).T
+    flat -= (np.arange(rows) * palette)[:, None]
+    index[:] = flat.T
+
+
+def _pad_short_rows(present: np.ndarray, counts: np.ndarray, width: int) -> None:
+    """Mark, in place, the first absent elements of each row with fewer than ``width``."""
+    short = np.flatnonzero(counts < width)
+    if not len(short):
+        return
+    absent = ~present[short]
+    rank = absent.cumsum(axis=1, dtype=np.int16)  # a palette has at most 118 elements
+    present[short] |= absent & (rank <= (width - counts[short])[:, None])
 
 
 @cache
 def fraction_texts() -> pl.Series:
-    """``format_micro(m)`` for every m in 0 .. SCALE, as a lookup series (built once, ~10 MB)."""
-    return pl.Series("fraction", [format_micro(m) for m in range(SCALE + 1)], dtype=pl.Utf8)
+    """``format_micro(m)`` for every m in 0 .. SCALE, as a lookup series (built once, ~10 MB).
+
+    One more entry, at SCALE + 1, is the empty string: the text of a padding slot.
+    """
+    texts = [format_micro(m) for m in range(SCALE + 1)]
+    return pl.Series("fraction", [*texts, ""], dtype=pl.Utf8)

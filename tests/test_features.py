@@ -6,8 +6,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from benchmarks.featurize_bench import make_table
 from benchmarks.reference_features import features_row, load_tables
 from hea_screen import FEATURE_NAMES, CompositionTable, ElementDataError, featurize, parse
+from hea_screen import features as features_module
+from hea_screen.composition import Composition
 from hea_screen.datasets import load_mpea, load_paper_dataset
 from hea_screen.elements import column_sources, mixing_enthalpy, supported_elements
 
@@ -135,3 +138,58 @@ def test_missing_data_errors() -> None:
     with pytest.raises(ElementDataError, match="Fe-Te"):
         featurize(["FeTe", "CoNi"])
     assert math.isfinite(featurize(["Te"])["vec"][0])
+
+
+def _wide_palette_compositions(rows: int, seed: int = 0) -> list[Composition]:
+    """Random alloys of 1 to 6 elements drawn from every element with ΔH_ij data (34).
+
+    Pure N is left out: its shear modulus is 0, where the shear-modulus ratios are 0/0.
+    """
+    rng = np.random.default_rng(seed)
+    palette = [el for el in supported_elements() if el != "Te"]
+    comps = []
+    for _ in range(rows):
+        size = rng.integers(1, 7)
+        chosen = rng.choice([el for el in palette if size > 1 or el != "N"], size, replace=False)
+        amounts = rng.dirichlet(np.ones(len(chosen))) + rng.choice([0.0, 1e-6], len(chosen))
+        comps.append(Composition.from_amounts(dict(zip(chosen.tolist(), amounts))))
+    return comps
+
+
+def test_wide_palette_slot_path_matches_reference() -> None:
+    comps = _wide_palette_compositions(400)
+    table = CompositionTable.from_compositions(comps)
+    assert len(table.elements) == 34
+    assert features_module._prefers_slots(table.slots())  # rows of <= 6 of 34 elements
+    assert (table.micro == 0).sum(axis=1).max() > 34 - 6  # rows shorter than the slots
+    ours = featurize(table)
+    assert ours["composition"].to_list() == [str(c) for c in comps]
+    assert _cross_check([str(c) for c in comps]) < 1e-9
+
+
+def test_wide_palette_slot_and_dense_moments_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The two paths differ only in the order of the sums: the moments agree to rounding.
+    # (Features such as delta_r = 100 sqrt(Σx r²/r̄² - 1) amplify that rounding where the
+    # two terms nearly cancel; the cross-check against the reference bounds them.)
+    table = CompositionTable.from_compositions(_wide_palette_compositions(300, seed=1))
+    slots = table.slots()
+    gathered = features_module._moments(table, slots)
+    monkeypatch.setattr(features_module, "_prefers_slots", lambda _slots: False)
+    dense = features_module._moments(table, slots)
+    assert gathered.keys() == dense.keys()
+    for name, values in dense.items():
+        assert np.allclose(gathered[name], values, rtol=1e-12, atol=1e-12), name
+
+
+def test_wide_palette_missing_pair_error() -> None:
+    texts = [str(c) for c in _wide_palette_compositions(200, seed=2)]
+    with pytest.raises(ElementDataError, match=r"Fe-Te \(needed by Fe0.5 Te0.5\)"):
+        featurize([*texts, "FeTe", "TeW"])
+
+
+def test_wide_palette_many_blocks() -> None:
+    # 100,000 rows span several row blocks, which may run on several threads: every row
+    # comes out as it does on its own.
+    table = make_table("random-5-of-34", 100_000, seed=3)
+    rows = np.random.default_rng(4).choice(len(table), size=300, replace=False)
+    assert featurize(table)[rows].equals(featurize(table.take(rows)))
