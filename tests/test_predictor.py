@@ -218,6 +218,16 @@ def test_cpu_default_is_int8_when_the_bundle_has_it(tiny_bundle: Path) -> None:
         assert (auto.provider, auto.precision) == ("CPUExecutionProvider", "int8")
 
 
+def test_sessions_cache_no_buffers_between_calls(predictor: Predictor) -> None:
+    """No per-session arena and no per-shape memory pattern: resident memory must not grow
+    with the number of distinct batch shapes a long screen meets (docs/inference.md)."""
+    for _, sessions in predictor._sessions:
+        for session in sessions:
+            options = session.get_session_options()
+            assert not options.enable_cpu_mem_arena
+            assert not options.enable_mem_pattern
+
+
 def test_io_binding_path_gives_the_same_answer(tiny_bundle: Path, predictor: Predictor) -> None:
     bound = load_model(tiny_bundle, device="cpu", precision="fp32", io_binding=True)
     assert bound.io_binding and "I/O binding" in bound.summary
