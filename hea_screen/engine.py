@@ -268,6 +268,15 @@ def screen_partition(
     return Partial(kept.top, kept.front, kept.candidates, seconds)
 
 
+#: Dask's nannies give each worker ``MALLOC_TRIM_THRESHOLD_=65536``. Setting it also turns
+#: off glibc's adaptive mmap threshold, so every array of 128 KiB or more that a batch makes
+#: (features, tokens, ONNX Runtime tensors) is a fresh mmap, page-faulted in and unmapped
+#: again: two local workers spent 30 s of a 45 s screen in the kernel and ran at 113-138
+#: candidates/s, against 4-6 s and 205-220/s without it (6,000 candidates, 2026-11-25).
+#: Local clusters are started without it; see docs/screening.md for external clusters.
+NANNY_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+
+
 @contextmanager
 def executor(
     n_partitions: int, workers: int, scheduler: str | None, processes: bool = True
@@ -292,6 +301,7 @@ def executor(
     n = min(workers, n_partitions)
     threads = max(1, (os.cpu_count() or 1) // n)
     with (
+        dask.config.set({NANNY_TRIM: None}),
         LocalCluster(
             n_workers=n,
             threads_per_worker=1,

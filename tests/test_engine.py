@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from hea_screen.engine import (
     ModelRef,
     check_inputs,
     estimate,
+    executor,
     guard_size,
     inspect_model,
     model_loads,
@@ -106,6 +108,21 @@ def test_existing_cluster_runs_partitions_and_loads_model_once_per_worker(space,
     counts = [n for per_worker in loads.values() for n in per_worker.values()]
     assert counts and all(n == 1 for n in counts)  # 8 partitions, one load per worker
     assert sum(len(per_worker) for per_worker in loads.values()) <= 2
+
+
+def _worker_environment() -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
+
+
+def test_local_workers_keep_glibc_adaptive_mmap_threshold(monkeypatch):
+    """Dask's default MALLOC_TRIM_THRESHOLD_ made local workers spend most time in the kernel."""
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with executor(n_partitions=4, workers=2, scheduler=None) as (client, threads):
+        assert client is not None and threads == max(1, (os.cpu_count() or 1) // 2)
+        envs = client.run(_worker_environment)
+    assert len(envs) == 2
+    expected = {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}  # the rest stays
+    assert all(env == expected for env in envs.values())
 
 
 def test_sampled_space_screens_the_sample(space, model, info):
