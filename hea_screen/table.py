@@ -75,13 +75,6 @@ class CompositionTable:
         """Row ``row`` as a :class:`Composition`."""
         return Composition({el: int(m) for el, m in zip(self.elements, self.micro[row]) if m})
 
-    def frame(self) -> pl.DataFrame:
-        """The fractions in millionths as a polars frame, one column per element."""
-        return pl.DataFrame(
-            {el: self.micro[:, j] for j, el in enumerate(self.elements)},
-            schema={el: pl.Int32 for el in self.elements},
-        )
-
     def canonical_texts(self) -> pl.Series:
         """Canonical text of every row, identical to ``str(Composition)``, vectorized in polars."""
         return self.slots().texts()
