@@ -1,0 +1,228 @@
+"""The typed vocabulary of measurements: properties, test types, processing routes, tasks.
+
+A strength is not a number of an alloy but of a *measurement*: (property, test type, test
+temperature, processing route). In the MPEA database (Borg et al., Sci. Data 7 (2020) 430)
+two thirds of the "UTS" values of the paper's set are compressive fracture strengths, and
+three quarters of its "elongations" are compressive strains, so a model that pools them
+mostly learns to tell tension from compression. This module names every such quantity once;
+training, the model bundle and the screen all read these names from here.
+
+- :class:`TestType`: ``tension`` (MPEA ``T``) or ``compression`` (MPEA ``C``).
+- :class:`Processing`: the MPEA processing routes ``CAST``, ``WROUGHT``, ``ANNEAL``,
+  ``POWDER``, ``OTHER`` (a missing route is read as ``OTHER``).
+- :class:`Task`: one predicted quantity, a property at a test type, with its unit, e.g.
+  ``uts_tension_mpa`` (tensile ultimate strength, MPa) or ``fracture_strain_compression_pct``
+  (compressive strain at fracture, %). A compressive value never trains or fills a tensile
+  task: they are different tasks.
+- :class:`Condition`: test temperature (°C) and processing route of a measurement, the model
+  inputs beside the composition.
+
+Vickers hardness (HV, kgf/mm²) is read as a room-temperature (25 °C) measurement of the
+processed alloy whatever mechanical test shares its MPEA row; the phase label (BCC, FCC,
+other) is a classification task of the processed alloy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+from hea_screen.errors import UserInputError
+
+
+class TestType(str, Enum):
+    """Loading direction of a mechanical test."""
+
+    __test__ = False  # not a pytest test class
+
+    TENSION = "tension"
+    COMPRESSION = "compression"
+
+    @property
+    def mpea_code(self) -> str:
+        """The code MPEA uses: ``T`` or ``C``."""
+        return "T" if self is TestType.TENSION else "C"
+
+    @classmethod
+    def parse(cls, value: object) -> TestType:
+        """A test type from ``tension``/``compression`` (or MPEA's ``T``/``C``)."""
+        if isinstance(value, cls):
+            return value
+        text = str(value).strip().lower()
+        for member in cls:
+            if text in (member.value, member.mpea_code.lower()):
+                return member
+        raise UserInputError(f"unknown test type {value!r}: choose tension or compression (T or C)")
+
+
+class Processing(str, Enum):
+    """Processing route of the measured alloy (MPEA's five classes)."""
+
+    CAST = "CAST"
+    WROUGHT = "WROUGHT"
+    ANNEAL = "ANNEAL"
+    POWDER = "POWDER"
+    OTHER = "OTHER"
+
+    @classmethod
+    def parse(cls, value: object) -> Processing:
+        """A route from its name, case-insensitive (``cast``, ``as-cast`` -> ``CAST``)."""
+        if isinstance(value, cls):
+            return value
+        text = str(value).strip().upper().replace("AS-", "").replace("AS_", "")
+        try:
+            return cls(text)
+        except ValueError:
+            raise UserInputError(
+                f"unknown processing route {value!r}: choose one of "
+                f"{', '.join(p.value.lower() for p in cls)}"
+            ) from None
+
+
+class Kind(str, Enum):
+    """Regression (a value in a unit) or classification (a label)."""
+
+    REGRESSION = "regression"
+    CLASSIFICATION = "classification"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One predicted quantity.
+
+    ``name`` is the column stem everywhere (``uts_tension_mpa`` gives ``uts_tension_mpa_mean``);
+    ``mpea_column`` is where MPEA holds the value; ``test_type`` is ``None`` for hardness and
+    phase; ``label`` is for people.
+    """
+
+    name: str
+    property: str
+    test_type: TestType | None
+    unit: str
+    mpea_column: str
+    label: str
+    kind: Kind = Kind.REGRESSION
+
+    @property
+    def is_regression(self) -> bool:
+        return self.kind is Kind.REGRESSION
+
+
+UTS_T = Task("uts_tension_mpa", "uts", TestType.TENSION, "MPa", "uts_mpa", "tensile UTS (MPa)")
+UTS_C = Task(
+    "uts_compression_mpa",
+    "uts",
+    TestType.COMPRESSION,
+    "MPa",
+    "uts_mpa",
+    "compressive fracture strength (MPa)",
+)
+YS_T = Task(
+    "ys_tension_mpa", "ys", TestType.TENSION, "MPa", "ys_mpa", "tensile yield strength (MPa)"
+)
+YS_C = Task(
+    "ys_compression_mpa",
+    "ys",
+    TestType.COMPRESSION,
+    "MPa",
+    "ys_mpa",
+    "compressive yield strength (MPa)",
+)
+ELONG_T = Task(
+    "elongation_tension_pct",
+    "elongation",
+    TestType.TENSION,
+    "%",
+    "elongation_pct",
+    "tensile elongation at fracture (%)",
+)
+STRAIN_C = Task(
+    "fracture_strain_compression_pct",
+    "elongation",
+    TestType.COMPRESSION,
+    "%",
+    "elongation_pct",
+    "compressive strain at fracture (%)",
+)
+HARDNESS = Task("hardness_hv", "hardness", None, "HV", "hardness_hv", "Vickers hardness (HV)")
+PHASE = Task("phase", "phase", None, "", "phase", "phase (BCC/FCC/other)", Kind.CLASSIFICATION)
+
+#: Every task, in the order of model outputs.
+TASKS: tuple[Task, ...] = (UTS_T, UTS_C, YS_T, YS_C, ELONG_T, STRAIN_C, HARDNESS, PHASE)
+REGRESSION_TASKS: tuple[Task, ...] = tuple(t for t in TASKS if t.is_regression)
+TASKS_BY_NAME: dict[str, Task] = {t.name: t for t in TASKS}
+
+#: Phase classes, in the order of the phase head's outputs.
+PHASES: tuple[str, ...] = ("BCC", "FCC", "other")
+
+#: Properties a user can rank on, with the task each means at a test type.
+PROPERTIES: tuple[str, ...] = ("uts", "ys", "elongation", "hardness")
+
+#: Test temperature of room-temperature tests and of every hardness value (°C).
+ROOM_TEMPERATURE_C = 25.0
+
+
+def task(name: str) -> Task:
+    """The task called ``name``; a clear error lists the known ones."""
+    try:
+        return TASKS_BY_NAME[name]
+    except KeyError:
+        raise UserInputError(
+            f"unknown property {name!r}: this project predicts {', '.join(TASKS_BY_NAME)}"
+        ) from None
+
+
+def task_for(prop: str, test_type: TestType) -> Task:
+    """The task of a property (``uts``, ``ys``, ``elongation``, ``hardness``) at a test type."""
+    if prop not in PROPERTIES:
+        raise UserInputError(f"unknown property {prop!r}: choose one of {', '.join(PROPERTIES)}")
+    if prop == "hardness":
+        return HARDNESS
+    return next(t for t in REGRESSION_TASKS if t.property == prop and t.test_type is test_type)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Where a measurement was made: test type, test temperature (°C), processing route.
+
+    The default is the screen's: tension at 25 °C, as-cast.
+    """
+
+    test_type: TestType = TestType.TENSION
+    temperature_c: float = ROOM_TEMPERATURE_C
+    processing: Processing = Processing.CAST
+
+    def __post_init__(self) -> None:
+        t = self.temperature_c
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+            raise UserInputError(f"test temperature {t!r}: need a finite number in °C")
+        if t < -273.15:
+            raise UserInputError(f"test temperature {t} °C is below absolute zero")
+
+    @classmethod
+    def of(
+        cls,
+        test_type: object = TestType.TENSION,
+        temperature_c: object = ROOM_TEMPERATURE_C,
+        processing: object = Processing.CAST,
+    ) -> Condition:
+        """A condition from user values (names or enum members), checked."""
+        try:
+            temperature = float(temperature_c)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise UserInputError(
+                f"test temperature {temperature_c!r} is not a number (°C)"
+            ) from None
+        return cls(TestType.parse(test_type), temperature, Processing.parse(processing))
+
+    def describe(self) -> dict[str, object]:
+        """JSON-ready: ``{"test_type": "tension", "temperature_c": 25.0, "processing": "CAST"}``."""
+        return {
+            "test_type": self.test_type.value,
+            "temperature_c": self.temperature_c,
+            "processing": self.processing.value,
+        }
+
+    def __str__(self) -> str:
+        return f"{self.test_type.value}, {self.temperature_c:g} °C, {self.processing.value.lower()}"

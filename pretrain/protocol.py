@@ -1,0 +1,153 @@
+"""The product's evaluation protocol: folds grouped by alloy, per-task metrics.
+
+Every model of a condition-aware run (transformer and baselines) is scored on the same
+splits of the measurement table (:func:`hea_screen.measurements.measurements`):
+
+- :func:`grouped_splits`: K folds **grouped by canonical composition**, so every
+  measurement of a held-out alloy (all its tasks, conditions and repeats) is held out
+  together; repeated over seeds. A validation part of whole alloys is carved from each
+  training fold for early stopping and model selection, never the test fold.
+- :func:`cluster_splits`: leave-one-cluster-out CV for extrapolation (k-means on atomic
+  fractions; Meredig et al., Mol. Syst. Des. Eng. 3 (2018) 819).
+
+:func:`regression_metrics` scores one task on one condition slice (the headline slice is
+25 °C): R², MAE, Spearman ρ and top-decile recall, never pooled across test types (each
+task is one test type). :func:`classification_metrics` scores the phase task.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import spearmanr
+from sklearn.cluster import KMeans
+from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, r2_score
+
+from pretrain.folds import Split
+
+
+def _with_validation(
+    fold: int,
+    train_groups: np.ndarray,
+    test_rows: np.ndarray,
+    group_of_row: np.ndarray,
+    rng: np.random.Generator,
+    val_fraction: float,
+) -> Split:
+    """A :class:`Split` whose validation part is a random ``val_fraction`` of training alloys."""
+    shuffled = rng.permutation(train_groups)
+    n_val = max(1, round(val_fraction * len(shuffled)))
+    val_groups = shuffled[:n_val]
+    in_val = np.isin(group_of_row, val_groups)
+    in_train = np.isin(group_of_row, shuffled[n_val:])
+    return Split(fold, np.flatnonzero(in_train), np.flatnonzero(in_val), np.sort(test_rows))
+
+
+def grouped_splits(
+    groups: Sequence[str], n_folds: int = 5, seed: int = 0, val_fraction: float = 0.15
+) -> list[Split]:
+    """K folds of rows grouped by ``groups`` (canonical compositions), shuffled by ``seed``.
+
+    Alloys are permuted with ``numpy.random.default_rng(seed)`` and dealt to the folds in
+    turn, so fold sizes differ by at most one alloy. Row indices refer to ``groups``.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    names, group_of_row = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
+    if len(names) < n_folds:
+        raise ValueError(f"{len(names)} alloys cannot make {n_folds} grouped folds")
+    rng = np.random.default_rng(seed)
+    fold_of_group = np.empty(len(names), dtype=np.int64)
+    fold_of_group[rng.permutation(len(names))] = np.arange(len(names)) % n_folds
+    splits = []
+    for fold in range(n_folds):
+        test = np.flatnonzero(fold_of_group[group_of_row] == fold)
+        train_groups = np.flatnonzero(fold_of_group != fold)
+        splits.append(
+            _with_validation(
+                fold,
+                train_groups,
+                test,
+                group_of_row,
+                np.random.default_rng([seed, fold]),
+                val_fraction,
+            )
+        )
+    return splits
+
+
+def cluster_splits(
+    groups: Sequence[str],
+    fractions: np.ndarray,
+    n_clusters: int = 5,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+) -> list[Split]:
+    """Leave-one-cluster-out splits: k-means (``n_clusters``) on the atomic fractions of the
+    distinct alloys; fold ``k`` holds out every row of cluster ``k``.
+
+    ``fractions`` has one row per row of ``groups`` (atomic fractions over a fixed palette).
+    """
+    _, first, group_of_row = np.unique(
+        np.asarray(groups, dtype=object), return_index=True, return_inverse=True
+    )
+    labels = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(fractions[first])
+    splits = []
+    for fold in range(n_clusters):
+        test = np.flatnonzero(labels[group_of_row] == fold)
+        train_groups = np.flatnonzero(labels != fold)
+        splits.append(
+            _with_validation(
+                fold,
+                train_groups,
+                test,
+                group_of_row,
+                np.random.default_rng([seed, fold]),
+                val_fraction,
+            )
+        )
+    return splits
+
+
+def top_decile_recall(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Of the alloys truly in the top 10 % (at least one), the share the model ranks in its
+    top 10 %: ``|top(y) ∩ top(ŷ)| / |top(y)|`` with ``ceil(0.1 n)`` rows in each top set."""
+    n = len(y_true)
+    if n == 0:
+        return math.nan
+    k = max(1, math.ceil(0.1 * n))
+    true_top = set(np.argsort(-y_true, kind="stable")[:k].tolist())
+    pred_top = set(np.argsort(-y_pred, kind="stable")[:k].tolist())
+    return len(true_top & pred_top) / k
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """``n``, ``r2``, ``mae`` (task units), ``spearman`` and ``top_decile_recall``."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    if len(y_true) < 3:
+        nan = math.nan
+        return {"n": len(y_true), "r2": nan, "mae": nan, "spearman": nan, "top_decile_recall": nan}
+    rho = spearmanr(y_true, y_pred).statistic
+    return {
+        "n": len(y_true),
+        "r2": float(r2_score(y_true, y_pred)),
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "spearman": float(rho) if np.isfinite(rho) else math.nan,
+        "top_decile_recall": top_decile_recall(y_true, y_pred),
+    }
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """``n``, ``accuracy`` and ``balanced_accuracy`` of predicted class indices."""
+    y_true = np.asarray(y_true).astype(int)
+    y_pred = np.asarray(y_pred).astype(int)
+    if len(y_true) == 0:
+        return {"n": 0, "accuracy": math.nan, "balanced_accuracy": math.nan}
+    return {
+        "n": len(y_true),
+        "accuracy": float(np.mean(y_true == y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+    }
