@@ -1,12 +1,12 @@
 """``hea-export``: turn one experiment of a training run into a model bundle.
 
+    hea-export --conditions RUN --out BUNDLE            # condition-aware bundle (format 2)
     hea-export --run RUN --experiment pretrained-features-all --out BUNDLE \\
-        [--variants fp32 int8 fp16] [--targets uts_mpa elongation_pct]
+        [--variants fp32 int8 fp16] [--targets uts_mpa elongation_pct]   # paper reproduction
 
 The shipped default bundle is rebuilt with (see docs/inference.md)::
 
-    hea-export --run runs/small --experiment pretrained-features-all \\
-        --out hea_screen/models/default --variants int8 fp16 --overwrite
+    hea-export --conditions runs/small --out hea_screen/models/default --overwrite
 """
 
 from __future__ import annotations
@@ -26,10 +26,14 @@ from hea_screen.errors import UserInputError
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hea-export", description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--run", required=True, type=Path, help="training run directory (docs/architecture.md)"
+        "--conditions",
+        type=Path,
+        metavar="RUN",
+        help="write the condition-aware bundle of RUN/conditions (the shipped kind)",
     )
+    p.add_argument("--run", type=Path, help="training run directory (docs/architecture.md)")
     p.add_argument(
-        "--experiment", required=True, help="experiment to export, e.g. pretrained-features-all"
+        "--experiment", help="paper-set experiment to export, e.g. pretrained-features-all"
     )
     p.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     p.add_argument(
@@ -62,6 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         logging.getLogger("export").setLevel(logging.INFO)
     command = "hea-export " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.conditions is not None:
+        return _conditions(args, command)
+    if args.run is None or args.experiment is None:
+        print(
+            "hea-export: error: give --conditions RUN, or --run RUN --experiment EXP",
+            file=sys.stderr,
+        )
+        return 2
     options = ExportOptions(
         variants=tuple(dict.fromkeys(args.variants)),
         opset=args.opset,
@@ -80,6 +92,22 @@ def main(argv: list[str] | None = None) -> int:
     for name, info in manifest["targets"].items():
         cv = info["cv_metrics"]["mean"]
         print(f"  {name}: {len(info['folds'])} folds, honest CV R² {cv['r2']:.3f}")
+    return 0
+
+
+def _conditions(args: argparse.Namespace, command: str) -> int:
+    from export.condition_bundle import write_condition_bundle
+
+    try:
+        manifest = write_condition_bundle(
+            args.conditions, args.out, overwrite=args.overwrite, command=command
+        )
+    except UserInputError as exc:
+        print(f"hea-export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}")
+    for name, info in manifest["tasks"].items():
+        print(f"  {name}: {info['model_label']}, {len(info['folds'])} folds")
     return 0
 
 

@@ -7,11 +7,14 @@ Usage::
 
 Steps, in order: ``corpus`` (generate the pre-training corpus and its report), ``tokenizer``
 (fit the feature bins), ``pretrain`` (MLM pre-training), ``finetune`` (cross-validated
-fine-tuning of every experiment and target), ``baselines`` (classical models on the same
-folds) and ``report``. ``all`` (the default) runs them in turn. Every step skips work a
-previous run finished (a corpus, tokenizer or pre-trained model that exists, each finished
-fold), so an interrupted run continues where it stopped. A run directory keeps the config
-it was made with (``config.yaml``); a different config needs a new ``--out``.
+fine-tuning of every experiment and target on the paper's sets), ``baselines`` (classical
+models on the same folds), ``conditions`` (the condition-aware run on the whole MPEA
+database: every model per task and test type, grouped folds, calibration; see
+``pretrain/condition_run.py``) and ``report``. ``all`` (the default) runs them in turn.
+Every step skips work a previous run finished (a corpus, tokenizer or pre-trained model
+that exists, each finished fold), so an interrupted run continues where it stopped. A run
+directory keeps the config it was made with (``config.yaml``); a different config needs a
+new ``--out``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pretrain.run_dir import RunDir
 
 log = logging.getLogger("hea-train")
 
-STEPS = ("corpus", "tokenizer", "pretrain", "finetune", "baselines", "report")
+STEPS = ("corpus", "tokenizer", "pretrain", "finetune", "baselines", "conditions", "report")
 TIMINGS = "timings.json"
 
 
@@ -114,6 +117,27 @@ def step_baselines(run: RunDir, config: TrainConfig) -> None:
     module.run_baselines(run.root, {"baselines": settings})
 
 
+def step_conditions(run: RunDir, config: TrainConfig) -> None:
+    """The condition-aware run on the whole MPEA database (a config without a
+    ``conditions`` section skips it)."""
+    if config.conditions is None:
+        log.info("conditions: no conditions section in the config, skipped")
+        return
+    from pretrain.condition_run import run_conditions
+
+    if config.conditions.transformer:
+        _require(run.tokenizer, "tokenizer")
+    out = run_conditions(
+        run.root,
+        config.conditions,
+        _data_directory(config),
+        model_config=config.model.dimensions(),
+        threads=config.threads,
+        seed=config.seed,
+    )
+    log.info("conditions: results in %s", out)
+
+
 def step_report(run: RunDir, config: TrainConfig) -> None:
     module = _optional("pretrain.report", "write_report")
     if module is not None:
@@ -126,6 +150,7 @@ STEP_FUNCTIONS: dict[str, Callable[[RunDir, TrainConfig], None]] = {
     "pretrain": step_pretrain,
     "finetune": step_finetune,
     "baselines": step_baselines,
+    "conditions": step_conditions,
     "report": step_report,
 }
 
@@ -209,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         run = prepare_run(args.out, config)
-        if args.step in ("pretrain", "finetune", "all"):
+        if args.step in ("pretrain", "finetune", "conditions", "all"):
             import torch
 
             torch.set_num_threads(config.threads)

@@ -11,6 +11,7 @@ value is checked at this boundary, and an unknown key raises a
     pretrain:  {epochs: 8, batch_size: 64, ...}           # PretrainConfig
     finetune:  {targets: [uts_mpa, elongation_pct], experiments: [...], ...}  # FinetuneConfig
     baselines: {models: [random_forest, ...]}             # passed to pretrain.baselines
+    conditions: {seeds: [0, 1, 2], ...}                   # ConditionsConfig (condition-aware run)
 
 The resolved config (defaults filled in) is written to ``RUN/config.yaml``.
 """
@@ -32,13 +33,34 @@ from hea_screen.errors import UserInputError
 
 #: Named BERT sizes: hidden size, layers, attention heads, feed-forward size.
 MODEL_SIZES: dict[str, dict[str, int]] = {
-    "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "intermediate_size": 64},
-    "small": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-              "intermediate_size": 256},
-    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-             "intermediate_size": 3072},
+    "tiny": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
+    "small": {
+        "hidden_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 256,
+    },
+    "base": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    },
 }
+
+#: Tabular model families of the condition-aware run (see pretrain.tabular).
+TABULAR_FAMILIES: tuple[str, ...] = (
+    "extra_trees",
+    "random_forest",
+    "gradient_boosting",
+    "gp_noise",
+    "knn",
+)
 
 #: Longest token sequence a model accepts (8 elements with features need 33 tokens).
 MAX_POSITION_EMBEDDINGS = 64
@@ -265,6 +287,45 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
+class ConditionsConfig:
+    """The ``conditions`` section: the condition-aware run of :mod:`pretrain.condition_run`.
+
+    ``seeds`` of the grouped folds (``folds`` each), ``val_fraction`` of training alloys for
+    validation, tabular ``families`` with ``n_estimators`` trees per forest, the multi-task
+    ``transformer`` (settings in ``multitask``, see :mod:`pretrain.multitask`), ``loco_clusters``
+    for leave-one-cluster-out (``loco_transformer`` adds the transformer there), ``max_alloys``
+    (a random subset of alloys, for quick runs) and the interval ``coverage``.
+    """
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    folds: int = 5
+    val_fraction: float = 0.15
+    families: list[str] = field(default_factory=lambda: list(TABULAR_FAMILIES))
+    n_estimators: int = 100
+    transformer: bool = True
+    loco_clusters: int = 5
+    loco_transformer: bool = False
+    max_alloys: int | None = None
+    coverage: float = 0.9
+    multitask: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.families if f not in TABULAR_FAMILIES]
+        if unknown:
+            raise ConfigError(
+                f"conditions.families: unknown {', '.join(unknown)}; choose from "
+                f"{', '.join(TABULAR_FAMILIES)}"
+            )
+        if not self.seeds:
+            raise ConfigError("conditions.seeds: need at least one seed")
+        if self.folds < 2 or self.loco_clusters < 2:
+            raise ConfigError("conditions.folds and conditions.loco_clusters must be >= 2")
+        if not 0 < self.coverage < 1:
+            raise ConfigError(f"conditions.coverage {self.coverage}: need a number in (0, 1)")
+        _fraction("conditions.val_fraction", self.val_fraction)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """A whole training run."""
 
@@ -276,6 +337,7 @@ class TrainConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     baselines: dict[str, Any] | None = None
+    conditions: ConditionsConfig | None = None
 
     def __post_init__(self) -> None:
         _positive("threads", self.threads)

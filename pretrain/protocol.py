@@ -18,6 +18,7 @@ task is one test type). :func:`classification_metrics` scores the phase task.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -130,7 +131,9 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     if len(y_true) < 3:
         nan = math.nan
         return {"n": len(y_true), "r2": nan, "mae": nan, "spearman": nan, "top_decile_recall": nan}
-    rho = spearmanr(y_true, y_pred).statistic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant prediction has no rank correlation
+        rho = spearmanr(y_true, y_pred).statistic
     return {
         "n": len(y_true),
         "r2": float(r2_score(y_true, y_pred)),

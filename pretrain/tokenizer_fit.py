@@ -54,7 +54,8 @@ def mpea_features(directory: Path | None = None) -> pl.DataFrame:
     usable = featurizable(distinct)
     log.info(
         "MPEA: %d distinct formulas, %d with full element and pair data",
-        len(distinct), len(usable),
+        len(distinct),
+        len(usable),
     )
     return featurize(usable)
 

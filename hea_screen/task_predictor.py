@@ -1,0 +1,146 @@
+"""Predict every task of a condition-aware bundle at a stated condition, on ONNX Runtime.
+
+``TaskPredictor.predict(compositions, condition)`` featurizes the compositions once (polars),
+builds the :mod:`hea_screen.design` matrix at the condition (test temperature, processing),
+runs each task's fold models and reports, per regression task, in the task's unit:
+
+- ``<task>_mean``: mean over the fold models;
+- ``<task>_std``: their standard deviation (``ddof=1``);
+- ``<task>_lo`` / ``<task>_hi``: the calibrated interval ``mean ∓ c·std``, where ``c`` is the
+  conformal factor the bundle's manifest holds (measured coverage in the manifest);
+
+and for the phase task ``phase_<class>_prob`` (mean class probability over folds). A task
+whose training data do not cover the condition (test temperature outside their range, or a
+processing route never measured) is named in ``extrapolated_tasks``; callers that rank on
+such a task refuse it (:meth:`TaskPredictor.check_condition`). Per-task applicability
+(``<task>_nearest_distance``, ``_nearest_composition``, ``_nearest_measured``) comes from
+:mod:`hea_screen.applicability`.
+
+A predictor pickles as its bundle path and options, so Dask workers reopen it on arrival.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import polars as pl
+
+from hea_screen.applicability import TrainingSet
+from hea_screen.conditions import PHASE, PHASES, Condition
+from hea_screen.design import condition_matrix
+from hea_screen.errors import UserInputError
+from hea_screen.features import featurize
+from hea_screen.predictor import as_table
+from hea_screen.table import CompositionTable
+from hea_screen.task_bundle import TaskBundle, TaskModel, load_task_bundle
+
+
+def phase_column(phase: str) -> str:
+    """Column of a phase probability: ``phase_bcc_prob``."""
+    return f"phase_{phase.lower()}_prob"
+
+
+class TaskPredictor:
+    """Fold-ensemble predictions of the tasks of a format-2 bundle."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        self._options: dict[str, Any] = {"path": str(path), "threads": threads}
+        self.bundle: TaskBundle = load_task_bundle(path)
+        self.training_set = TrainingSet.from_json(self.bundle.training_set_text())
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self._sessions = {
+            t.task.name: [
+                ort.InferenceSession(
+                    self.bundle.file(rel).read_bytes(), options, providers=["CPUExecutionProvider"]
+                )
+                for rel in t.files
+            ]
+            for t in self.bundle.tasks
+        }
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(t.task.name for t in self.bundle.tasks)
+
+    @property
+    def summary(self) -> str:
+        models = ", ".join(f"{t.task.name}: {t.model} x{len(t.files)}" for t in self.bundle.tasks)
+        where = f"{self.bundle.path} ({self.bundle.sha256[:12]})"
+        return f"CPUExecutionProvider; {models}; bundle {where}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self._options)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def check_condition(self, condition: Condition, tasks: Sequence[str]) -> None:
+        """Refuse ranking ``tasks`` at a condition their training data do not cover."""
+        for name in tasks:
+            gaps = self.bundle.task(name).coverage.gaps(condition)
+            if gaps:
+                raise UserInputError(
+                    f"{name} at {condition}: {'; '.join(gaps)} in its training data. The model "
+                    "would extrapolate: choose a covered condition (see the bundle README)"
+                )
+
+    def predict(
+        self,
+        compositions: CompositionTable | Iterable[Any] | str,
+        condition: Condition | None = None,
+        tasks: Sequence[str] | None = None,
+        features: pl.DataFrame | None = None,
+    ) -> pl.DataFrame:
+        """Predictions of ``tasks`` (default: all) at ``condition`` (default: tension, 25 °C,
+        as-cast), one row per composition in input order (see module docstring)."""
+        condition = condition or Condition()
+        chosen = [self.bundle.task(n) for n in (tasks or self.tasks)]
+        table = as_table(compositions)
+        feats = featurize(table) if features is None else features
+        x = condition_matrix(feats, condition)
+        columns: dict[str, Any] = {"composition": table.canonical_texts()}
+        for model in chosen:
+            columns.update(self._task_columns(model, x))
+        columns["extrapolated_tasks"] = ",".join(
+            m.task.name for m in chosen if m.coverage.gaps(condition)
+        )
+        frame = pl.DataFrame(columns)
+        applicability = self.training_set.applicability(table).select(
+            "unseen_elements",
+            *(
+                f"{m.task.name}_{suffix}"
+                for m in chosen
+                if m.task is not PHASE
+                for suffix in ("nearest_composition", "nearest_measured")
+            ),
+        )
+        return pl.concat([frame, applicability], how="horizontal")
+
+    def _task_columns(self, model: TaskModel, x: np.ndarray) -> dict[str, np.ndarray]:
+        sessions = self._sessions[model.task.name]
+        name = model.task.name
+        if model.task is PHASE:
+            probs = np.mean([s.run(None, {s.get_inputs()[0].name: x})[1] for s in sessions], axis=0)
+            return {phase_column(p): probs[:, i] for i, p in enumerate(PHASES)}
+        values = np.stack(
+            [s.run(None, {s.get_inputs()[0].name: x})[0].reshape(-1) for s in sessions]
+        ).astype(np.float64)
+        mean = values.mean(axis=0)
+        std = values.std(axis=0, ddof=1 if len(sessions) > 1 else 0)
+        half = model.interval_factor * std
+        return {
+            f"{name}_mean": mean,
+            f"{name}_std": std,
+            f"{name}_lo": mean - half,
+            f"{name}_hi": mean + half,
+        }

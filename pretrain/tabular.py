@@ -1,0 +1,148 @@
+"""Tabular members and baselines of the condition-aware run, on :mod:`hea_screen.design` inputs.
+
+Families (:data:`FAMILIES`), each a scikit-learn estimator that skl2onnx converts to ONNX:
+
+- ``extra_trees``: ExtraTrees tuned on the validation part of the training fold over
+  :data:`ET_GRID` (features per split, minimum leaf size), then refitted on the whole
+  training fold;
+- ``random_forest``, ``gradient_boosting``: scikit-learn defaults (seeded; forests with
+  ``n_estimators`` trees);
+- ``gp_noise``: Gaussian process ``C·RBF + White`` (a noise term, all hyper-parameters by
+  marginal likelihood) on standardized inputs, ``normalize_y``;
+- ``knn``: 5 nearest neighbours on standardized inputs.
+
+For the phase task the same families classify (GP and KNN as classifiers too). Every
+regression family predicts in the task's own unit; selection compares families on the
+validation part only (:func:`fit_family`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, clone
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessClassifier, GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pretrain.config import TABULAR_FAMILIES
+
+FAMILIES: tuple[str, ...] = TABULAR_FAMILIES
+
+LABELS: dict[str, str] = {
+    "extra_trees": "ExtraTrees (tuned on validation part)",
+    "random_forest": "Random Forest",
+    "gradient_boosting": "Gradient Boosting",
+    "gp_noise": "Gaussian Process (+ noise term)",
+    "knn": "K-NN",
+    "transformer": "Transformer (multi-task, condition tokens)",
+}
+
+#: ExtraTrees grid searched on the validation part (features tried per split). Leaves of at
+#: least 2 rows keep the exported ONNX files small (a leaf per row doubles the nodes).
+ET_GRID: tuple[dict[str, Any], ...] = tuple(
+    {"max_features": mf, "min_samples_leaf": 2} for mf in (0.33, 0.66, 1.0)
+)
+
+
+def make_estimator(family: str, classify: bool, seed: int, n_estimators: int) -> BaseEstimator:
+    """An unfitted estimator of ``family`` (see module docstring)."""
+    if family == "extra_trees":
+        cls = ExtraTreesClassifier if classify else ExtraTreesRegressor
+        return cls(n_estimators=n_estimators, random_state=seed, n_jobs=1)
+    if family == "random_forest":
+        cls = RandomForestClassifier if classify else RandomForestRegressor
+        return cls(n_estimators=n_estimators, min_samples_leaf=2, random_state=seed, n_jobs=1)
+    if family == "gradient_boosting":
+        cls = GradientBoostingClassifier if classify else GradientBoostingRegressor
+        return cls(random_state=seed)
+    if family == "gp_noise":
+        if classify:
+            return make_pipeline(
+                StandardScaler(),
+                GaussianProcessClassifier(ConstantKernel() * RBF(), random_state=seed),
+            )
+        kernel = ConstantKernel() * RBF() + WhiteKernel()
+        return make_pipeline(
+            StandardScaler(),
+            GaussianProcessRegressor(kernel=kernel, normalize_y=True, random_state=seed),
+        )
+    if family == "knn":
+        cls = KNeighborsClassifier if classify else KNeighborsRegressor
+        return make_pipeline(StandardScaler(), cls())
+    raise ValueError(f"unknown family {family!r}: choose from {', '.join(FAMILIES)}")
+
+
+def validation_loss(model: BaseEstimator, x: np.ndarray, y: np.ndarray, classify: bool) -> float:
+    """Mean squared error (regression, task units²) or log-loss (classification) on ``x``."""
+    if classify:
+        proba = predict_proba(model, x)
+        picked = proba[np.arange(len(y)), y.astype(int)]
+        return float(-np.mean(np.log(np.clip(picked, 1e-6, 1.0))))
+    return float(np.mean((model.predict(x) - y) ** 2))
+
+
+def predict_proba(model: BaseEstimator, x: np.ndarray, n_classes: int = 3) -> np.ndarray:
+    """Class probabilities over ``0..n_classes-1`` even when training lacked a class."""
+    out = np.zeros((len(x), n_classes))
+    classes = model.classes_ if not isinstance(model, Pipeline) else model[-1].classes_
+    out[:, classes.astype(int)] = model.predict_proba(x)
+    return out
+
+
+@dataclass(frozen=True)
+class FamilyFit:
+    """A family fitted on a whole training fold, with its validation loss and parameters."""
+
+    family: str
+    model: BaseEstimator
+    val_loss: float
+    params: dict[str, Any]
+
+
+def _fit(model: BaseEstimator, x: np.ndarray, y: np.ndarray) -> BaseEstimator:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(x, y)
+
+
+def fit_family(
+    family: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    classify: bool,
+    seed: int,
+    n_estimators: int,
+) -> FamilyFit:
+    """Fit on the training part, score on the validation part (tuning ExtraTrees there),
+    then refit the chosen settings on training + validation parts."""
+    base = make_estimator(family, classify, seed, n_estimators)
+    grid = ET_GRID if family == "extra_trees" else ({},)
+    scored = []
+    for params in grid:
+        model = _fit(clone(base).set_params(**params), x_train, y_train)
+        scored.append((validation_loss(model, x_val, y_val, classify), params))
+    loss, params = min(scored, key=lambda s: s[0])
+    final = _fit(
+        clone(base).set_params(**params),
+        np.vstack([x_train, x_val]),
+        np.concatenate([y_train, y_val]),
+    )
+    return FamilyFit(family, final, loss, dict(params))
