@@ -133,7 +133,9 @@ def draw_block(seed: int, stratum: Stratum, block: int, block_size: int) -> list
     ]
 
 
-def evaluate_blocks(seed: int, tasks: list[tuple[Stratum, int]], block_size: int) -> pl.DataFrame:
+def evaluate_blocks(
+    seed: int, tasks: list[tuple[Stratum, int]], block_size: int
+) -> pl.DataFrame:
     """Draw, canonicalize and featurize some blocks; rows with a zero feature are dropped.
 
     Columns: ``n_elements``, ``equimolar``, ``block``, ``position`` (the draw order, for a
@@ -239,10 +241,7 @@ def generate_corpus(config: CorpusConfig, seed: int) -> CorpusResult:
                     quotas[Stratum(s.n_elements, False)] += shortfall
                     log.warning(
                         "%s: only %d distinct alloys found; %d rows moved to the "
-                        "non-equimolar stratum",
-                        s.label,
-                        accepted[s].height,
-                        shortfall,
+                        "non-equimolar stratum", s.label, accepted[s].height, shortfall,
                     )
     for s in quotas:
         if accepted[s].height < quotas[s]:

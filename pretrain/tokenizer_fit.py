@@ -54,8 +54,7 @@ def mpea_features(directory: Path | None = None) -> pl.DataFrame:
     usable = featurizable(distinct)
     log.info(
         "MPEA: %d distinct formulas, %d with full element and pair data",
-        len(distinct),
-        len(usable),
+        len(distinct), len(usable),
     )
     return featurize(usable)
 
