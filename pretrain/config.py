@@ -33,24 +33,12 @@ from hea_screen.errors import UserInputError
 
 #: Named BERT sizes: hidden size, layers, attention heads, feed-forward size.
 MODEL_SIZES: dict[str, dict[str, int]] = {
-    "tiny": {
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-    "small": {
-        "hidden_size": 128,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "intermediate_size": 256,
-    },
-    "base": {
-        "hidden_size": 768,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
-        "intermediate_size": 3072,
-    },
+    "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64},
+    "small": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+              "intermediate_size": 256},
+    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+             "intermediate_size": 3072},
 }
 
 #: Tabular model families of the condition-aware run (see pretrain.tabular).
