@@ -1,0 +1,128 @@
+"""Measurements with their conditions: the typed vocabulary, the MPEA measurement table, the
+design matrix shared by training and screening."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+import hea_screen
+from hea_screen.conditions import (
+    PHASES,
+    TASKS,
+    Condition,
+    Processing,
+    TestType,
+    task,
+    task_for,
+)
+from hea_screen.datasets import load_mpea, load_paper_dataset
+from hea_screen.design import DESIGN_COLUMNS, condition_matrix, design_matrix
+from hea_screen.errors import UserInputError
+from hea_screen.measurements import COLUMNS, measurements
+
+
+@pytest.fixture(scope="module")
+def table() -> pl.DataFrame:
+    return measurements()
+
+
+def test_vocabulary_names_property_and_test_type() -> None:
+    assert task_for("uts", TestType.TENSION).name == "uts_tension_mpa"
+    assert task_for("elongation", TestType.COMPRESSION).name == "fracture_strain_compression_pct"
+    assert task_for("hardness", TestType.COMPRESSION).name == "hardness_hv"
+    assert len({t.name for t in TASKS}) == len(TASKS)
+    with pytest.raises(UserInputError, match="unknown property 'toughness'"):
+        task_for("toughness", TestType.TENSION)
+    with pytest.raises(UserInputError, match="uts_tension_mpa"):
+        task("uts_mpa")
+
+
+def test_conditions_parse_user_values_and_refuse_bad_ones() -> None:
+    c = Condition.of("T", "600", "as-cast")
+    assert (c.test_type, c.temperature_c, c.processing) == (
+        TestType.TENSION,
+        600.0,
+        Processing.CAST,
+    )
+    assert Condition.of(TestType.COMPRESSION, 25, Processing.ANNEAL).describe() == {
+        "test_type": "compression",
+        "temperature_c": 25,
+        "processing": "ANNEAL",
+    }
+    for bad, match in (
+        (("shear", 25, "cast"), "unknown test type 'shear'"),
+        (("tension", "hot", "cast"), "'hot' is not a number"),
+        (("tension", float("nan"), "cast"), "finite"),
+        (("tension", -300, "cast"), "absolute zero"),
+        (("tension", 25, "forged"), "unknown processing route 'forged'"),
+    ):
+        with pytest.raises(UserInputError, match=match):
+            Condition.of(*bad)
+
+
+def test_measurement_counts_match_the_database(table: pl.DataFrame) -> None:
+    """DATA.md: UTS 303 T / 236 C, YS 324 / 743, elongation 300 / 319, HV 530, phase 1,545."""
+    counts = dict(table.group_by("task").len().iter_rows())
+    assert counts == {
+        "uts_tension_mpa": 303,
+        "uts_compression_mpa": 236,
+        "ys_tension_mpa": 324,
+        "ys_compression_mpa": 743,
+        "elongation_tension_pct": 300,
+        "fracture_strain_compression_pct": 319,
+        "hardness_hv": 530,
+        "phase": 1545,
+    }
+    assert tuple(table.columns) == COLUMNS
+    room = table.filter(pl.col("temperature_c") == 25)
+    alloys = dict(room.group_by("task").agg(pl.col("canonical").n_unique()).iter_rows())
+    assert (alloys["uts_tension_mpa"], alloys["ys_tension_mpa"]) == (98, 90)
+
+
+def test_a_compressive_value_never_lands_in_a_tensile_task(table: pl.DataFrame) -> None:
+    mpea = load_mpea().with_row_index("mpea_row").select("mpea_row", "test_type")
+    joined = table.join(mpea, on="mpea_row")
+    for t in TASKS:
+        if t.test_type is None:
+            continue
+        codes = set(joined.filter(pl.col("task") == t.name)["test_type"].unique())
+        assert codes == {t.test_type.mpea_code}, t.name
+
+
+def test_the_paper_sets_add_no_measurement(table: pl.DataFrame) -> None:
+    """Every paper row is an MPEA measurement of the same alloy and value; the UTS set is 53
+    tension + 105 compression rows, the elongation set 49 + 149."""
+    for target, split in (("uts_mpa", (53, 105)), ("elongation_pct", (49, 149))):
+        tasks = [t.name for t in TASKS if t.mpea_column == target]
+        ours = (
+            table.filter(pl.col("task").is_in(tasks))
+            .select("canonical", pl.col("value").alias(target), "task")
+            .unique(["canonical", target])
+        )
+        joined = load_paper_dataset(target).join(ours, on=["canonical", target], how="left")
+        assert joined["task"].null_count() == 0
+        n_tension = joined.filter(pl.col("task").str.contains("tension")).height
+        assert (n_tension, joined.height - n_tension) == split
+
+
+def test_phase_values_index_the_phase_classes(table: pl.DataFrame) -> None:
+    phase = table.filter(pl.col("task") == "phase")["value"]
+    assert set(phase.unique()) == set(map(float, range(len(PHASES))))
+
+
+def test_design_matrix_columns_and_condition_broadcast() -> None:
+    feats = hea_screen.featurize(["CoCrFeNi", "Al0.5CoCrFeNi"])
+    x = design_matrix(feats, np.array([25.0, 800.0]), ["cast", Processing.ANNEAL])
+    assert x.shape == (2, len(DESIGN_COLUMNS)) and x.dtype == np.float32
+    col = {name: j for j, name in enumerate(DESIGN_COLUMNS)}
+    assert x[1, col["temperature_c"]] == 800.0
+    assert x[0, col["processing_CAST"]] == 1 and x[1, col["processing_ANNEAL"]] == 1
+    assert x[:, col["processing_CAST"]:].sum() == 2
+    np.testing.assert_allclose(x[:, col["vec"]], feats["vec"].to_numpy(), rtol=1e-6)
+    at = condition_matrix(feats, Condition.of("compression", 600, "wrought"))
+    assert (at[:, col["temperature_c"]] == 600).all()
+    assert (at[:, col["processing_WROUGHT"]] == 1).all()
+    with pytest.raises(UserInputError, match="3 processing routes for 2 rows"):
+        design_matrix(feats, 25.0, ["cast"] * 3)
