@@ -47,3 +47,13 @@ def tiny_bundle(tiny_run, tmp_path_factory):
     relaxed = ParityBounds(int8_min_spearman=-1.0, int8_max_r2_loss=float("inf"))
     write_bundle(tiny_run, experiment_of(tiny_run), out, ExportOptions(bounds=relaxed))
     return out
+
+
+@pytest.fixture(scope="session")
+def condition_bundle(tiny_run, tmp_path_factory):
+    """The condition-aware (format 2) bundle of ``tiny_run``'s ``conditions`` step."""
+    from export.condition_bundle import write_condition_bundle
+
+    out = tmp_path_factory.mktemp("condition_bundle") / "bundle"
+    write_condition_bundle(tiny_run, out, allow_dirty=True)
+    return out
