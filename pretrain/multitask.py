@@ -301,6 +301,8 @@ def row_predictions(
     rows: np.ndarray,
 ) -> np.ndarray:
     """Prediction of each measurement row in its task's unit (phase: the class index)."""
+    if len(rows) == 0:
+        return np.zeros(0)
     examples = aggregate(frame, rows)
     values = task_values(raw_outputs(model, encode_keys(encoder, examples.keys)).numpy(), scalers)
     of_row = values[examples.example_of_row]

@@ -231,6 +231,7 @@ def test_predict_rows_reproduces_test_pred(frame, split, encoder_dir, fitted) ->
     np.testing.assert_allclose(
         predict_rows(out, encoder_dir, frame, split.val), fit.val_pred, rtol=1e-6
     )
+    assert predict_rows(out, encoder_dir, frame, np.zeros(0, dtype=np.int64)).shape == (0,)
 
 
 def test_scratch_model_from_sizes(frame, split, encoder_dir, tmp_path) -> None:
