@@ -4,6 +4,10 @@ The graph takes ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64,
 ``(batch_size, sequence_length)``, both axes dynamic) and returns ``logits`` (float32,
 ``(batch_size, 1)``): the standardized target. :func:`check_graph` enforces that contract
 on every exported file, since the predictor relies on it.
+
+A multi-task fold of :mod:`pretrain.multitask` exports the same way
+(:func:`export_multitask_fold`): same inputs (two more tokens per row, the condition
+tokens), ``logits`` of shape ``(batch_size, len(OUTPUT_TASKS))``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from optimum.exporters.onnx import onnx_export_from_model
 from transformers import BertForSequenceClassification
 
 from hea_screen.errors import UserInputError
+from pretrain.multitask import OUTPUT_TASKS, load_fold
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +86,13 @@ def model_size(model: BertForSequenceClassification) -> ModelSize:
 
 
 def export_onnx(
-    model: BertForSequenceClassification, out_path: Path, opset: int | None = None
+    model: BertForSequenceClassification,
+    out_path: Path,
+    opset: int | None = None,
+    n_outputs: int = 1,
 ) -> Path:
-    """Export ``model`` with optimum (task ``text-classification``) to ``out_path``."""
+    """Export ``model`` with optimum (task ``text-classification``) to ``out_path``; the graph
+    must return ``n_outputs`` logits per row."""
     with tempfile.TemporaryDirectory(prefix="hea-onnx-") as tmp, warnings.catch_warnings():
         # Tracing notes about constants in transformers' mask helpers; the graph is checked below.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -91,11 +100,18 @@ def export_onnx(
             model, tmp, task="text-classification", opset=opset, do_validation=False
         )
         exported = Path(tmp) / "model.onnx"
-        check_graph(exported)
+        check_graph(exported, n_outputs)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(exported, out_path)
     log.info("exported %s", out_path)
     return out_path
+
+
+def export_multitask_fold(model_dir: Path, out_path: Path, opset: int | None = None) -> Path:
+    """Export a multi-task fold (its ``out_dir`` or ``model/``) to ``out_path``: logits of
+    shape ``(batch_size, len(OUTPUT_TASKS))``, standardized values then phase logits."""
+    model, _ = load_fold(Path(model_dir))
+    return export_onnx(model, Path(out_path), opset, n_outputs=len(OUTPUT_TASKS))
 
 
 def graph_opset(path: Path) -> int:
@@ -104,8 +120,9 @@ def graph_opset(path: Path) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def check_graph(path: Path) -> None:
-    """Raise if the graph's inputs and outputs differ from the predictor's contract."""
+def check_graph(path: Path, n_outputs: int = 1) -> None:
+    """Raise if the graph's inputs and outputs differ from the predictor's contract
+    (``n_outputs`` logits per row: 1 for a single-target fold)."""
     graph = onnx.load(str(path), load_external_data=False).graph
     inputs = {i.name: i.type.tensor_type for i in graph.input}
     if tuple(sorted(inputs)) != tuple(sorted(INPUT_NAMES)):
@@ -125,6 +142,8 @@ def check_graph(path: Path) -> None:
         logits.elem_type != onnx.TensorProto.FLOAT
         or len(dims) != 2
         or not dims[0].dim_param
-        or dims[1].dim_value != 1
+        or dims[1].dim_value != n_outputs
     ):
-        raise RuntimeError(f"{path}: {OUTPUT_NAME} must be float32 of shape (batch_size, 1)")
+        raise RuntimeError(
+            f"{path}: {OUTPUT_NAME} must be float32 of shape (batch_size, {n_outputs})"
+        )

@@ -23,6 +23,23 @@ How numbers are tokenized, and why:
   real inputs (the paper's release computed them and never fed them to the model).
 - Element tokens cover every element with property data, so any composition the
   featurizer accepts tokenizes without ``[UNK]``.
+- Condition tokens (only with ``use_conditions=True``, for the condition-aware multi-task
+  model): the test temperature and the processing route of a measurement, two tokens that
+  follow the feature tokens in segment B::
+
+      ... delta_chi_pauling_9 temp_0_100 proc_CAST [SEP]
+
+  The temperature (°C) falls in one of the bins cut at :data:`TEMPERATURE_EDGES_C`
+  (-200, 0, 100, 200, 400, 600, 800, 1000, 1200), each bin closed below and open above:
+  ``temp_lt_-200`` (below -200 °C), ``temp_-200_0``, ``temp_0_100`` (room temperature,
+  25 °C, and every test up to 100 °C), ``temp_100_200``, ``temp_200_400``, ...,
+  ``temp_1000_1200``, ``temp_ge_1200`` (1200 °C and above). The processing route is one of
+  ``proc_CAST``, ``proc_WROUGHT``, ``proc_ANNEAL``, ``proc_POWDER``, ``proc_OTHER``
+  (:class:`~hea_screen.conditions.Processing`). These tokens are appended at the *end* of the
+  vocabulary, so every earlier token keeps its id and a model pre-trained before they
+  existed stays valid after ``resize_token_embeddings``; a tokenizer directory saved before
+  them is upgraded on :meth:`TokenEncoder.load` with ``use_conditions=True``. With
+  conditions a row with k elements has ``2k + 19`` tokens (``2k + 17`` without).
 
 The tokenizer is built with the ``tokenizers`` library (WordLevel model) and saved as
 ``tokenizer.json`` with the config files that let ``transformers.AutoTokenizer`` load the
@@ -31,6 +48,7 @@ directory offline.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +59,7 @@ import polars as pl
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from hea_screen.composition import SCALE
+from hea_screen.conditions import Condition, Processing
 from hea_screen.elements import supported_elements
 from hea_screen.errors import UserInputError
 from hea_screen.features import FEATURE_NAMES
@@ -66,8 +85,34 @@ AMOUNT_LEVELS_PCT: np.ndarray = np.unique(
 #: Quantile bins per feature.
 N_FEATURE_BINS = 32
 
+#: Cut points (°C) of the test-temperature bins; a bin holds ``[lower, upper)``.
+TEMPERATURE_EDGES_C: tuple[float, ...] = (-200, 0, 100, 200, 400, 600, 800, 1000, 1200)
+
+ABSOLUTE_ZERO_C = -273.15
+
 TOKENIZER_FILE = "tokenizer.json"
 BINS_FILE = "feature_bins.json"
+CONFIG_FILE = "tokenizer_config.json"
+
+#: Per-row conditions: a test temperature array (°C) and a processing route per row.
+RowConditions = tuple[Sequence[float] | np.ndarray, Sequence[object]]
+Conditions = Condition | RowConditions
+
+
+def temperature_tokens() -> list[str]:
+    """One token per temperature bin, coldest first (see the module docstring)."""
+    edges = [f"{e:g}" for e in TEMPERATURE_EDGES_C]
+    inner = [f"temp_{lo}_{hi}" for lo, hi in itertools.pairwise(edges)]
+    return [f"temp_lt_{edges[0]}", *inner, f"temp_ge_{edges[-1]}"]
+
+
+def processing_tokens() -> list[str]:
+    """One token per processing route: ``proc_CAST``, ..."""
+    return [f"proc_{p.value}" for p in Processing]
+
+
+#: Tokens of the test conditions, the last entries of :func:`vocabulary`.
+CONDITION_TOKENS: tuple[str, ...] = (*temperature_tokens(), *processing_tokens())
 
 
 def amount_token(level_pct: float) -> str:
@@ -84,18 +129,20 @@ def amount_levels(micro: np.ndarray) -> np.ndarray:
 
 
 def vocabulary() -> list[str]:
-    """The closed vocabulary: special tokens, elements, amounts, feature bins."""
+    """The closed vocabulary: special tokens, elements, amounts, feature bins, conditions."""
     return [
         *SPECIAL_TOKENS,
         *supported_elements(),
         *(amount_token(v) for v in AMOUNT_LEVELS_PCT),
         *(f"{name}_{b}" for name in FEATURE_NAMES for b in range(N_FEATURE_BINS)),
+        *CONDITION_TOKENS,
     ]
 
 
-def build_tokenizer() -> Tokenizer:
-    """A WordLevel ``tokenizers.Tokenizer`` over :func:`vocabulary` with BERT pair templates."""
-    vocab = {tok: i for i, tok in enumerate(vocabulary())}
+def build_tokenizer(tokens: Sequence[str] | None = None) -> Tokenizer:
+    """A WordLevel ``tokenizers.Tokenizer`` over ``tokens`` (default :func:`vocabulary`) with
+    BERT pair templates."""
+    vocab = {tok: i for i, tok in enumerate(vocabulary() if tokens is None else tokens)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(
@@ -104,6 +151,60 @@ def build_tokenizer() -> Tokenizer:
         special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
     return tok
+
+
+def with_condition_tokens(tokenizer: Tokenizer) -> Tokenizer:
+    """``tokenizer`` if it has the condition tokens, else the same vocabulary extended by them.
+
+    A tokenizer saved before the condition tokens existed holds a prefix of
+    :func:`vocabulary`; the extension keeps every id of that prefix.
+    """
+    full = vocabulary()
+    held = tokenizer.get_vocab()
+    if all(tok in held for tok in CONDITION_TOKENS):
+        return tokenizer
+    if held != {tok: i for i, tok in enumerate(full[: len(held)])}:
+        raise UserInputError(
+            "this tokenizer's vocabulary is not a prefix of this version's vocabulary; "
+            "cannot add the condition tokens to it (rebuild the tokenizer)"
+        )
+    return build_tokenizer(full)
+
+
+def temperature_bins(temperature_c: np.ndarray) -> np.ndarray:
+    """Index into :func:`temperature_tokens` of each test temperature (°C)."""
+    t = np.asarray(temperature_c, dtype=np.float64)
+    if not np.all(np.isfinite(t)):
+        bad = t[~np.isfinite(t)][0]
+        raise UserInputError(f"test temperature {bad} °C: need finite temperatures in °C")
+    if np.any(t < ABSOLUTE_ZERO_C):
+        raise UserInputError(f"test temperature {t.min()} °C is below absolute zero (-273.15 °C)")
+    return np.searchsorted(np.asarray(TEMPERATURE_EDGES_C, dtype=np.float64), t, side="right")
+
+
+def condition_texts(conditions: Conditions, n_rows: int) -> list[str]:
+    """Condition tokens of every row, ``temp_0_100 proc_CAST``: one :class:`Condition` for all
+    rows, or a pair (temperatures in °C, processing routes) with one entry per row."""
+    if isinstance(conditions, Condition):
+        temps = np.full(n_rows, conditions.temperature_c, dtype=np.float64)
+        routes: list[object] = [conditions.processing] * n_rows
+    else:
+        try:
+            temps_in, routes_in = conditions
+        except (TypeError, ValueError):
+            raise UserInputError(
+                f"conditions must be a Condition or a pair (temperatures, processing routes), "
+                f"got {type(conditions).__name__}"
+            ) from None
+        temps, routes = np.asarray(temps_in, dtype=np.float64).ravel(), list(routes_in)
+        if len(temps) != n_rows or len(routes) != n_rows:
+            raise UserInputError(
+                f"conditions hold {len(temps)} temperatures and {len(routes)} processing "
+                f"routes for {n_rows} compositions: need one of each per composition"
+            )
+    temp_words = np.array(temperature_tokens(), dtype=object)[temperature_bins(temps)]
+    route_word = {r: f"proc_{Processing.parse(r).value}" for r in set(routes)}
+    return [f"{t} {route_word[r]}" for t, r in zip(temp_words, routes)]
 
 
 @dataclass(frozen=True)
@@ -163,21 +264,47 @@ class Encoded:
 class TokenEncoder:
     """Turns compositions (and their features) into BERT inputs with the shared tokenizer."""
 
-    def __init__(self, tokenizer: Tokenizer, bins: FeatureBins | None, use_features: bool = True):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        bins: FeatureBins | None,
+        use_features: bool = True,
+        use_conditions: bool = False,
+    ):
         if use_features and bins is None:
             raise UserInputError("a with-features encoder needs fitted feature bins")
+        if use_conditions and not use_features:
+            raise UserInputError("condition tokens follow the feature tokens: use_features=True")
+        if use_conditions and tokenizer.token_to_id(CONDITION_TOKENS[0]) is None:
+            raise UserInputError(
+                "this tokenizer has no condition tokens: pass with_condition_tokens(tokenizer)"
+            )
         self.tokenizer = tokenizer
         self.bins = bins
         self.use_features = use_features
+        self.use_conditions = use_conditions
 
     @classmethod
-    def load(cls, directory: str | Path, use_features: bool = True) -> TokenEncoder:
-        """Load ``tokenizer.json`` (and ``feature_bins.json``) from a directory."""
+    def load(
+        cls, directory: str | Path, use_features: bool = True, use_conditions: bool | None = None
+    ) -> TokenEncoder:
+        """Load ``tokenizer.json`` (and ``feature_bins.json``) from a directory.
+
+        ``use_conditions``: ``None`` reads the flag saved in ``tokenizer_config.json``
+        (``False`` when absent); ``True`` on a directory saved before the condition tokens
+        existed adds them to the end of its vocabulary.
+        """
         directory = Path(directory)
         tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
         bins_path = directory / BINS_FILE
         bins = FeatureBins.from_json(bins_path.read_text()) if bins_path.exists() else None
-        return cls(tokenizer, bins, use_features=use_features)
+        if use_conditions is None:
+            config_path = directory / CONFIG_FILE
+            config = json.loads(config_path.read_text()) if config_path.exists() else {}
+            use_conditions = bool(config.get("use_conditions", False))
+        if use_conditions:
+            tokenizer = with_condition_tokens(tokenizer)
+        return cls(tokenizer, bins, use_features=use_features, use_conditions=use_conditions)
 
     def save(self, directory: str | Path) -> list[Path]:
         """Write ``tokenizer.json``, ``feature_bins.json`` and the configs AutoTokenizer reads."""
@@ -192,10 +319,15 @@ class TokenEncoder:
             "sep_token": "[SEP]",
             "mask_token": "[MASK]",
         }
-        config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 64, **special}
-        (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "model_max_length": 64,
+            **special,
+            "use_conditions": self.use_conditions,
+        }
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
         (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=1))
-        written += [directory / "tokenizer_config.json", directory / "special_tokens_map.json"]
+        written += [directory / CONFIG_FILE, directory / "special_tokens_map.json"]
         if self.bins is not None:
             (directory / BINS_FILE).write_text(self.bins.to_json())
             written.append(directory / BINS_FILE)
@@ -235,19 +367,43 @@ class TokenEncoder:
         return pl.DataFrame(cols).select(pl.concat_str(parts, separator=" ")).to_series().to_list()
 
     def texts(
-        self, table: CompositionTable, features: pl.DataFrame | None
+        self,
+        table: CompositionTable,
+        features: pl.DataFrame | None,
+        conditions: Conditions | None = None,
     ) -> list[str] | list[tuple[str, str]]:
-        """Inputs for ``Tokenizer.encode_batch``: single texts or (composition, features) pairs."""
+        """Inputs for ``Tokenizer.encode_batch``: single texts or (composition, features) pairs;
+        with ``use_conditions`` segment B ends with the two condition tokens."""
+        if self.use_conditions != (conditions is not None):
+            raise UserInputError(
+                "conditions are needed exactly when the encoder has use_conditions=True "
+                f"(it has use_conditions={self.use_conditions}, conditions "
+                f"{'given' if conditions is not None else 'missing'})"
+            )
         comp = self.composition_texts(table)
         if not self.use_features:
             return comp
         if features is None or features.height != len(table):
             raise UserInputError("with-features encoding needs one feature row per composition")
-        return list(zip(comp, self.feature_texts(features)))
+        segment_b = self.feature_texts(features)
+        if conditions is not None:
+            cond = condition_texts(conditions, len(table))
+            segment_b = [f"{f} {c}" for f, c in zip(segment_b, cond)]
+        return list(zip(comp, segment_b))
 
-    def encode(self, table: CompositionTable, features: pl.DataFrame | None) -> Encoded:
-        """Token ids for every row, padded to the longest row in this batch."""
-        return self.encode_texts(self.texts(table, features))
+    def encode(
+        self,
+        table: CompositionTable,
+        features: pl.DataFrame | None,
+        conditions: Conditions | None = None,
+    ) -> Encoded:
+        """Token ids for every row, padded to the longest row in this batch.
+
+        ``conditions`` (only and always with ``use_conditions``): one
+        :class:`~hea_screen.conditions.Condition` for every row, or a pair (test temperatures
+        in °C, processing routes) with one entry per row.
+        """
+        return self.encode_texts(self.texts(table, features, conditions))
 
     def encode_texts(self, texts: Sequence[str] | Sequence[tuple[str, str]]) -> Encoded:
         encodings = self.tokenizer.encode_batch(list(texts))

@@ -1,16 +1,28 @@
 """The shared tokenizer: closed vocabulary, no [UNK], identical via transformers."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
+import hea_screen
 from hea_screen import CompositionTable, featurize
+from hea_screen.conditions import Condition, Processing
 from hea_screen.datasets import load_mpea, load_paper_dataset
+from hea_screen.errors import UserInputError
 from hea_screen.tokens import (
     AMOUNT_LEVELS_PCT,
+    CONDITION_TOKENS,
+    TOKENIZER_FILE,
     FeatureBins,
     TokenEncoder,
     amount_levels,
     build_tokenizer,
+    temperature_bins,
+    temperature_tokens,
+    vocabulary,
 )
 
 
@@ -77,3 +89,106 @@ def test_save_load_and_transformers_agree(encoder: TokenEncoder, tmp_path) -> No
     comp, feat = encoder.texts(table, feats)[0]
     assert hf(comp, feat)["input_ids"] == a.input_ids[0][a.attention_mask[0] == 1].tolist()
     assert hf.mask_token == "[MASK]" and hf.pad_token_id == 0
+
+
+def test_condition_tokens_extend_the_vocabulary_at_its_end() -> None:
+    assert tuple(vocabulary()[-len(CONDITION_TOKENS) :]) == CONDITION_TOKENS
+    assert len(set(CONDITION_TOKENS)) == len(CONDITION_TOKENS) == 10 + 5
+    shipped = Tokenizer.from_file(
+        str(Path(hea_screen.__file__).parent / "models" / "default" / "tokenizer" / TOKENIZER_FILE)
+    ).get_vocab()
+    assert shipped == {tok: i for i, tok in enumerate(vocabulary()[: len(shipped)])}
+
+
+@pytest.mark.parametrize(
+    ("celsius", "token"),
+    [(-268.8, "temp_lt_-200"), (-200, "temp_-200_0"), (-0.5, "temp_-200_0"), (0, "temp_0_100"),
+     (25, "temp_0_100"), (99.9, "temp_0_100"), (100, "temp_100_200"), (700, "temp_600_800"),
+     (1199, "temp_1000_1200"), (1200, "temp_ge_1200"), (1600, "temp_ge_1200")],
+)  # fmt: skip
+def test_temperature_bins(celsius: float, token: str) -> None:
+    assert temperature_tokens()[int(temperature_bins(np.array([celsius]))[0])] == token
+
+
+@pytest.fixture(scope="module")
+def cond_encoder(encoder: TokenEncoder) -> TokenEncoder:
+    return TokenEncoder(encoder.tokenizer, encoder.bins, use_features=True, use_conditions=True)
+
+
+def test_condition_layout_and_types(cond_encoder: TokenEncoder) -> None:
+    table = CompositionTable.from_compositions(["CoCrFeMnNi"])
+    enc = cond_encoder.encode(table, featurize(table), Condition())
+    tokens = [cond_encoder.tokenizer.id_to_token(i) for i in enc.input_ids[0]]
+    assert len(tokens) == 2 * 5 + 19
+    assert tokens[-4].startswith("delta_chi_pauling_")
+    assert tokens[-3:] == ["temp_0_100", "proc_CAST", "[SEP]"]
+    assert enc.token_type_ids[0].tolist() == [0] * 12 + [1] * 17
+    plain = TokenEncoder(cond_encoder.tokenizer, cond_encoder.bins).encode(table, featurize(table))
+    assert plain.input_ids[0].tolist() == [t for i, t in enumerate(enc.input_ids[0]) if i not in
+                                           (len(tokens) - 3, len(tokens) - 2)]  # fmt: skip
+
+
+def test_row_conditions_and_length_buckets(cond_encoder: TokenEncoder) -> None:
+    texts = ["CoCrFeMnNi", "HfNbTaTiZr", "CoCrNi", "AlCoCrFeNi", "NbMoTaW"]
+    table = CompositionTable.from_compositions(texts)
+    temps = np.array([25.0, 1200.0, -196.0, 600.0, 25.0])
+    routes = ["CAST", Processing.ANNEAL, "wrought", "powder", "as-cast"]
+    enc = cond_encoder.encode(table, featurize(table), (temps, routes))
+    k = np.count_nonzero(table.micro, axis=1)
+    lengths = enc.attention_mask.sum(axis=1)
+    assert (lengths == 2 * k + 19).all()
+    last = [enc.input_ids[r, lengths[r] - 3 : lengths[r] - 1] for r in range(len(texts))]
+    words = [[cond_encoder.tokenizer.id_to_token(int(i)) for i in pair] for pair in last]
+    assert words == [["temp_0_100", "proc_CAST"], ["temp_ge_1200", "proc_ANNEAL"],
+                     ["temp_-200_0", "proc_WROUGHT"], ["temp_600_800", "proc_POWDER"],
+                     ["temp_0_100", "proc_CAST"]]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("conditions", "message"),
+    [
+        (None, "use_conditions"),
+        ((np.array([25.0]), ["CAST", "CAST"]), "1 temperatures and 2 processing routes"),
+        ((np.array([25.0, np.nan]), ["CAST", "CAST"]), "nan"),
+        ((np.array([25.0, -300.0]), ["CAST", "CAST"]), "-300"),
+        ((np.array([25.0, 25.0]), ["CAST", "forged"]), "'forged'"),
+        ("hot", "Condition or a pair"),
+    ],
+)
+def test_bad_conditions_are_named(cond_encoder: TokenEncoder, conditions, message: str) -> None:
+    table = CompositionTable.from_compositions(["CoCrFeMnNi", "CoCrNi"])
+    with pytest.raises(UserInputError, match=re.escape(message)):
+        cond_encoder.encode(table, featurize(table), conditions)
+
+
+def test_conditions_need_a_condition_encoder(encoder: TokenEncoder) -> None:
+    table = CompositionTable.from_compositions(["CoCrFeMnNi"])
+    with pytest.raises(UserInputError, match="use_conditions=False"):
+        encoder.encode(table, featurize(table), Condition())
+    with pytest.raises(UserInputError, match="use_features"):
+        TokenEncoder(encoder.tokenizer, None, use_features=False, use_conditions=True)
+
+
+def test_condition_flag_saved_and_old_directories_upgraded(
+    cond_encoder: TokenEncoder, tmp_path
+) -> None:
+    cond_encoder.save(tmp_path / "new")
+    loaded = TokenEncoder.load(tmp_path / "new")
+    assert loaded.use_conditions and TokenEncoder.load(tmp_path / "new", use_conditions=False)
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "new"))
+    assert hf.convert_tokens_to_ids("proc_CAST") == cond_encoder.token_id("proc_CAST")
+
+    old_tokens = vocabulary()[: -len(CONDITION_TOKENS)]
+    TokenEncoder(build_tokenizer(old_tokens), cond_encoder.bins).save(tmp_path / "old")
+    assert not TokenEncoder.load(tmp_path / "old").use_conditions
+    upgraded = TokenEncoder.load(tmp_path / "old", use_conditions=True)
+    assert upgraded.vocab_size == len(vocabulary())
+    assert all(upgraded.token_id(t) == i for i, t in enumerate(old_tokens))
+    table = CompositionTable.from_compositions(["Al0.3CoCrFeNi"])
+    feats = featurize(table)
+    cond = Condition.of("tension", 700, "anneal")
+    a, b = upgraded.encode(table, feats, cond), cond_encoder.encode(table, feats, cond)
+    assert (a.input_ids == b.input_ids).all()
+    with pytest.raises(UserInputError, match="condition tokens"):
+        TokenEncoder(build_tokenizer(old_tokens), cond_encoder.bins, use_conditions=True)
