@@ -278,6 +278,8 @@ def run_batch(
     candidates = spec.candidates()
     spec.space.check_nonempty()
     check_inputs(candidates, info)
+    if spec.sample is None:
+        spec.space.check_indexable()
     guard_size(candidates, confirmed)
     if max_partitions is not None and max_partitions < 1:
         raise UserInputError(f"--max-partitions {max_partitions}: need at least 1")
