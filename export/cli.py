@@ -12,12 +12,12 @@ The shipped default bundle is rebuilt with (see docs/inference.md)::
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import shlex
 import sys
 from pathlib import Path
 
-from export.bundle_writer import ExportOptions, write_bundle
 from hea_screen.bundle import VARIANTS
 from hea_screen.datasets import TARGETS
 from hea_screen.errors import UserInputError
@@ -60,7 +60,38 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Top-level modules of the ``train`` extra (pyproject.toml), absent from the light install.
+TRAIN_EXTRA = (
+    "torch",
+    "transformers",
+    "optimum",
+    "onnx",
+    "onnxscript",
+    "safetensors",
+    "sklearn",
+    "matplotlib",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``hea-export``; without the ``train`` extra, says what to install (exit 2)."""
+    try:
+        importlib.import_module("export.bundle_writer")  # torch, optimum, onnx
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in TRAIN_EXTRA:
+            raise
+        print(
+            f'error: hea-export needs the training extra: pip install "hea-screen[train]" '
+            f"(missing module {err.name})",
+            file=sys.stderr,
+        )
+        return 2
+    return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
+    from export.bundle_writer import ExportOptions, write_bundle
+
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.verbose:

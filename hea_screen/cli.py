@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import polars as pl
 
@@ -33,10 +34,10 @@ from hea_screen.engine import (
 )
 from hea_screen.errors import UserInputError
 from hea_screen.jobs import run_batch
-from hea_screen.output import check_table_path, write_table
+from hea_screen.output import check_output_path, check_writable_dir, write_table
 from hea_screen.predictor import DEVICES, PRECISIONS
 from hea_screen.ranking import OBJECTIVES, RISKS, Ranking
-from hea_screen.space import SampledSpace
+from hea_screen.space import MAX_INDEXABLE, SampledSpace
 from hea_screen.spec import (
     DEFAULTS,
     ScreenSpec,
@@ -50,6 +51,9 @@ from hea_screen.spec import (
 log = logging.getLogger("hea_screen")
 
 EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+_YEAR = 365.25 * 86400
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,6 +71,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: need a whole number >= 1")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: need a whole number >= 0")
     return value
 
 
@@ -147,7 +161,7 @@ def screen_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--weights",
         metavar="W_UTS,W_EL",
-        help="UTS,elongation weights, e.g. 0.7,0.3 (default 0.5,0.5)",
+        help="UTS,elongation weights >= 0, e.g. 0.7,0.3 (default 0.5,0.5)",
     )
     r.add_argument(
         "--risk", choices=RISKS, help="mean, safe (mean - k*std) or explore (mean + k*std)"
@@ -159,7 +173,7 @@ def screen_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="FILE", help="write the ranking as .csv, .parquet or .json")
     o.add_argument(
-        "--show", type=int, default=20, metavar="N", help="rows printed (default 20; 0: none)"
+        "--show", type=_count, default=20, metavar="N", help="rows printed (default 20; 0: none)"
     )
     o.add_argument(
         "--ingot-mass", type=_number, metavar="G", help="ingot mass in g for weigh-outs (50)"
@@ -298,12 +312,29 @@ def _display(table: pl.DataFrame, rows: int) -> pl.DataFrame:
     )
 
 
+#: Options whose value may start with "-" (argparse would take ``-1,2`` for an option).
+_SIGNED_VALUES = ("--weights",)
+
+
+def _join_signed_values(argv: Sequence[str]) -> list[str]:
+    """``--weights -1,2`` -> ``--weights=-1,2``, so the value reaches its own check."""
+    out: list[str] = []
+    items = iter(argv)
+    for item in items:
+        nxt = next(items, None) if item in _SIGNED_VALUES else None
+        if nxt is not None and nxt.startswith("-") and nxt[1:2].isdigit():
+            out.append(f"{item}={nxt}")
+        else:
+            out.extend(x for x in (item, nxt) if x is not None)
+    return out
+
+
 def run_screen(argv: Sequence[str]) -> int:
-    args = screen_parser().parse_args(argv)
+    args = screen_parser().parse_args(_join_signed_values(argv))
     _logging(args.verbose)
     spec = spec_from_args(args)
     if args.out:
-        check_table_path(args.out)
+        check_output_path(args.out)
     spec.space.check_nonempty()
     candidates = spec.candidates()
     info = inspect_model(args.model)
@@ -332,8 +363,11 @@ def run_screen(argv: Sequence[str]) -> int:
         print(f"estimated time: {_duration(est.estimated_seconds)} (this machine, all cores)")
         if isinstance(candidates, SampledSpace) or candidates.size <= LARGE_SPACE:
             return 0
-        print("note: this space needs --yes (or --sample N) to run", file=sys.stderr)
+        whole = "--yes (or --sample N)" if candidates.size < MAX_INDEXABLE else "--sample N"
+        print(f"note: this space needs {whole} to run", file=sys.stderr)
         return 0
+    if spec.sample is None:
+        spec.space.check_indexable()
     guard_size(candidates, args.yes)
     log.info("%s", _describe_space(spec))
     outcome = screen(
@@ -375,6 +409,10 @@ def run_batch_command(argv: Sequence[str]) -> int:
     args = batch_parser().parse_args(argv)
     _logging(args.verbose)
     spec = load_spec(args.spec)
+    out = Path(args.out)
+    existing = next(p for p in (out, *out.parents, Path(".")) if p.exists())
+    if existing.is_dir():
+        check_writable_dir(existing, f"--out {args.out!r}")
 
     def logged(pid: int, done: int, total: int) -> None:
         log.info("partition %d recorded (%d of %d done)", pid, done, total)
@@ -401,12 +439,23 @@ def run_batch_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def _os_error(exc: OSError) -> str:
+    """A system error (disk full, permission, ...) in one line, for ``error: ...``."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return (
+        f"{exc.strerror or exc}{where}; the run stopped (a batch job keeps its finished "
+        "partitions and resumes when run again)"
+    )
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+    if seconds < 10 * _YEAR:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / _YEAR:.3g} years"
 
 
 def _logging(verbose: bool) -> None:
@@ -431,6 +480,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # e.g. the disk filled up while results were written
+        print(f"error: {_os_error(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

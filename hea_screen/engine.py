@@ -228,6 +228,12 @@ def plan_partitions(
     ``partition_size`` is rounded up to a multiple of the batch; by default about eight
     partitions per worker, between 1 and 64 batches each.
     """
+    step = partition_step(size, batch_size, partition_size, workers)
+    return [(lo, min(lo + step, size)) for lo in range(0, size, step)]
+
+
+def partition_step(size: int, batch_size: int, partition_size: int | None, workers: int) -> int:
+    """Candidates per partition of :func:`plan_partitions`, without listing the partitions."""
     if batch_size < 1:
         raise UserInputError(f"batch size {batch_size}: need at least 1")
     if partition_size is None:
@@ -235,8 +241,7 @@ def plan_partitions(
         partition_size = batch_size * min(64, max(1, batches))
     elif partition_size < 1:
         raise UserInputError(f"partition size {partition_size}: need at least 1")
-    step = -(-partition_size // batch_size) * batch_size
-    return [(lo, min(lo + step, size)) for lo in range(0, size, step)]
+    return -(-partition_size // batch_size) * batch_size
 
 
 def screen_partition(
@@ -288,7 +293,7 @@ def executor(
 
         try:
             client = Client(address, timeout="10s")
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:
             raise UserInputError(f"cannot reach the Dask scheduler at {address!r}: {exc}") from None
         with client:
             yield client, 1
@@ -300,13 +305,16 @@ def executor(
 
     n = min(workers, n_partitions)
     threads = max(1, (os.cpu_count() or 1) // n)
+    # No dashboard; the scheduler's HTTP server (health, metrics) takes a free local port,
+    # since its default 8787 may be taken ("Port 8787 is already in use" on stderr).
     with (
         dask.config.set({NANNY_TRIM: None}),
         LocalCluster(
             n_workers=n,
             threads_per_worker=1,
             processes=processes,
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
+            scheduler_kwargs={"dashboard": False},
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -485,7 +493,7 @@ def estimate(
     The estimate is model load plus ``candidates / rate``: the probe runs with every core,
     which is what local workers share between them.
     """
-    parts = plan_partitions(candidates.size, model.batch_size, partition_size, workers)
+    step = partition_step(candidates.size, model.batch_size, partition_size, workers)
     space = candidates.space if isinstance(candidates, SampledSpace) else candidates
     sample = SampledSpace(space, min(probe, candidates.size), seed=0)
     t0 = time.perf_counter()
@@ -496,6 +504,6 @@ def estimate(
     t1 = time.perf_counter()
     screen_partition(sample, 0, sample.size, model, ranking, reference)
     rate = sample.size / max(time.perf_counter() - t1, 1e-9)
-    step = parts[0][1] - parts[0][0] if parts else 0
     size = candidates.size
-    return Estimate(size, len(parts), step, sample.size, load, rate, load + size / rate)
+    parts = -(-size // step)
+    return Estimate(size, parts, min(step, size), sample.size, load, rate, load + size / rate)

@@ -6,7 +6,8 @@ Layout of ``OUT``::
       manifest.json                 identity of the job + one entry per finished partition
       partitions/part-000012.parquet  the partial result of partition 12 (top-k + front rows)
       ranked.csv, ranked.parquet    the final ranked table (when every partition is done)
-      summary.json                  counts, timings, model and space hashes of the last run
+      summary.json                  counts, model and space hashes, the timings of the last run
+                                    that screened partitions and a history of every run
 
 A partition's file is written atomically, then its entry (rows, SHA-256, timings) is added
 to the manifest, which is itself rewritten atomically. A run that stops for any reason
@@ -95,6 +96,32 @@ def _from_frame(frame: pl.DataFrame, candidates: int) -> Partial:
     return Partial(rows.filter(frame["in_top"]), rows.filter(frame["in_front"]), candidates, {})
 
 
+#: Keys of a partition's manifest entry and the types each must have.
+ENTRY_TYPES: dict[str, type] = {
+    "lo": int,
+    "hi": int,
+    "file": str,
+    "sha256": str,
+    "candidates": int,
+    "seconds": dict,
+}
+
+
+def _entry_problem(key: object, entry: object) -> str | None:
+    """What is wrong with one ``partitions`` entry of a manifest (``None``: nothing)."""
+    if not isinstance(key, str) or not key.isdecimal() or not key.isascii():
+        return "the key is not a partition number"
+    if not isinstance(entry, dict):
+        return f"expected a mapping with {', '.join(ENTRY_TYPES)}, got {type(entry).__name__}"
+    for name, kind in ENTRY_TYPES.items():
+        value = entry.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{name!r} is missing or not a {kind.__name__}"
+    if not all(isinstance(v, (int, float)) for v in entry["seconds"].values()):
+        return "'seconds' holds a value that is not a number"
+    return None
+
+
 class Job:
     """A batch job in ``out_dir``: its identity, manifest and partition files."""
 
@@ -139,6 +166,7 @@ class Job:
                 f"{self.manifest_path} is unreadable ({exc}); move the directory aside or "
                 "pass --restart"
             ) from None
+        self._check_manifest(old_identity, entries)
         if old_identity != self.identity:
             if not restart:
                 changed = sorted(
@@ -153,6 +181,28 @@ class Job:
             entries = {}
         self.entries = dict(entries)
         self._save()
+
+    def _check_manifest(self, identity: object, entries: object) -> None:
+        """Refuse a manifest whose identity or partition entries are malformed, or whose
+        files lie outside the job directory, before anything is read or deleted."""
+        where = f"job manifest {str(self.manifest_path)!r}"
+        for name, value in (("identity", identity), ("partitions", entries)):
+            if not isinstance(value, dict):
+                raise UserInputError(f"{where}: {name!r} is not a mapping; move the job aside")
+        for key, entry in entries.items():
+            problem = _entry_problem(key, entry) or self._outside(entry["file"])
+            if problem:
+                raise UserInputError(
+                    f"{where}, partition entry {key!r}: {problem}; nothing was changed: "
+                    "repair the manifest or move the directory aside"
+                )
+
+    def _outside(self, rel: str) -> str | None:
+        """Why ``rel`` (a manifest's file) is unacceptable, or ``None`` if it lies in the job."""
+        parts = (self.out / PARTS).resolve()
+        if Path(rel).is_absolute() or not (self.out / rel).resolve().is_relative_to(parts):
+            return f"file {rel!r} lies outside {str(self.out / PARTS)!r}"
+        return None
 
     def _clear(self, entries: dict[str, dict[str, object]]) -> None:
         for entry in entries.values():
@@ -228,6 +278,8 @@ def run_batch(
     candidates = spec.candidates()
     spec.space.check_nonempty()
     check_inputs(candidates, info)
+    if spec.sample is None:
+        spec.space.check_indexable()
     guard_size(candidates, confirmed)
     if max_partitions is not None and max_partitions < 1:
         raise UserInputError(f"--max-partitions {max_partitions}: need at least 1")
@@ -314,11 +366,35 @@ def run_batch(
                 stages[stage] = stages.get(stage, 0.0) + s
         wall = time.perf_counter() - t0
         this_run = sum(hi - lo for _, lo, hi in pending)
+        run = {
+            "started_at": started,
+            "finished_at": _now(),
+            "partitions": len(pending),
+            "candidates": this_run,
+            "wall_seconds": round(wall, 3),
+            "candidates_per_second": round(this_run / wall, 1) if this_run else None,
+        }
+        runs = [*_earlier_runs(job.out / SUMMARY), run]
+        worked = next((r for r in reversed(runs) if r["candidates"]), run)
+        summary["started_at"] = worked.get("started_at")
         summary["seconds"] = {
-            "wall_this_run": round(wall, 3),
+            "wall_this_run": worked.get("wall_seconds"),
             "work_by_stage_all_runs": {k: round(v, 3) for k, v in stages.items()},
         }
-        summary["candidates_per_second_this_run"] = round(this_run / wall, 1) if this_run else None
-        summary["finished_at"] = _now()
+        summary["candidates_per_second_this_run"] = worked.get("candidates_per_second")
+        summary["finished_at"] = worked.get("finished_at")
+        summary["runs"] = runs
         write_json(summary, job.out / SUMMARY)
         return summary
+
+
+def _earlier_runs(path: Path) -> list[dict[str, object]]:
+    """The run history recorded in an earlier ``summary.json`` (empty if there is none)."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    runs = old.get("runs") if isinstance(old, dict) else None
+    if not isinstance(runs, list):
+        return []
+    return [r for r in runs if isinstance(r, dict) and isinstance(r.get("candidates"), int)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +36,25 @@ def check_table_path(path: str | Path) -> Path:
     if not os.access(parent, os.W_OK):
         raise UserInputError(f"output {str(path)!r}: directory {str(parent)!r} is not writable")
     return path
+
+
+def check_output_path(path: str | Path) -> Path:
+    """:func:`check_table_path`, then prove the directory takes a file (permissions alone do
+    not tell: ``/proc`` looks writable to root) by creating and removing an empty one."""
+    path = check_table_path(path)
+    check_writable_dir(path.parent if str(path.parent) else Path("."), f"output {str(path)!r}")
+    return path
+
+
+def check_writable_dir(directory: Path, what: str) -> None:
+    """Raise :class:`UserInputError` naming ``what`` unless ``directory`` takes a new file."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise UserInputError(
+            f"{what}: cannot write in directory {str(directory)!r}: {exc.strerror or exc}"
+        ) from None
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:

@@ -19,12 +19,16 @@ palette in lexicographic order. Every count comes from a small dynamic programme
 (palette position, elements still to place, units still to place), so the size of a space
 is known without enumerating it, and any index range (a partition) or any set of indices
 (a random sample) is turned into a :class:`~hea_screen.table.CompositionTable` directly,
-vectorized with numpy, in memory proportional to the rows asked for.
+vectorized with numpy, in memory proportional to the rows asked for. Spaces with more than
+:data:`MAX_INDEXABLE` candidates cannot be screened whole, but can be sampled: their counts
+are kept as exact Python integers. A grid finer than the storage resolution (millionths) or
+whose count tables would exceed :data:`MAX_TABLE_CELLS` is refused at once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from collections.abc import Mapping
@@ -40,8 +44,12 @@ from hea_screen.elements import check_elements
 from hea_screen.errors import SpaceError
 from hea_screen.table import CompositionTable
 
-#: Largest index a space may reach to be enumerated or sampled (int64 arithmetic).
+#: Largest index a space may reach to be enumerated whole (int64 arithmetic); larger spaces
+#: can only be sampled.
 MAX_INDEXABLE = 2**62
+
+#: Most cells the completion-count tables of a space may have (time and memory to build them).
+MAX_TABLE_CELLS = 20_000_000
 
 #: Rows unranked at once; bounds the temporary (rows x grid values) matrices.
 _CHUNK_ROWS = 16_384
@@ -60,7 +68,8 @@ class Segment:
     all-equal unit count excluded from the grid family (``None``: nothing excluded).
     ``counts[i, r, u, f]`` is the number of ways to fill positions ``i..`` with ``r``
     elements and ``u`` units, where ``f`` = 1 while every element placed so far equals
-    ``equal_value``; ``cumulative[i, r, w, f]`` sums ``counts[i, r, :w, f]``.
+    ``equal_value``; ``cumulative[i, r, w, f]`` sums ``counts[i, r, :w, f]``. Both are int64,
+    or exact Python integers (object arrays) when the counts reach :data:`MAX_INDEXABLE`.
     """
 
     k: int
@@ -71,8 +80,8 @@ class Segment:
     high: tuple[int, ...]
     equal_value: int | None
     size: int
-    counts: np.ndarray | None = field(repr=False, compare=False)
-    cumulative: np.ndarray | None = field(repr=False, compare=False)
+    counts: np.ndarray = field(repr=False, compare=False)
+    cumulative: np.ndarray = field(repr=False, compare=False)
 
     @property
     def start_flag(self) -> int:
@@ -144,6 +153,19 @@ class CandidateSpace:
                 f"grid step {float(self.step):g} must divide 1 evenly "
                 "(1/step a whole number), e.g. 0.05, 0.1, 0.125, 1/3"
             )
+        if self.step < Fraction(1, SCALE):
+            raise SpaceError(
+                f"grid step {float(self.step):g} is finer than the storage resolution "
+                f"{1 / SCALE:g} (compositions are kept in millionths): use a step of at least "
+                f"{1 / SCALE:g}, e.g. 0.01"
+            )
+        cells = self.table_cells()
+        if cells > MAX_TABLE_CELLS:
+            raise SpaceError(
+                f"grid step {float(self.step):g} is too fine for {m} elements: the space cannot "
+                f"be indexed ({cells:,} count-table cells, at most {MAX_TABLE_CELLS:,}); use a "
+                "coarser --step or fewer elements"
+            )
         if not (0 <= self.min_fraction <= self.max_fraction <= 1):
             raise SpaceError(
                 f"fraction range {float(self.min_fraction):g}-{float(self.max_fraction):g}: "
@@ -176,6 +198,14 @@ class CandidateSpace:
     def grid_units(self) -> int:
         """Number of grid units in a whole alloy (1 / step)."""
         return int(1 / self.step)
+
+    def table_cells(self) -> int:
+        """Cells of the completion-count tables that :attr:`segments` builds (a cost bound)."""
+        m, top = len(self.elements), min(self.max_elements, len(self.elements))
+        ks = range(self.min_elements, top + 1)
+        grid = (self.grid_units + 2) * 2 * sum(k + 1 for k in ks) if self.non_equimolar else 0
+        equimolar = sum((k + 1) * (k + 2) for k in ks) if self.equimolar else 0
+        return (m + 1) * 2 * (grid + equimolar)
 
     def required(self) -> tuple[str, ...]:
         """Elements present in every candidate: ``require`` plus those with a lower bound > 0."""
@@ -220,13 +250,22 @@ class CandidateSpace:
     @cached_property
     def offsets(self) -> np.ndarray:
         """Global index of the first candidate of each segment, plus the total at the end."""
-        sizes = [s.size for s in self.segments]
-        if sum(sizes) >= MAX_INDEXABLE:
+        self.check_indexable()
+        return self.starts.astype(np.int64)
+
+    @cached_property
+    def starts(self) -> np.ndarray:
+        """:attr:`offsets` as exact Python integers (an object array), for any space size."""
+        return np.array([0, *itertools.accumulate(s.size for s in self.segments)], dtype=object)
+
+    def check_indexable(self) -> None:
+        """Raise :class:`SpaceError` if the space is too large to be screened whole."""
+        if self.size >= MAX_INDEXABLE:
             raise SpaceError(
-                f"the space holds {sum(sizes):.3e} candidates, too many to index; narrow it "
-                "(fewer elements, a coarser --step, tighter bounds)"
+                f"the space holds {self.size:.3e} candidates, too many to screen whole: screen "
+                "a random sample with --sample N or narrow it (fewer elements, a coarser "
+                "--step, tighter bounds)"
             )
-        return np.cumsum([0, *sizes], dtype=np.int64)
 
     def check_nonempty(self) -> None:
         """Raise :class:`SpaceError` if no composition satisfies the definition."""
@@ -285,8 +324,10 @@ class CandidateSpace:
 
     def rows(self, indices: np.ndarray) -> CompositionTable:
         """Candidates at the given global indices (any order) as a table over the palette."""
-        indices = np.asarray(indices, dtype=np.int64)
-        offsets = self.offsets
+        indices = np.asarray(indices)
+        if indices.dtype != object:
+            indices = indices.astype(np.int64)
+        offsets = self.starts if indices.dtype == object else self.offsets
         if len(indices) and (indices.min() < 0 or indices.max() >= offsets[-1]):
             raise IndexError(f"candidate index outside 0..{int(offsets[-1]) - 1}")
         micro = np.zeros((len(indices), len(self.elements)), dtype=np.int32)
@@ -337,7 +378,7 @@ def _segment(
         counts[i] = cur
         cumul[i, :, 1:, :] = np.cumsum(cur, axis=1)
     size = int(counts[0, k, units, flags - 1])
-    fits = cumul.max() < MAX_INDEXABLE
+    exact = cumul.max() >= MAX_INDEXABLE
     return Segment(
         k,
         family,
@@ -347,8 +388,8 @@ def _segment(
         tuple(r[2] for r in ranges),
         equal_value,
         size,
-        counts.astype(np.int64) if fits else None,
-        cumul.astype(np.int64) if fits else None,
+        counts if exact else counts.astype(np.int64),
+        cumul if exact else cumul.astype(np.int64),
     )
 
 
@@ -359,10 +400,8 @@ def _unrank(seg: Segment, local: np.ndarray) -> np.ndarray:
     the element absent, or a vectorized binary search over the allowed unit counts finds
     the value whose block of completions holds it.
     """
-    if seg.counts is None or seg.cumulative is None:
-        raise SpaceError(f"the {seg.k}-element part of the space is too large to index")
     rows = len(local)
-    idx = local.astype(np.int64).copy()
+    idx = local.astype(seg.counts.dtype)
     r = np.full(rows, seg.k, dtype=np.int64)
     u = np.full(rows, seg.units, dtype=np.int64)
     f = np.full(rows, seg.start_flag, dtype=np.int64)
@@ -399,7 +438,6 @@ def _below(
 
     ``u``, ``r`` and ``f`` are each row's units, elements and flag still to place.
     """
-    assert seg.counts is not None and seg.cumulative is not None
     counts, cumul = seg.counts[i + 1], seg.cumulative[i + 1]
     a = seg.low[i]
     rm1 = np.maximum(r - 1, 0)
@@ -443,7 +481,8 @@ class SampledSpace:
     of the space evenly. Position ``j`` of the sample depends only on the space, ``n``,
     ``seed`` and ``j`` (random numbers come in fixed blocks of positions), never on how the
     sample is partitioned. If ``n`` is at least the size of the space, the whole space is
-    used.
+    used. A space of :data:`MAX_INDEXABLE` candidates or more is sampled the same way with
+    exact Python integers (indices are then an object array).
     """
 
     space: CandidateSpace
@@ -464,19 +503,21 @@ class SampledSpace:
 
     def indices(self, lo: int, hi: int) -> np.ndarray:
         """Global space indices of sample positions ``lo <= j < hi`` (increasing)."""
-        total = int(self.space.offsets[-1])
+        total = self.space.size
         if self.n >= total:
             return np.arange(lo, hi, dtype=np.int64)
+        exact = total >= MAX_INDEXABLE
         q, rmd = divmod(total, self.n)
         out = []
         for block in range(lo // _SAMPLE_BLOCK, math.ceil(hi / _SAMPLE_BLOCK)):
             j = np.arange(block * _SAMPLE_BLOCK, min((block + 1) * _SAMPLE_BLOCK, self.n))
-            start = j * q + (j * rmd) // self.n
-            stop = (j + 1) * q + ((j + 1) * rmd) // self.n
+            jj = j.astype(object) if exact else j
+            start = jj * q + (jj * rmd) // self.n
+            stop = (jj + 1) * q + ((jj + 1) * rmd) // self.n
             rng = np.random.default_rng([self.seed, block])
-            drawn = start + rng.integers(0, stop - start)
+            offset = _draw_exact(rng, stop - start) if exact else rng.integers(0, stop - start)
             keep = (j >= lo) & (j < hi)
-            out.append(drawn[keep])
+            out.append((start + offset)[keep])
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
     def table(self, lo: int, hi: int) -> CompositionTable:
@@ -489,3 +530,15 @@ class SampledSpace:
     def fingerprint(self) -> str:
         text = json.dumps(self.describe(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _draw_exact(rng: np.random.Generator, widths: np.ndarray) -> np.ndarray:
+    """Uniform integers in ``0 <= x < width`` for Python-int ``widths`` of any size.
+
+    Each draw takes 64 random bits more than the widest width needs, so the bias of the
+    final modulo is below 2**-64.
+    """
+    words = max(int(w).bit_length() for w in widths) // 64 + 2
+    raw = rng.integers(0, 2**64, size=(len(widths), words), dtype=np.uint64)
+    drawn = [int.from_bytes(row.tobytes(), "little") % int(w) for row, w in zip(raw, widths)]
+    return np.array(drawn, dtype=object)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -66,6 +67,12 @@ DEFAULTS: dict[str, Any] = {
 }
 
 FAMILIES: tuple[str, ...] = ("equimolar", "non_equimolar")
+
+#: Longest number text and largest decimal exponent accepted for a fraction.
+MAX_NUMBER_CHARS = 40
+MAX_EXPONENT = 30
+
+_NUMBER = re.compile(r"[+-]?(?:\d+/\d+|(?:\d+\.?\d*|\.\d+)(?:[eE](?P<exp>[+-]?\d+))?)")
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "": ("name", "description", "space", "ranking", "run"),
@@ -105,6 +112,18 @@ class ScreenSpec:
     ingot_mass_g: float = DEFAULT_INGOT_MASS_G
     description: str = ""
 
+    def __post_init__(self) -> None:
+        for what, value in (("sample", self.sample), ("partition size", self.partition_size)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise UserInputError(f"{what} {value!r}: need a whole number >= 1")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise UserInputError(f"seed {self.seed!r}: need a whole number from 0 to 2**63 - 1")
+        mass = self.ingot_mass_g
+        if isinstance(mass, bool) or not isinstance(mass, (int, float)) or not 0 < mass < math.inf:
+            raise UserInputError(
+                f"ingot mass {mass!r} g: need a positive finite number of grams, e.g. 50"
+            )
+
     def candidates(self) -> Candidates:
         """The space, or the sample of it when ``sample`` is set."""
         if self.sample is None:
@@ -122,24 +141,40 @@ class ScreenSpec:
 
 # --------------------------------------------------------------------- value parsers
 def parse_elements(value: str | Iterable[str], what: str = "elements") -> tuple[str, ...]:
-    """``"Co,Cr,Fe"`` or a list of symbols -> sorted, de-duplicated symbols."""
+    """``"Co,Cr,Fe"`` or a list of symbols -> sorted symbols; a symbol given twice is refused."""
+    if not isinstance(value, (str, list, tuple)):
+        raise SpaceError(f"{what}: expected element symbols such as Co, Cr, Fe; got {value!r:.80}")
     items = value.replace(" ", ",").split(",") if isinstance(value, str) else list(value)
     if not all(isinstance(x, str) for x in items):
-        raise SpaceError(f"{what}: expected element symbols such as Co, Cr, Fe; got {value!r}")
+        raise SpaceError(f"{what}: expected element symbols such as Co, Cr, Fe; got {value!r:.80}")
     symbols = [x.strip() for x in items if x.strip()]
     if not symbols:
         raise SpaceError(f"{what}: no element given; name at least one, e.g. Co,Cr,Fe,Ni")
-    return tuple(sorted(set(symbols)))
+    twice = sorted({x for x in symbols if symbols.count(x) > 1})
+    if twice:
+        raise SpaceError(f"{what}: {', '.join(twice)} given more than once; name each element once")
+    return tuple(sorted(symbols))
 
 
 def parse_fraction(value: object, what: str) -> Fraction:
-    """A fraction from a number or text (``0.05``, ``"1/20"``), exactly."""
+    """A fraction from a number or text (``0.05``, ``"1/20"``), exactly.
+
+    The text is checked before it is converted (at most :data:`MAX_NUMBER_CHARS` characters,
+    exponents within ±:data:`MAX_EXPONENT`), so that no input costs more than microseconds.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise SpaceError(f"{what}: expected a number such as 0.05 or 1/20, got {value!r}")
+        raise SpaceError(f"{what}: expected a number such as 0.05 or 1/20, got {value!r:.80}")
     if isinstance(value, float) and not math.isfinite(value):
         raise SpaceError(f"{what}: expected a finite number, got {value!r}")
+    text = str(value).strip()
+    match = _NUMBER.fullmatch(text) if len(text) <= MAX_NUMBER_CHARS else None
+    if match is None or abs(int(match["exp"] or 0)) > MAX_EXPONENT:
+        raise SpaceError(
+            f"{what}: expected a number such as 0.05 or 1/20 (at most {MAX_NUMBER_CHARS} "
+            f"characters, exponent within ±{MAX_EXPONENT}), got {value!r:.80}"
+        )
     try:
-        return Fraction(str(value).strip())
+        return Fraction(text)
     except (ValueError, ZeroDivisionError):
         raise SpaceError(f"{what}: expected a number such as 0.05 or 1/20, got {value!r}") from None
 
@@ -178,17 +213,23 @@ def parse_weights(value: str | Mapping[str, object] | Sequence[object]) -> tuple
                 "elongation can be weighted"
             )
         value = [value.get(n, 0.0) for n in names]
-    if len(value) != 2:
-        raise UserInputError(f"weights {value!r}: give two numbers (UTS, elongation), e.g. 0.7,0.3")
+    if not isinstance(value, Sequence) or len(value) != 2:
+        raise UserInputError(
+            f"weights {value!r:.80}: give two numbers (UTS, elongation), e.g. 0.7,0.3"
+        )
     try:
-        w = tuple(float(x) for x in value)
-    except (TypeError, ValueError):
-        raise UserInputError(f"weights {value!r}: expected numbers, e.g. 0.7,0.3") from None
+        w = tuple(float(x) for x in value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise UserInputError(f"weights {value!r:.80}: expected numbers, e.g. 0.7,0.3") from None
+    if not all(x >= 0 for x in w):  # also refuses NaN
+        raise UserInputError(f"weights {value!r:.80}: weights must be >= 0, e.g. 0.7,0.3")
     return w[0], w[1]
 
 
 def parse_families(value: Iterable[str]) -> tuple[bool, bool]:
     """``["equimolar", "non_equimolar"]`` (either or both) -> (equimolar, non_equimolar)."""
+    if not isinstance(value, (str, list, tuple)):
+        raise SpaceError(f"families {value!r:.80}: choose one or both of {', '.join(FAMILIES)}")
     chosen = list(value) if not isinstance(value, str) else [value]
     bad = [f for f in chosen if f not in FAMILIES]
     if bad or not chosen:
@@ -238,21 +279,68 @@ def build_space(
 
 
 # --------------------------------------------------------------------- YAML files
+#: Largest spec file read (bytes) and deepest nesting of its YAML collections.
+MAX_SPEC_BYTES = 1_000_000
+MAX_SPEC_DEPTH = 32
+
+
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without anchors and aliases, and with a nesting limit.
+
+    Aliases let a few lines expand into gigabytes (an "alias bomb") and deep nesting
+    exhausts the Python stack; a spec needs neither, so both are refused while the
+    document is composed, before anything is built.
+    """
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&name, *name) are not accepted", event.start_mark
+            )
+        if self.depth >= MAX_SPEC_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_SPEC_DEPTH} levels", event.start_mark
+            )
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def load_spec(path: str | Path) -> ScreenSpec:
-    """Read and validate a spec file; errors name the file and the offending key."""
+    """Read and validate a spec file; errors name the file and the offending key.
+
+    Files over :data:`MAX_SPEC_BYTES`, YAML anchors and aliases, and nesting deeper than
+    :data:`MAX_SPEC_DEPTH` are refused (see :class:`SpecLoader`).
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SPEC_BYTES + 1)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise SpaceError(f"cannot read spec {str(path)!r}: {reason}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpaceError(
+            f"spec {str(path)!r} is larger than {MAX_SPEC_BYTES:,} bytes: a spec is a few lines"
+        )
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=SpecLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise SpaceError(f"spec {str(path)!r} is not valid YAML{where}: {problem}") from None
+    except (ValueError, IndexError, TypeError, OverflowError) as exc:
+        # PyYAML's constructors fail so on e.g. an empty "!!float" or a 5,000-digit integer
+        raise SpaceError(
+            f"spec {str(path)!r} holds a value that cannot be read: {type(exc).__name__}: {exc}"
+        ) from None
     try:
         return spec_from_dict(data, default_name=path.stem)
     except UserInputError as exc:
@@ -297,7 +385,7 @@ def spec_from_dict(data: object, default_name: str = "screen") -> ScreenSpec:
         risk=str(ranking.get("risk", DEFAULTS["risk"])),
         kappa=_float(ranking, "kappa", "ranking", DEFAULTS["kappa"]),
         weights=parse_weights(weights),
-        top=_int(ranking, "top", "ranking") or DEFAULTS["top"],
+        top=ranking.get("top", DEFAULTS["top"]),
     )
     name = top.get("name", default_name)
     if not isinstance(name, str) or not name.strip():
@@ -307,7 +395,7 @@ def spec_from_dict(data: object, default_name: str = "screen") -> ScreenSpec:
         space=cand,
         ranking=rank,
         sample=_int(space, "sample", "space"),
-        seed=_int(space, "seed", "space") or 0,
+        seed=_int(space, "seed", "space") or DEFAULTS["seed"],
         partition_size=_int(run, "partition_size", "run"),
         ingot_mass_g=_float(run, "ingot_mass_g", "run", DEFAULTS["ingot_mass_g"]),
         description=str(top.get("description", "")),

@@ -225,7 +225,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Top-level modules of the ``train`` extra (pyproject.toml), absent from the light install.
+TRAIN_EXTRA = (
+    "torch",
+    "transformers",
+    "optimum",
+    "onnx",
+    "onnxscript",
+    "safetensors",
+    "sklearn",
+    "matplotlib",
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hea-train``; without the ``train`` extra, says what to install (exit 2)."""
+    try:
+        for module in ("torch", "transformers", "sklearn"):
+            importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in TRAIN_EXTRA:
+            raise
+        print(
+            f'error: hea-train needs the training extra: pip install "hea-screen[train]" '
+            f"(missing module {err.name})",
+            file=sys.stderr,
+        )
+        return 2
+    return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,

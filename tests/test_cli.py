@@ -180,3 +180,135 @@ def test_python_dash_m_exits_2_without_traceback(tiny_bundle):
     assert (
         proc.stderr.startswith("error: unknown element 'Nope'") and "Traceback" not in proc.stderr
     )
+
+
+# ------------------------------------------------------------------ hardening
+# These use the shipped default model (no --model): no training needed.
+QUICK = ["--elements", "Co,Cr,Fe,Ni", "--step", "0.1", "--workers", "1", "--quiet"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ingot-mass", "-5"], "ingot mass -5.0 g: need a positive finite number"),
+        (["--out", "/proc/top.csv"], "cannot write in directory '/proc'"),
+        (["--elements", "Co,Co,Fe"], "--elements: Co given more than once"),
+        (["--weights", "-1,2"], "weights must be >= 0"),
+        (["--weights=-1,2"], "weights must be >= 0"),
+        (["--weights", "nan,1"], "weights must be >= 0"),
+    ],
+)
+def test_options_and_output_path_are_checked_before_any_work(capsys, args, message):
+    code, out, err = cli(capsys, *QUICK, *args, "--dry-run")  # a dry run probes the model
+    assert code == 2, err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert "partitions:" not in out  # refused before the dry run's probe
+
+
+def test_show_must_not_be_negative(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*QUICK, "--show", "-5"])
+    assert info.value.code == 2
+    assert "argument --show: '-5': need a whole number >= 0" in capsys.readouterr().err
+
+
+def test_dry_run_of_a_space_too_large_to_index_estimates_and_samples(capsys):
+    palette = "Al,Co,Cr,Cu,Fe,Hf,Mn,Mo,Nb,Ni,Ta,Ti,V,W,Zr,Si,Sn,Pd,Re,Ag,Au,Zn,Mg,Ga,B,C"
+    args = ["--elements", palette, "--max-elements", "12", "--step", "0.01", "--workers", "1"]
+    code, out, err = cli(capsys, *args, "--dry-run")
+    assert code == 0, err
+    assert "partitions: " in out and "years" in out  # counted, not listed
+    assert "note: this space needs --sample N to run" in err
+    code, out, err = cli(capsys, *args, "--dry-run", "--sample", "50")
+    assert code == 0, err
+    assert "sample: 50 (stratified, seed 0)" in out and "partitions: 1 of" in out
+    code, out, err = cli(capsys, *args, "--yes", "--quiet")
+    assert code == 2 and "too many to screen whole: screen a random sample" in err
+
+
+def test_unreachable_scheduler_is_a_clean_error(capsys):
+    code, _, err = cli(capsys, *QUICK, "--scheduler", "notaurl", "--show", "0")
+    assert code == 2
+    assert err.startswith("error: cannot reach the Dask scheduler at 'notaurl'")
+    assert "Traceback" not in err
+
+
+def _small_spec(tmp_path: Path) -> Path:
+    spec = tmp_path / "small.yaml"
+    spec.write_text(
+        "name: small\nspace: {elements: [Co, Cr, Fe, Ni], step: 0.1}\n"
+        "ranking: {top: 20}\nrun: {partition_size: 64}\n"
+    )
+    return spec
+
+
+def test_disk_full_mid_batch_is_a_clean_error_and_keeps_finished_partitions(
+    capsys, monkeypatch, tmp_path
+):
+    import errno
+
+    import hea_screen.output
+
+    real = hea_screen.output.atomic_write
+
+    def disk_fills_at_partition_2(path, write):
+        if "part-000002" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, write)
+
+    monkeypatch.setattr(hea_screen.output, "atomic_write", disk_fills_at_partition_2)
+    job = tmp_path / "job"
+    base = ["batch", str(_small_spec(tmp_path)), "--out", str(job), "--quiet", "--workers", "1"]
+    code, _, err = cli(capsys, *base, "--batch-size", "32")
+    assert code == 1
+    assert err.startswith("error: No space left on device") and "Traceback" not in err
+    kept = json.loads((job / "manifest.json").read_text())["partitions"]
+    assert sorted(kept) == ["0", "1"] and all((job / e["file"]).is_file() for e in kept.values())
+    monkeypatch.setattr(hea_screen.output, "atomic_write", real)  # space freed
+    code, out, err = cli(capsys, *base, "--batch-size", "32")
+    assert code == 0, err
+    assert "small: complete; partitions 3/3 (2 resumed, 1 this run)" in out
+
+
+def test_busy_dashboard_port_does_not_reach_stderr(tmp_path):
+    import socket
+
+    space = ["--elements", "Co,Cr,Fe,Ni", "--step", "0.1"]
+    split = ["--workers", "2", "--batch-size", "32", "--partition-size", "32"]  # 5 partitions
+
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            busy.bind(("", 8787))
+            busy.listen()
+        except OSError:
+            pass  # already taken by something else: just as good
+        proc = subprocess.run(
+            [sys.executable, "-m", "hea_screen", *space, *split, "--show", "0", "--quiet"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=600,
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "8787" not in proc.stderr and "already in use" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["pretrain.cli", "export.cli"])
+def test_training_commands_without_the_train_extra_say_what_to_install(command):
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'transformers', 'sklearn', 'optimum'):\n"
+        "    sys.modules[name] = None  # as in the light install\n"
+        f"from {command} import main\n"
+        "sys.exit(main(['--help']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    name = "hea-train" if command == "pretrain.cli" else "hea-export"
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith(
+        f'error: {name} needs the training extra: pip install "hea-screen[train]"'
+    )
+    assert "(missing module torch)" in proc.stderr and "Traceback" not in proc.stderr

@@ -130,3 +130,63 @@ def test_one_run_at_a_time_per_directory(spec, model, tmp_path):
         with pytest.raises(UserInputError, match="another batch run is working"):
             run_batch(spec, tmp_path, model, workers=1)
     assert run_batch(spec, tmp_path, model, workers=1)["status"] == "complete"
+
+
+# ------------------------------------------------------------------ hardening
+@pytest.fixture(scope="module")
+def shipped() -> ModelRef:
+    """The shipped default model: no training needed for the manifest and summary checks."""
+    return ModelRef(None, device="cpu", batch_size=BATCH)
+
+
+def test_restart_refuses_manifest_files_outside_the_job(spec, shipped, tmp_path):
+    out = tmp_path / "job"
+    run_batch(spec, out, shipped, workers=1, max_partitions=2)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    data = manifest(out)
+    data["partitions"]["0"]["file"] = "../victim.txt"
+    (out / MANIFEST).write_text(json.dumps(data))
+    other = ModelRef(None, device="cpu", batch_size=2 * BATCH)  # a different job: restart clears
+    with pytest.raises(UserInputError, match=r"partition entry '0': file '\.\./victim\.txt'"):
+        run_batch(spec, out, other, workers=1, restart=True, max_partitions=1)
+    assert victim.read_text() == "precious"
+    assert (out / part_file(1)).exists()  # nothing of the old job was deleted either
+    data["partitions"]["0"]["file"] = str(victim)  # absolute paths are refused alike
+    (out / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(UserInputError, match="lies outside"):
+        run_batch(spec, out, other, workers=1, restart=True, max_partitions=1)
+    assert victim.exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda parts: parts["0"].pop("sha256"), r"entry '0': 'sha256' is missing"),
+        (lambda parts: parts.__setitem__("0", "part-000000.parquet"), "entry '0': expected a"),
+        (lambda parts: parts.__setitem__("first", parts.pop("0")), "entry 'first': the key is"),
+        (lambda parts: parts["0"].__setitem__("seconds", {"predict": "x"}), "not a number"),
+    ],
+)
+def test_malformed_manifest_entries_are_refused_by_name(spec, shipped, tmp_path, damage, message):
+    run_batch(spec, tmp_path, shipped, workers=1, max_partitions=1)
+    data = manifest(tmp_path)
+    damage(data["partitions"])
+    (tmp_path / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(UserInputError, match=message) as info:
+        run_batch(spec, tmp_path, shipped, workers=1)
+    assert str(tmp_path / MANIFEST) in str(info.value)
+
+
+def test_rerunning_a_finished_job_keeps_its_figures_and_adds_a_run(spec, shipped, tmp_path):
+    done = run_batch(spec, tmp_path, shipped, workers=1)
+    assert done["status"] == "complete" and len(done["runs"]) == 1
+    first = json.loads((tmp_path / SUMMARY).read_text())
+    again = run_batch(spec, tmp_path, shipped, workers=1)
+    summary = json.loads((tmp_path / SUMMARY).read_text())
+    assert again["partitions_this_run"] == 0
+    assert summary["seconds"]["wall_this_run"] == first["seconds"]["wall_this_run"]
+    assert summary["candidates_per_second_this_run"] == first["candidates_per_second_this_run"]
+    assert summary["candidates_per_second_this_run"] is not None
+    assert [r["candidates"] for r in summary["runs"]] == [145, 0]
+    assert summary["runs"][0] == first["runs"][0]

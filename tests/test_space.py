@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from fractions import Fraction as F
 from math import comb
 from pathlib import Path
@@ -264,3 +266,109 @@ def test_spec_from_dict_defaults_and_sampling():
     assert (
         spec.fingerprint() != spec_from_dict({"space": {"elements": "Co,Cr,Fe,Ni"}}).fingerprint()
     )
+
+
+# ------------------------------------------------------------------ hardening
+HUGE_PALETTE = (
+    "Ag,Al,Au,B,Ba,Be,C,Ca,Co,Cr,Cu,Fe,Ga,Hf,Li,Mg,Mn,Mo,Nb,Nd,Ni,Pd,Re,Sc,Si,Sn,Ta,Ti,V,W,Y,Zn,Zr"
+)
+
+
+def test_sampling_works_on_a_space_too_large_to_index():
+    space = build_space(parse_elements(HUGE_PALETTE), step="0.01")  # 33 elements
+    assert space.size > 10**30
+    with pytest.raises(SpaceError, match="too many to screen whole: screen a random sample"):
+        space.check_indexable()
+    sample = SampledSpace(space, 300, seed=2)
+    idx = sample.indices(0, 300)
+    assert all(a < b for a, b in itertools.pairwise(idx)) and idx[-1] < space.size
+    assert list(np.concatenate([sample.indices(0, 100), sample.indices(100, 300)])) == list(idx)
+    table = sample.table(0, 300)
+    rows = [table.composition(i) for i in range(300)]
+    assert len({str(c) for c in rows}) == 300
+    for comp in rows:  # every row lies in the space: k elements, 1 %-grid, at most 50 % each
+        assert 3 <= len(comp) <= 33
+        assert all(
+            0.01 <= x <= 0.5 and round(x * 100, 6).is_integer() for x in comp.fractions.values()
+        )
+    assert len({len(c) for c in rows}) > 5  # spread over the element counts
+
+
+@pytest.mark.parametrize(
+    ("step", "match"),
+    [
+        ("1e-9", "finer than the storage resolution 1e-06"),
+        ("1e-7", "finer than the storage resolution 1e-06"),
+        ("0.000001", "too fine for 4 elements: the space cannot be indexed"),
+        ("1" + "0" * 60, "at most 40 characters"),
+    ],
+)
+def test_too_fine_steps_are_refused_at_once(step, match):
+    with pytest.raises(SpaceError, match=match):
+        build_space(parse_elements("Co,Cr,Fe,Ni"), step=step)
+
+
+def _spec(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (
+            "space: {elements: [Co, Cr, Fe]}\ndescription: &a [lol, lol, lol]\nname: *a\n",
+            "anchors and aliases",
+        ),
+        ("space: {elements: [Co, Cr]}\ndescription: " + "[" * 20000 + "]" * 20000, "nested deeper"),
+        ("space: {elements: [Co, Cr]}\n" + "# padding\n" * 200_000, "larger than 1,000,000 bytes"),
+        ("space: {elements: [Co, Cr, Fe, Ni], step: 0.000001}", "cannot be indexed"),
+        ("space: {elements: [Co, Cr]}\nranking: {top: 0}", "top 0: need a whole number >= 1"),
+        ("space: {elements: [Co, Cr]}\nrun: {ingot_mass_g: -50}", "ingot mass -50"),
+        ("space: {elements: [Co, Cr]}\nrun: {ingot_mass_g: .nan}", "ingot mass nan"),
+        ("space: {elements: [Co, Cr]}\nrun: {partition_size: 0}", "partition size 0"),
+        ("space: {elements: [Co, Cr], seed: -1}", "seed -1"),
+        ("space: {elements: [Co, Co, Fe]}", "Co given more than once"),
+        ("space: {elements: [Co, Cr]}\nranking: {weights: [-1, 2]}", "weights must be >= 0"),
+        ("space: {elements: [Co, Cr], step: !!float }", "cannot be read"),
+    ],
+)
+def test_hostile_or_wrong_spec_files_are_refused_quickly(tmp_path, text, match):
+    path = _spec(tmp_path, text)
+    with pytest.raises(SpaceError, match=match) as info:
+        load_spec(path)
+    assert str(path) in str(info.value)
+
+
+def _load_guarded(path: Path) -> str:
+    """``load_spec(path)`` in a child process under a wall-clock and memory guard (these
+    inputs hung or took gigabytes before); returns the error message it printed."""
+    code = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+        "from hea_screen.spec import load_spec\n"
+        "try:\n    load_spec(sys.argv[1])\nexcept Exception as exc:\n    print(exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_alias_bomb_is_refused_without_expanding(tmp_path):
+    lines = ["space: {elements: [Co, Cr, Fe]}", "description:", '  a0: &a0 ["lol", "lol"]']
+    lines += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 12)]
+    message = _load_guarded(_spec(tmp_path, "\n".join(lines) + "\n"))  # 9**11 strings expanded
+    assert "anchors and aliases" in message
+
+
+def test_huge_exponent_is_refused_without_computing_it(tmp_path):
+    message = _load_guarded(
+        _spec(tmp_path, 'space: {elements: [Co, Cr, Fe], step: "1e-999999999"}')
+    )
+    assert "step: expected a number" in message and "exponent within" in message
