@@ -160,6 +160,27 @@ def test_input_is_validated_before_any_model_call(predictor: Predictor, monkeypa
     assert spy.feeds == []
 
 
+def test_input_types_and_bad_rows_are_refused_before_any_model_call(monkeypatch) -> None:
+    """The shipped bundle: no training needed to check what predict() accepts."""
+    shipped = load_model(device="cpu")
+    spy = Spy(shipped, monkeypatch)
+    for value, message in [
+        ({"Co": 1}, r"got dict \{'Co': 1\}: a mapping is not a list of compositions"),
+        ({"CoNi", "FeNi"}, r"got set .*no row order"),
+        (b"CoNi", r"got bytes b'CoNi': decode bytes"),
+    ]:
+        with pytest.raises(UserInputError, match=r"compositions must be a list .*" + message):
+            shipped.predict(value)
+    texts = ["CoCrFeMnNi"] * 100_000
+    texts[53172] = "Co1Xx"
+    with pytest.raises(CompositionError, match=r"^row 53172: 'Co1Xx' — unknown element symbol"):
+        shipped.predict(texts)
+    with pytest.raises(ElementDataError, match=r"^row 2: Co0.5 U0.5 — no property data for U"):
+        shipped.predict(["CoNi", "FeNi", "CoU"])
+    assert spy.feeds == []
+    assert shipped.predict("CoNi").height == 1
+
+
 def supported_elements_for_length() -> list[str]:
     """Metals whose property data and pairwise mixing enthalpies are all tabulated."""
     picks = ["Al", "Co", "Cr", "Cu", "Fe", "Mn", "Mo", "Nb", "Ni", "Ti", "V", "Zr", "Hf", "Ta"]
