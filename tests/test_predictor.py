@@ -233,9 +233,17 @@ def test_precisions_run_their_own_files(tiny_bundle: Path, manifest: dict) -> No
     )
 
 
-def test_cpu_default_is_int8_when_the_bundle_has_it(tiny_bundle: Path) -> None:
+def test_cpu_default_is_int8_when_the_bundle_has_it(tiny_bundle: Path, manifest: dict) -> None:
+    cpu = load_model(tiny_bundle, device="cpu")
+    assert (cpu.provider, cpu.precision) == ("CPUExecutionProvider", "int8")
     auto = load_model(tiny_bundle)
-    if not cuda_usable():
+    if cuda_usable():
+        fp16 = manifest["variants"]["fp16"]["written"]
+        assert (auto.provider, auto.precision) == (
+            "CUDAExecutionProvider",
+            "fp16" if fp16 else "fp32",
+        )
+    else:
         assert (auto.provider, auto.precision) == ("CPUExecutionProvider", "int8")
 
 
