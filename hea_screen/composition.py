@@ -292,7 +292,7 @@ def _to_fraction(amount: float | int | str | Fraction, el: str, where: str) -> F
         return amount
     if isinstance(amount, float) and not math.isfinite(amount):
         raise CompositionError(f"amount of {el} is {amount}{where}: amounts must be finite numbers")
-    if isinstance(amount, str) and _NUMBER.fullmatch(amount.strip() or "x") is not None:
+    if isinstance(amount, str) and _NUMBER.fullmatch(amount.strip()) is not None:
         return _number(amount.strip(), el, where)
     try:
         value = Fraction(str(amount))
