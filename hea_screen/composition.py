@@ -152,7 +152,26 @@ PERIODIC_TABLE: frozenset[str] = frozenset(
     ]
 )
 
-_NUMBER = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?i:nan|inf(?:inity)?))")
+#: Longest composition text accepted, in characters (the canonical text of a composition of
+#: every element of the periodic table is about 1,300).
+MAX_TEXT_LENGTH = 2_000
+
+#: Most digits in the mantissa of one amount (``0.000953`` has 7): more carry no meaning at a
+#: resolution of millionths.
+MAX_DIGITS = 30
+
+#: Largest exponent magnitude of one amount (``C1e-3``): amounts are relative, and 1e30 spans
+#: the 1e-6 resolution many times over.
+MAX_EXPONENT = 30
+
+#: Deepest nesting of parentheses and brackets accepted.
+MAX_DEPTH = 20
+
+# ASCII digits only ([0-9], not \d, which matches every Unicode digit).
+_NUMBER = re.compile(
+    r"\s*([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?(?i:nan|inf(?:inity)?))"
+)
+_MANTISSA_EXPONENT = re.compile(r"[-+]?([0-9]*)\.?([0-9]*)(?:[eE]([-+]?[0-9]+))?")
 _SYMBOL = re.compile(r"[A-Z][a-z]?")
 _OPEN = {"(": ")", "[": "]"}
 
@@ -273,6 +292,8 @@ def _to_fraction(amount: float | int | str | Fraction, el: str, where: str) -> F
         return amount
     if isinstance(amount, float) and not math.isfinite(amount):
         raise CompositionError(f"amount of {el} is {amount}{where}: amounts must be finite numbers")
+    if isinstance(amount, str) and _NUMBER.fullmatch(amount.strip()) is not None:
+        return _number(amount.strip(), el, where)
     try:
         value = Fraction(str(amount))
     except (ValueError, ZeroDivisionError):
@@ -282,7 +303,43 @@ def _to_fraction(amount: float | int | str | Fraction, el: str, where: str) -> F
                 f"amount of {el} is {amount}{where}: amounts must be finite numbers"
             ) from None
         raise CompositionError(f"amount of {el} is {amount!r}{where}: not a number") from None
+    if isinstance(amount, str):
+        raise CompositionError(
+            f"amount of {el} is {amount!r}{where}: write amounts with ASCII digits 0-9, "
+            "a decimal point and an optional exponent (e.g. '0.5', '1e-3')"
+        )
     return value
+
+
+def _number(raw: str, what: str, where: str) -> Fraction:
+    """The exact value of an ASCII decimal ``raw`` (``_NUMBER``), within the digit and
+    exponent limits (:data:`MAX_DIGITS`, :data:`MAX_EXPONENT`)."""
+    lowered = raw.lower().lstrip("+-")
+    if lowered in {"nan", "inf", "infinity"}:
+        raise CompositionError(f"amount of {what} is {raw}{where}: amounts must be finite numbers")
+    m = _MANTISSA_EXPONENT.fullmatch(raw)
+    assert m is not None, raw  # _NUMBER admits no other form
+    digits = len(m.group(1)) + len(m.group(2))
+    if digits > MAX_DIGITS:
+        raise CompositionError(
+            f"amount of {what} {_excerpt(raw)} has {digits} digits{where}: "
+            f"at most {MAX_DIGITS} digits are "
+            "accepted in a number (fractions are resolved to millionths)"
+        )
+    exponent = m.group(3)
+    if exponent is not None and (
+        len(exponent.lstrip("+-")) > 3 or abs(int(exponent)) > MAX_EXPONENT
+    ):
+        raise CompositionError(
+            f"amount of {what} is {_excerpt(raw)}{where}: exponents must lie between "
+            f"-{MAX_EXPONENT} and {MAX_EXPONENT} (e.g. 'C1e-3')"
+        )
+    return Fraction(raw)
+
+
+def _excerpt(text: str, limit: int = 40) -> str:
+    """``text``, cut to ``limit`` characters with an ellipsis when longer."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def parse(text: str) -> Composition:
@@ -292,8 +349,10 @@ def parse(text: str) -> Composition:
     'Al0.1 Co0.225 Cr0.225 Fe0.225 Ni0.225'
 
     Raises :class:`~hea_screen.errors.CompositionError` naming the input and the problem:
-    empty text, unknown symbol, zero/negative/NaN/infinite amount, unbalanced parentheses
-    or characters that are not part of a formula.
+    empty text, unknown symbol, zero/negative/NaN/infinite amount, unbalanced parentheses,
+    characters that are not part of a formula (digits must be ASCII 0-9), and input beyond
+    the limits :data:`MAX_TEXT_LENGTH`, :data:`MAX_DIGITS`, :data:`MAX_EXPONENT` and
+    :data:`MAX_DEPTH`.
     """
     if isinstance(text, Composition):
         return text
@@ -303,12 +362,22 @@ def parse(text: str) -> Composition:
         raise CompositionError(
             f"empty composition {text!r}: give at least one element, e.g. 'CoCrFeNi'"
         )
-    amounts, _ = _parse_group(text, 0, closing=None)
+    if len(text) > MAX_TEXT_LENGTH:
+        raise CompositionError(
+            f"composition text of {len(text)} characters ({_excerpt(text)!r}): at most "
+            f"{MAX_TEXT_LENGTH} characters are accepted"
+        )
+    amounts, _ = _parse_group(text, 0, closing=None, depth=0)
     return Composition.from_amounts(amounts, text)
 
 
-def _parse_group(text: str, pos: int, closing: str | None) -> tuple[dict[str, Fraction], int]:
-    """Parse a sequence of ``Symbol[amount]`` and ``(group)[amount]`` up to ``closing``."""
+def _parse_group(
+    text: str, pos: int, closing: str | None, depth: int
+) -> tuple[dict[str, Fraction], int]:
+    """Parse a sequence of ``Symbol[amount]`` and ``(group)[amount]`` up to ``closing``.
+
+    ``depth`` counts the groups that enclose this one (at most :data:`MAX_DEPTH`).
+    """
     amounts: dict[str, Fraction] = {}
     n = len(text)
     while True:
@@ -322,7 +391,12 @@ def _parse_group(text: str, pos: int, closing: str | None) -> tuple[dict[str, Fr
         if closing is not None and ch == closing:
             return amounts, pos + 1
         if ch in _OPEN:
-            inner, pos = _parse_group(text, pos + 1, closing=_OPEN[ch])
+            if depth == MAX_DEPTH:
+                raise CompositionError(
+                    f"parentheses nested deeper than {MAX_DEPTH} levels at position {pos} "
+                    f"in {text!r}: at most {MAX_DEPTH} levels are accepted"
+                )
+            inner, pos = _parse_group(text, pos + 1, closing=_OPEN[ch], depth=depth + 1)
             if not inner:
                 raise CompositionError(f"empty group {ch}{_OPEN[ch]} in {text!r}")
             factor, pos = _parse_amount(text, pos, f"group ending at position {pos}")
@@ -336,6 +410,11 @@ def _parse_group(text: str, pos: int, closing: str | None) -> tuple[dict[str, Fr
                 f"unbalanced parentheses in {text!r}: unexpected {ch!r} at position {pos}"
             )
         m = _SYMBOL.match(text, pos)
+        if m is None and ch.isdigit():
+            raise CompositionError(
+                f"non-ASCII digit {ch!r} (U+{ord(ch):04X}) at position {pos} in {text!r}: "
+                "amounts take ASCII digits 0-9 only"
+            )
         if m is None:
             raise CompositionError(
                 f"unexpected character {ch!r} at position {pos} in {text!r}: expected an element "
@@ -356,12 +435,7 @@ def _parse_amount(text: str, pos: int, what: str) -> tuple[Fraction, int]:
     if m is None:
         return Fraction(1), pos
     raw = m.group(1)
-    lowered = raw.lower().lstrip("+-")
-    if lowered in {"nan", "inf", "infinity"}:
-        raise CompositionError(
-            f"amount of {what} is {raw} in {text!r}: amounts must be finite numbers"
-        )
-    value = Fraction(raw)
+    value = _number(raw, what, f" in {text!r}")
     if value <= 0:
         raise CompositionError(
             f"amount of {what} is {raw} in {text!r}: amounts must be positive (> 0)"

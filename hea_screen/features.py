@@ -47,9 +47,9 @@ import numpy as np
 import polars as pl
 
 from hea_screen.composition import SCALE, Composition
-from hea_screen.elements import check_elements, mixing_matrix, property_vector
+from hea_screen.elements import check_elements, element_table, mixing_matrix, property_vector
 from hea_screen.errors import ElementDataError
-from hea_screen.table import CompositionTable, Slots, for_each_block
+from hea_screen.table import CompositionTable, Slots, for_each_block, to_table
 
 #: Universal gas constant, J/(mol·K).
 GAS_CONSTANT = 8.314
@@ -102,12 +102,16 @@ _MEANS = {
 }
 
 
-def featurize(compositions: CompositionTable | Iterable[Composition | str]) -> pl.DataFrame:
+def featurize(
+    compositions: CompositionTable | Iterable[Composition | str] | Composition | str,
+) -> pl.DataFrame:
     """Compute the 14 Table 1 features, one row per input composition.
 
-    ``compositions`` is a :class:`CompositionTable` (fast path, used by screening) or any
-    iterable of compositions or composition texts. The result has a canonical
-    ``composition`` column followed by :data:`FEATURE_NAMES`, all Float64.
+    ``compositions`` is a :class:`CompositionTable` (fast path, used by screening), one
+    composition (text or :class:`Composition`: one row) or an ordered iterable of
+    compositions or composition texts (see :func:`~hea_screen.table.to_table`; a dict, a
+    set or bytes are refused). The result has a canonical ``composition`` column followed
+    by :data:`FEATURE_NAMES`, all Float64 and finite.
 
     Vectorized in two steps, with no loop over compositions: numpy forms the
     fraction-weighted moments (Σ x p and Σ x p²; h_mix = Σ_{i<j} 4 ΔH_ij x_i x_j; and the
@@ -118,21 +122,21 @@ def featurize(compositions: CompositionTable | Iterable[Composition | str]) -> p
     and ΔH_ij by element index) when rows hold at most a quarter of the palette's elements,
     e.g. 5 of 34: their cost then grows with the elements per row, not with the palette.
 
-    Raises :class:`~hea_screen.errors.ElementDataError` if an element has no property data
-    or two elements that occur together have no tabulated mixing enthalpy.
+    Raises :class:`~hea_screen.errors.CompositionError` naming the row (counting from 0)
+    and text of the first input that does not parse, and
+    :class:`~hea_screen.errors.ElementDataError` naming the row and composition if an element
+    has no property data, two elements that occur together have no tabulated mixing
+    enthalpy, or a feature is undefined (not finite) for it: the moduli terms of pure N,
+    whose tabulated shear modulus is 0, divide by a mean shear modulus of 0.
     """
-    table = (
-        compositions
-        if isinstance(compositions, CompositionTable)
-        else CompositionTable.from_compositions(compositions)
-    )
-    check_elements(table.elements)
+    table = to_table(compositions)
+    _check_element_data(table)
     slots = table.slots()
     _check_pairs(table, slots)
     moments = _moments(table, slots)
     chi_bar, r_bar, g_bar = pl.col("_chi"), pl.col("_r"), pl.col("shear_modulus")
     delta_chi_sq = (pl.col("_chi2") - chi_bar**2).clip(lower_bound=0.0)
-    return (
+    frame = (
         pl.DataFrame(moments)
         .lazy()
         .select(
@@ -152,6 +156,33 @@ def featurize(compositions: CompositionTable | Iterable[Composition | str]) -> p
         )
         .select("composition", *FEATURE_NAMES)
         .collect()
+    )
+    _check_finite(frame)
+    return frame
+
+
+def _check_element_data(table: CompositionTable) -> None:
+    """Raise :class:`ElementDataError` naming the first row with an element lacking data."""
+    try:
+        check_elements(table.elements)
+    except ElementDataError as error:
+        lacking = [j for j, el in enumerate(table.elements) if el not in element_table()]
+        row = int(np.flatnonzero((table.micro[:, lacking] > 0).any(axis=1))[0])
+        raise ElementDataError(f"row {row}: {table.composition(row)} — {error}") from error
+
+
+def _check_finite(frame: pl.DataFrame) -> None:
+    """Raise :class:`ElementDataError` naming the first row and feature that is not finite."""
+    finite = frame.select(pl.all_horizontal(pl.col(FEATURE_NAMES).is_finite())).to_series()
+    if finite.all():
+        return
+    row = int((~finite).arg_true()[0])
+    values = frame.row(row, named=True)
+    bad = [name for name in FEATURE_NAMES if not np.isfinite(values[name])]
+    raise ElementDataError(
+        f"row {row}: {values['composition']} — feature {', '.join(bad)} is not finite "
+        f"({', '.join(str(values[name]) for name in bad)}): the element data leave it "
+        "undefined for this composition"
     )
 
 
@@ -282,7 +313,8 @@ def _nonlinear_moments(
     Needs ``out["shear_modulus"]`` (Ḡ) of the block.
     """
     g, g_bar = shear.take(index), out["shear_modulus"]
-    ratio = 2.0 * (g - g_bar) / (g + g_bar)
+    with np.errstate(invalid="ignore"):  # 0/0 when Ḡ = 0 (pure N): featurize then raises
+        ratio = 2.0 * (g - g_bar) / (g + g_bar)
     np.einsum("ij,ij->j", x, ratio**2, out=out["_modulus_mismatch"])
     log_x = np.log(x, out=np.zeros_like(x), where=x > 0)
     np.einsum("ij,ij->j", x, log_x, out=out["_x_ln_x"])
@@ -302,8 +334,9 @@ def _check_pairs(table: CompositionTable, slots: Slots) -> None:
         i, j = divmod(int(bad.min()), len(elements))
         row = int(np.flatnonzero((table.micro[:, i] > 0) & (table.micro[:, j] > 0))[0])
         raise ElementDataError(
-            f"no mixing enthalpy for the pair {elements[i]}-{elements[j]} "
-            f"(needed by {table.composition(row)}) in Takeuchi & Inoue (2005)"
+            f"row {row}: no mixing enthalpy for the pair {elements[i]}-{elements[j]} "
+            f"(needed by {table.composition(row)}) "
+            "in Takeuchi & Inoue (2005)"
         )
 
 

@@ -47,7 +47,7 @@ from hea_screen.bundle import Bundle, default_bundle_path, load_bundle
 from hea_screen.composition import Composition
 from hea_screen.errors import BundleError, UserInputError
 from hea_screen.features import FEATURE_NAMES, featurize
-from hea_screen.table import CompositionTable
+from hea_screen.table import CompositionTable, to_table
 from hea_screen.tokens import Encoded
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,8 @@ class Predictor:
             encoded = self.encoder.encode(table.take(rows), None if feats is None else feats[rows])
             if encoded.input_ids.shape[1] > self.bundle.max_length:
                 raise UserInputError(
-                    f"{table.composition(int(rows[0]))} has {k} elements, which makes "
+                    f"row {rows[0]}: {table.composition(int(rows[0]))} has {k} elements, "
+                    "which makes "
                     f"{encoded.input_ids.shape[1]} tokens; the model reads at most "
                     f"{self.bundle.max_length} tokens"
                 )
@@ -270,22 +271,17 @@ class Predictor:
 
 
 def as_table(compositions: Any) -> CompositionTable:
-    """A :class:`CompositionTable` from a table, one composition, or an iterable of them."""
-    if isinstance(compositions, CompositionTable):
-        return compositions
-    if isinstance(compositions, (str, Composition)):
-        return CompositionTable.from_compositions([compositions])
+    """A :class:`CompositionTable` from a table, one composition, or an iterable of them.
+
+    The same rules as ``featurize`` (:func:`~hea_screen.table.to_table`): a dict, a set,
+    bytes or a non-iterable are refused, and a bad text raises naming its row.
+    """
     if isinstance(compositions, pl.DataFrame):
         raise UserInputError(
             "predict() takes compositions, not a DataFrame: pass frame['composition'] "
             "(and the features frame as features=)"
         )
-    if not isinstance(compositions, Iterable):
-        raise UserInputError(
-            f"compositions must be a CompositionTable, a composition or an iterable of them, "
-            f"got {type(compositions).__name__}"
-        )
-    return CompositionTable.from_compositions(list(compositions))
+    return to_table(compositions)
 
 
 def _checked_features(table: CompositionTable, features: pl.DataFrame) -> pl.DataFrame:

@@ -11,7 +11,8 @@ elements per row, the dense matrix is 85% zeros.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -20,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from hea_screen.composition import SCALE, Composition, format_micro, parse
-from hea_screen.errors import CompositionError
+from hea_screen.errors import CompositionError, UserInputError
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,31 @@ class CompositionTable:
 
     @classmethod
     def from_compositions(cls, items: Iterable[Composition | str]) -> CompositionTable:
-        """Parse (if needed) and stack compositions over the union of their elements."""
-        comps = [parse(c) for c in items]
-        elements = tuple(sorted({el for c in comps for el in c.elements}))
-        index = {el: j for j, el in enumerate(elements)}
-        micro = np.zeros((len(comps), len(elements)), dtype=np.int32)
-        for r, c in enumerate(comps):
-            for el, m in zip(c.elements, c.micro):
-                micro[r, index[el]] = m
+        """Parse (if needed) and stack compositions over the union of their elements.
+
+        One pass over ``items`` that stops at the first bad one: its
+        :class:`~hea_screen.errors.CompositionError` names the row (counting from 0) and
+        the item. A text repeated in ``items`` is parsed once.
+        """
+        parsed: dict[str, Composition] = {}
+        symbols: list[str] = []
+        amounts: list[int] = []
+        lengths: list[int] = []
+        for row, item in enumerate(items):
+            comp = parsed.get(item) if isinstance(item, str) else None
+            if comp is None:
+                comp = _parse_row(row, item)
+                if isinstance(item, str):
+                    parsed[item] = comp
+            symbols.extend(comp.elements)
+            amounts.extend(comp.micro)
+            lengths.append(len(comp))
+        elements = tuple(sorted(set(symbols)))
+        column = {el: j for j, el in enumerate(elements)}
+        micro = np.zeros((len(lengths), len(elements)), dtype=np.int32)
+        rows = np.repeat(np.arange(len(lengths)), lengths)
+        columns = np.fromiter((column[el] for el in symbols), dtype=np.intp, count=len(symbols))
+        micro[rows, columns] = amounts
         return cls(elements, micro)
 
     def __len__(self) -> int:
@@ -97,6 +115,58 @@ class CompositionTable:
 
         for_each_block(rows, fill)
         return Slots(self.elements, index, micro)
+
+
+def _parse_row(row: int, item: object) -> Composition:
+    """``parse(item)``, its error prefixed with the row number and the item."""
+    try:
+        return parse(item)  # type: ignore[arg-type]
+    except CompositionError as error:
+        shown = repr(item) if len(repr(item)) <= 80 else repr(item)[:77] + "..."
+        raise CompositionError(f"row {row}: {shown} — {error}") from error
+
+
+def to_table(compositions: object) -> CompositionTable:
+    """A :class:`CompositionTable` from what ``featurize`` and ``Predictor.predict`` accept.
+
+    Accepted: a :class:`CompositionTable`; one composition (a text or a
+    :class:`~hea_screen.composition.Composition`), as one row; or an ordered iterable of
+    them (list, tuple, polars Series, numpy array, generator), one row each. Refused with a
+    :class:`~hea_screen.errors.UserInputError` naming the type: a mapping (a dict is not a
+    list of compositions), a set (no row order), bytes, a DataFrame, and non-iterables.
+    """
+    if isinstance(compositions, CompositionTable):
+        return compositions
+    if isinstance(compositions, (str, Composition)):
+        return CompositionTable.from_compositions([compositions])
+    refusal = _refusal(compositions)
+    if refusal is not None:
+        shown = repr(compositions)
+        shown = "" if "\n" in shown else " " + (shown if len(shown) <= 80 else shown[:77] + "...")
+        raise UserInputError(
+            f"compositions must be a list (or another ordered iterable) of composition texts "
+            f"or Composition objects, one composition text, or a CompositionTable; "
+            f"got {type(compositions).__name__}{shown}: {refusal}"
+        )
+    return CompositionTable.from_compositions(compositions)  # type: ignore[arg-type]
+
+
+def _refusal(compositions: object) -> str | None:
+    """Why ``compositions`` is not a sequence of compositions, or None if it may be one."""
+    if isinstance(compositions, Mapping):
+        return (
+            "a mapping is not a list of compositions; for one composition from element "
+            "amounts use Composition.from_amounts(...) and pass [that]"
+        )
+    if isinstance(compositions, AbstractSet):
+        return "a set has no row order; pass a list"
+    if isinstance(compositions, (bytes, bytearray, memoryview)):
+        return "decode bytes to text first"
+    if isinstance(compositions, pl.DataFrame):
+        return "pass its composition column, e.g. frame['composition']"
+    if not isinstance(compositions, Iterable):
+        return "it is not iterable"
+    return None
 
 
 @dataclass(frozen=True)

@@ -88,10 +88,31 @@ def test_group_attention_small_example() -> None:
 
 def test_composition_only_model(dirs: tuple[Path, Path]) -> None:
     model_dir, tok_dir = dirs
-    amap = attention_map(
-        load_encoder_model(model_dir), load_token_encoder(tok_dir, False), "HfNbTaTiZr"
-    )
+    model, encoder = load_encoder_model(model_dir), load_token_encoder(tok_dir, False)
+    amap = attention_map(model, encoder, "HfNbTaTiZr")
     assert amap.labels == ["Hf", "Nb", "Ta", "Ti", "Zr"]
+    m = amap.matrix
+    assert m.shape == (5, 5) and np.all(np.isfinite(m))
+    np.testing.assert_allclose(m, m.T)
+    assert np.all(np.diag(m) == 0)
+    off = m[~np.eye(5, dtype=bool)]
+    assert np.all(off > 0) and off.std() > 0  # attention probabilities, not all equal
+    # [CLS] Hf %20 Nb %20 Ta %20 Ti %20 Zr %20 [SEP]: each token's attention sums to 1, so
+    # the 5 × 5 block means over the 10 element tokens sum to at most 10 / 4
+    assert m.sum() < 10 / 4
+    # every entry recomputed from the model's last-layer attention, without group_attention
+    enc = encoder.encode(CompositionTable.from_compositions(["HfNbTaTiZr"]), None)
+    with torch.no_grad():
+        out = model(
+            **{k: torch.from_numpy(v) for k, v in enc.as_dict().items()}, output_attentions=True
+        )
+    a = out.attentions[-1][0].mean(0).double().numpy()
+    assert a.shape == (12, 12)
+    for i in range(5):
+        for j in range(5):
+            ti, tj = [1 + 2 * i, 2 + 2 * i], [1 + 2 * j, 2 + 2 * j]
+            both = (a[np.ix_(ti, tj)].mean() + a[np.ix_(tj, ti)].mean()) / 2
+            assert m[i, j] == pytest.approx(0.0 if i == j else both)
 
 
 def test_command_line(dirs: tuple[Path, Path], tmp_path: Path, capsys) -> None:

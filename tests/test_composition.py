@@ -102,3 +102,50 @@ def test_decimal_amounts_are_exact(a: float, b: float) -> None:
     c = parse(f"Co{a!r}Ni{b!r}")
     expected_co = a / (a + b)
     assert abs(c.fractions["Co"] - expected_co) <= 1e-6
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("Co1e9999999Fe", r"exponents must lie between -30 and 30"),
+        ("Co1e-9999999Fe", r"exponents must lie between -30 and 30"),
+        ("Co" + "1" * 31 + "Fe", r"has 31 digits .*at most 30 digits"),
+        ("(" * 21 + "Co" + ")" * 21, r"nested deeper than 20 levels"),
+        ("Co٣Fe", r"non-ASCII digit '٣' \(U\+0663\) at position 2 .*ASCII digits 0-9 only"),
+        ("Co１Fe２", r"non-ASCII digit '１' \(U\+FF11\)"),
+        ("Co2.５Fe", r"non-ASCII digit '５'"),
+    ],
+)
+def test_limits_and_non_ascii_digits_name_the_problem(text: str, message: str) -> None:
+    with pytest.raises(CompositionError, match=message) as info:
+        parse(text)
+    assert repr(text) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(" * 1000 + "Co" + ")" * 1000,  # was a RecursionError
+        "Co" + "1" * 4301,  # was Python's int digit limit (a plain ValueError)
+        "Co" * 1001,
+    ],
+)
+def test_overlong_text_is_refused_with_its_length(text: str) -> None:
+    with pytest.raises(CompositionError, match=rf"{len(text)} characters.*at most 2000"):
+        parse(text)
+
+
+def test_limits_admit_what_they_should() -> None:
+    assert parse("(" * 20 + "CoNi" + ")" * 20) == parse("CoNi")
+    assert parse("Co" + "1" * 30 + "Ni" + "1" * 30) == parse("CoNi")
+    assert parse("Co1e30Ni1e30") == parse("Co1e-30Ni1e-30")
+    assert parse("Co1E+3Ni1e3") == parse("CoNi")
+
+
+def test_string_amounts_follow_the_parser_rules() -> None:
+    assert Composition.from_amounts({"Co": "1e-1", "Ni": " 0.1 "}) == parse("CoNi")
+    with pytest.raises(CompositionError, match="exponents must lie between"):
+        Composition.from_amounts({"Co": "1e9999999", "Ni": 1})
+    for amount in ("٣", "1_000"):
+        with pytest.raises(CompositionError, match="ASCII digits 0-9"):
+            Composition.from_amounts({"Co": amount, "Ni": 1})

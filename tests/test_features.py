@@ -13,6 +13,7 @@ from hea_screen import features as features_module
 from hea_screen.composition import Composition
 from hea_screen.datasets import load_mpea, load_paper_dataset
 from hea_screen.elements import column_sources, mixing_enthalpy, supported_elements
+from hea_screen.errors import CompositionError, UserInputError
 
 PAPER_GENERATOR = [
     "Li",
@@ -193,3 +194,49 @@ def test_wide_palette_many_blocks() -> None:
     table = make_table("random-5-of-34", 100_000, seed=3)
     rows = np.random.default_rng(4).choice(len(table), size=300, replace=False)
     assert featurize(table)[rows].equals(featurize(table.take(rows)))
+
+
+def test_undefined_feature_is_refused_not_nan() -> None:
+    # the shear modulus of N is tabulated as 0, so pure N divides 0 by a mean of 0
+    with pytest.raises(
+        ElementDataError,
+        match=r"row 1: N1 — feature modulus_mismatch, shear_modulus_difference is not finite",
+    ):
+        featurize(["CoNi", "N"])
+    assert featurize(["Fe0.99N0.01"]).select(pl.all_horizontal(pl.col(FEATURE_NAMES).is_finite()))[
+        0, 0
+    ]
+
+
+def test_one_composition_and_refused_input_types() -> None:
+    one = featurize("CNB")
+    assert one["composition"].to_list() == ["B0.333334 C0.333333 N0.333333"]
+    assert featurize(parse("CoNi")).equals(featurize(["CoNi"]))
+    assert featurize(("CoNi", "FeNi")).equals(featurize(pl.Series(["CoNi", "FeNi"])))
+    refused = [
+        ({"Co": 1, "Ni": 1}, r"got dict \{'Co': 1, 'Ni': 1\}: a mapping is not a list"),
+        ({"CoNi", "FeNi"}, r"got set .*no row order"),
+        (frozenset({"CoNi"}), r"got frozenset .*no row order"),
+        (b"CoNi", r"got bytes b'CoNi': decode bytes"),
+        (42, r"got int 42: it is not iterable"),
+        (pl.DataFrame({"composition": ["CoNi"]}), r"got DataFrame: .*frame\['composition'\]"),
+    ]
+    for value, message in refused:
+        with pytest.raises(UserInputError, match=r"compositions must be a list .*" + message):
+            featurize(value)
+
+
+def test_bad_rows_are_named_by_number_and_text() -> None:
+    texts = ["CoCrFeMnNi"] * 100_000
+    texts[53172] = "Co1Xx"
+    with pytest.raises(
+        CompositionError, match=r"^row 53172: 'Co1Xx' — unknown element symbol 'Xx'"
+    ):
+        featurize(texts)
+    texts[53172] = b"CoNi"
+    with pytest.raises(CompositionError, match=r"^row 53172: b'CoNi' — composition must be text"):
+        featurize(texts)
+    with pytest.raises(ElementDataError, match=r"^row 2: Co0.5 U0.5 — no property data for U"):
+        featurize(["CoNi", "FeNi", "CoU"])
+    with pytest.raises(ElementDataError, match=r"^row 1: no mixing enthalpy for the pair Fe-Te"):
+        featurize(["CoNi", "FeTe"])

@@ -160,6 +160,27 @@ def test_input_is_validated_before_any_model_call(predictor: Predictor, monkeypa
     assert spy.feeds == []
 
 
+def test_input_types_and_bad_rows_are_refused_before_any_model_call(monkeypatch) -> None:
+    """The shipped bundle: no training needed to check what predict() accepts."""
+    shipped = load_model(device="cpu")
+    spy = Spy(shipped, monkeypatch)
+    for value, message in [
+        ({"Co": 1}, r"got dict \{'Co': 1\}: a mapping is not a list of compositions"),
+        ({"CoNi", "FeNi"}, r"got set .*no row order"),
+        (b"CoNi", r"got bytes b'CoNi': decode bytes"),
+    ]:
+        with pytest.raises(UserInputError, match=r"compositions must be a list .*" + message):
+            shipped.predict(value)
+    texts = ["CoCrFeMnNi"] * 100_000
+    texts[53172] = "Co1Xx"
+    with pytest.raises(CompositionError, match=r"^row 53172: 'Co1Xx' — unknown element symbol"):
+        shipped.predict(texts)
+    with pytest.raises(ElementDataError, match=r"^row 2: Co0.5 U0.5 — no property data for U"):
+        shipped.predict(["CoNi", "FeNi", "CoU"])
+    assert spy.feeds == []
+    assert shipped.predict("CoNi").height == 1
+
+
 def supported_elements_for_length() -> list[str]:
     """Metals whose property data and pairwise mixing enthalpies are all tabulated."""
     picks = ["Al", "Co", "Cr", "Cu", "Fe", "Mn", "Mo", "Nb", "Ni", "Ti", "V", "Zr", "Hf", "Ta"]
@@ -212,9 +233,17 @@ def test_precisions_run_their_own_files(tiny_bundle: Path, manifest: dict) -> No
     )
 
 
-def test_cpu_default_is_int8_when_the_bundle_has_it(tiny_bundle: Path) -> None:
+def test_cpu_default_is_int8_when_the_bundle_has_it(tiny_bundle: Path, manifest: dict) -> None:
+    cpu = load_model(tiny_bundle, device="cpu")
+    assert (cpu.provider, cpu.precision) == ("CPUExecutionProvider", "int8")
     auto = load_model(tiny_bundle)
-    if not cuda_usable():
+    if cuda_usable():
+        fp16 = manifest["variants"]["fp16"]["written"]
+        assert (auto.provider, auto.precision) == (
+            "CUDAExecutionProvider",
+            "fp16" if fp16 else "fp32",
+        )
+    else:
         assert (auto.provider, auto.precision) == ("CPUExecutionProvider", "int8")
 
 

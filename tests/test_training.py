@@ -74,6 +74,35 @@ def test_cv_results_have_both_protocols_for_every_fold(tiny_run: Path) -> None:
     assert cv.filter(pl.col("experiment") == "baseline").height > 0
 
 
+def test_protocols_pick_their_epochs_from_the_fold_history(tiny_run: Path) -> None:
+    """honest: the epoch of lowest validation MSE, whose test MSE (history.csv) is the one
+    reported; paper-leaky: the epoch of lowest test MSE. cv_results.csv reports metrics.json."""
+    run = RunDir(tiny_run)
+    cv = pl.read_csv(tiny_run / "cv_results.csv").filter(pl.col("model") == "transformer")
+    for target in TARGETS:
+        for exp in EXPERIMENTS:
+            for fold in range(CONFIG.finetune.folds):
+                d = run.fold_dir(target, exp, fold)
+                history = pl.read_csv(d / "history.csv")
+                metrics = json.loads((d / "metrics.json").read_text())
+                assert history["epoch"].to_list() == list(range(1, metrics["epochs_run"] + 1))
+                honest, leaky = metrics["honest"], metrics["paper-leaky"]
+                assert honest["epoch"] == int(history["epoch"][history["val_mse"].arg_min()])
+                assert honest["val_mse"] == pytest.approx(history["val_mse"].min(), rel=1e-9)
+                at_honest = history.filter(pl.col("epoch") == honest["epoch"])
+                assert honest["mse"] == pytest.approx(at_honest["test_mse"][0], rel=1e-4)
+                assert leaky["epoch"] == int(history["epoch"][history["test_mse"].arg_min()])
+                assert leaky["mse"] == pytest.approx(history["test_mse"].min(), rel=1e-4)
+                rows = cv.filter(
+                    (pl.col("target") == target)
+                    & (pl.col("experiment") == exp)
+                    & (pl.col("fold") == fold)
+                )
+                for protocol in ("honest", "paper-leaky"):
+                    mse = rows.filter(pl.col("protocol") == protocol)["mse"].to_list()
+                    assert mse == [pytest.approx(metrics[protocol]["mse"], rel=1e-9)]
+
+
 def test_fold_files_agree_with_folds_scaler_and_saved_model(tiny_run: Path) -> None:
     run = RunDir(tiny_run)
     target, exp = "uts_mpa", "pretrained-features-all"
