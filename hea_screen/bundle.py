@@ -490,10 +490,13 @@ def _is_count(value: Any) -> bool:
 def _check_layout(bundle: Bundle) -> None:
     """Each written variant has a listed file for every fold; tokenizer and training set exist."""
     files = bundle.manifest["files"]
+    variants = _field(bundle.manifest, "variants", dict)
+    if not all(isinstance(info, dict) for info in variants.values()):
+        raise BundleError(f"{MANIFEST_FILE}: each entry of 'variants' must be a JSON object")
     required = [f"{TOKENIZER_DIR}/{TOKENIZER_FILE}", TRAINING_SET_FILE]
     for spec in bundle.targets:
         for fold in spec.folds:
-            required += [fold.files[v] for v in bundle.written_variants if v in fold.files]
+            required += list(fold.files.values())
             missing = [v for v in bundle.written_variants if v not in fold.files]
             if missing:
                 raise BundleError(
