@@ -329,9 +329,10 @@ def run_screen(argv: Sequence[str]) -> int:
     info = inspect_model(args.model, args.model_sha256)
     check_inputs(candidates, info)
     model = replace(_model_ref(args), sha256=info.sha256)
-    print(f"model: {info.path} (sha256 {info.sha256})", file=sys.stderr)
+    header = f"model: {info.path} (sha256 {info.sha256})"
     if args.dry_run:
         print(_describe_space(spec))
+        print(header)
         est = estimate(
             candidates,
             spec.ranking,
@@ -357,6 +358,7 @@ def run_screen(argv: Sequence[str]) -> int:
         return 0
     guard_size(candidates, args.yes)
     log.info("%s", _describe_space(spec))
+    print(header, file=sys.stderr)
     outcome = screen(
         candidates,
         spec.ranking,
