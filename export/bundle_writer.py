@@ -262,8 +262,24 @@ def _build(
         for p in sorted(staging.rglob("*"))
         if p.is_file()
     }
-    (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    manifest = _finite_json(manifest)
+    (staging / MANIFEST_FILE).write_text(
+        json.dumps(manifest, indent=1, allow_nan=False), encoding="utf-8"
+    )
     return manifest
+
+
+def _finite_json(value: Any) -> Any:
+    """``value`` with every non-finite float as ``None``: readers refuse NaN and Infinity
+    (not JSON), so an unbounded parity bound (``inf``) or an undefined measure (``nan``) is
+    written as ``null``."""
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _decide(

@@ -5,14 +5,13 @@ Two flags travel with every prediction:
 - ``unseen_elements``: the candidate's elements that are absent from the training set of
   at least one target (comma-joined, ``""`` if none). A model has never seen such an
   element in a measured alloy, so its prediction is an extrapolation.
-- ``nearest_train_distance``: the L1 distance in atomic fractions,
-  ``Σ_i |x_i − t_i|`` over the union of elements (0 for a training alloy, 2 for an alloy
-  sharing no element with any), to the nearest composition in the training sets of all
-  targets, with ``nearest_train_composition`` naming it. Per target,
-  ``<target>_nearest_composition`` names the nearest alloy of that target's own training
-  set and ``<target>_nearest_measured`` gives its measured value (the mean where an alloy
-  was measured more than once); it may differ from the overall nearest alloy, which can
-  belong to another target's set.
+- per target, ``<target>_nearest_distance``: the L1 distance in atomic fractions,
+  ``Σ_i |x_i − t_i|`` over the union of elements (0 for an alloy of that target's training
+  set, 2 for an alloy sharing no element with any), to the nearest composition of that
+  target's own training set; ``<target>_nearest_composition`` names it and
+  ``<target>_nearest_measured`` gives its measured value (the mean where an alloy was
+  measured more than once). There is no distance pooled over targets: an alloy whose
+  elongation was measured is no evidence for its UTS.
 
 Because both compositions sum to 1, ``Σ|x − t| = 2 − 2 Σ min(x, t)``, and ``min`` is zero
 outside the candidate's own elements, so the search only touches the candidate palette's
@@ -29,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from hea_screen.composition import SCALE
-from hea_screen.errors import BundleError
+from hea_screen.errors import BundleError, CompositionError
 from hea_screen.table import CompositionTable
 
 #: Candidate rows per chunk of the nearest-neighbour search (bounds the temporary array).
@@ -55,29 +54,41 @@ class TrainingSet:
 
     @classmethod
     def from_json(cls, text: str) -> TrainingSet:
-        """Parse ``training_set.json``: ``{"targets": {name: {"compositions", "values"}}}``."""
+        """Parse ``training_set.json``: ``{"targets": {name: {"compositions", "values"}}}``;
+        raise :class:`BundleError` saying what is wrong (NaN and Infinity are refused)."""
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_refuse_constant)
             targets = {
                 name: TargetTrainingSet(
-                    tuple(map(str, entry["compositions"])),
+                    tuple(_texts(entry["compositions"])),
                     np.asarray(entry["values"], dtype=np.float64),
                 )
                 for name, entry in data["targets"].items()
             }
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"training_set.json is malformed ({exc!r})") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BundleError(
+                f"training_set.json is malformed ({exc!r}): it must hold "
+                '{"targets": {name: {"compositions": [text, ...], "values": [number, ...]}}}'
+            ) from None
+        if not targets:
+            raise BundleError("training_set.json lists no targets")
         for name, ts in targets.items():
-            if len(ts.compositions) != len(ts.values) or not ts.compositions:
+            if ts.values.ndim != 1 or len(ts.compositions) != len(ts.values) or not ts.compositions:
                 raise BundleError(
                     f"training_set.json: target {name!r} needs one value per composition"
                 )
+            if not np.isfinite(ts.values).all():
+                raise BundleError(f"training_set.json: target {name!r} has non-finite values")
         texts = tuple(dict.fromkeys(c for ts in targets.values() for c in ts.compositions))
         index = {c: i for i, c in enumerate(texts)}
         members = {
             name: np.array([index[c] for c in ts.compositions]) for name, ts in targets.items()
         }
-        return cls(targets, CompositionTable.from_compositions(texts), texts, members)
+        try:
+            table = CompositionTable.from_compositions(texts)
+        except CompositionError as exc:
+            raise BundleError(f"training_set.json holds a bad composition: {exc}") from None
+        return cls(targets, table, texts, members)
 
     def seen_elements(self, target: str) -> frozenset[str]:
         """Elements occurring in at least one training composition of ``target``."""
@@ -85,19 +96,14 @@ class TrainingSet:
         return frozenset(el for j, el in enumerate(self.table.elements) if present[:, j].any())
 
     def applicability(self, table: CompositionTable) -> pl.DataFrame:
-        """``unseen_elements``, ``nearest_train_distance``, ``nearest_train_composition``,
+        """``unseen_elements`` and, per target, ``<target>_nearest_distance``,
         ``<target>_nearest_composition`` and ``<target>_nearest_measured`` for every row of
         ``table``."""
         best_overlap, best_index = self._nearest(table)
-        columns: dict[str, pl.Series | np.ndarray] = {
-            "unseen_elements": self._unseen(table),
-            "nearest_train_distance": (2 * SCALE - 2 * best_overlap["*"]).astype(np.float64)
-            / SCALE,
-            "nearest_train_composition": pl.Series(
-                np.asarray(self.texts, dtype=object)[best_index["*"]], dtype=pl.Utf8
-            ),
-        }
+        columns: dict[str, pl.Series | np.ndarray] = {"unseen_elements": self._unseen(table)}
         for name, ts in self.targets.items():
+            distance = (2 * SCALE - 2 * best_overlap[name]).astype(np.float64) / SCALE
+            columns[f"{name}_nearest_distance"] = distance
             columns[f"{name}_nearest_composition"] = pl.Series(
                 np.asarray(ts.compositions, dtype=object)[best_index[name]], dtype=pl.Utf8
             )
@@ -120,29 +126,35 @@ class TrainingSet:
     def _nearest(
         self, table: CompositionTable
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Largest shared fraction ``Σ min(x, t)`` (millionths) and its training row, overall
-        (key ``"*"``, index into :attr:`texts`) and per target (index into its own rows)."""
+        """Largest shared fraction ``Σ min(x, t)`` (millionths) and its training row, per
+        target (index into that target's own rows)."""
         n = len(table)
         train = np.zeros((len(self.texts), len(table.elements)), dtype=np.int32)
         own = {el: j for j, el in enumerate(self.table.elements)}
         for j, el in enumerate(table.elements):
             if el in own:
                 train[:, j] = self.table.micro[:, own[el]]
-        keys = ["*", *self.targets]
-        overlap = {k: np.zeros(n, dtype=np.int64) for k in keys}
-        index = {k: np.zeros(n, dtype=np.int64) for k in keys}
+        overlap = {k: np.zeros(n, dtype=np.int64) for k in self.targets}
+        index = {k: np.zeros(n, dtype=np.int64) for k in self.targets}
         step = max(1, _CHUNK_CELLS // max(1, train.size))
         for start in range(0, n, step):
             rows = slice(start, start + step)
             shared = np.minimum(table.micro[rows, None, :], train[None, :, :]).sum(
                 axis=2, dtype=np.int64
             )
-            best = shared.argmax(axis=1)
-            index["*"][rows] = best
-            overlap["*"][rows] = shared[np.arange(len(best)), best]
             for name, member in self.members.items():
                 sub = shared[:, member]
                 best = sub.argmax(axis=1)
                 index[name][rows] = best
                 overlap[name][rows] = sub[np.arange(len(best)), best]
         return overlap, index
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a measured value")
+
+
+def _texts(compositions: object) -> list[str]:
+    if not isinstance(compositions, list) or not all(isinstance(c, str) for c in compositions):
+        raise TypeError("compositions must be a list of texts")
+    return compositions

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -91,9 +92,24 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
+def _sha256(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{12,64}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a SHA-256: give 64 hex digits (or a prefix of at least 12)"
+        )
+    return text.lower()
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and machines")
     g.add_argument("--model", metavar="BUNDLE", help="model bundle directory (default: shipped)")
+    g.add_argument(
+        "--model-sha256",
+        type=_sha256,
+        metavar="HEX",
+        help="refuse any bundle whose manifest.json has another SHA-256 (64 hex digits, or a "
+        "prefix of at least 12); printed by every run",
+    )
     g.add_argument("--device", choices=DEVICES, default="auto", help="default: auto")
     g.add_argument("--precision", choices=PRECISIONS, default="auto", help="default: auto")
     g.add_argument(
@@ -267,7 +283,9 @@ def spec_from_args(args: argparse.Namespace) -> ScreenSpec:
 
 
 def _model_ref(args: argparse.Namespace) -> ModelRef:
-    return ModelRef(args.model, args.device, args.precision, args.batch_size)
+    return ModelRef(
+        args.model, args.device, args.precision, args.batch_size, sha256=args.model_sha256
+    )
 
 
 def _describe_space(spec: ScreenSpec) -> str:
@@ -300,15 +318,17 @@ def _display(table: pl.DataFrame, rows: int) -> pl.DataFrame:
             pl.col("elongation_pct_std").round(1),
         ).alias("elong. %"),
         pl.format(
-            "{}: {}",
+            "{}: {} (d {})",
             pl.col("uts_mpa_nearest_composition"),
             pl.col("uts_mpa_nearest_measured").round(0),
-        ).alias("nearest UTS datum (MPa)"),
+            pl.col("uts_mpa_nearest_distance").round(2),
+        ).alias("nearest UTS datum (MPa, L1 distance)"),
         pl.format(
-            "{}: {}",
+            "{}: {} (d {})",
             pl.col("elongation_pct_nearest_composition"),
             pl.col("elongation_pct_nearest_measured").round(1),
-        ).alias("nearest elong. datum (%)"),
+            pl.col("elongation_pct_nearest_distance").round(2),
+        ).alias("nearest elong. datum (%, L1 distance)"),
     )
 
 
@@ -337,11 +357,13 @@ def run_screen(argv: Sequence[str]) -> int:
         check_output_path(args.out)
     spec.space.check_nonempty()
     candidates = spec.candidates()
-    info = inspect_model(args.model)
+    info = inspect_model(args.model, args.model_sha256)
     check_inputs(candidates, info)
-    model = _model_ref(args)
+    model = replace(_model_ref(args), sha256=info.sha256)
+    header = f"model: {info.path} (sha256 {info.sha256})"
     if args.dry_run:
         print(_describe_space(spec))
+        print(header)
         est = estimate(
             candidates,
             spec.ranking,
@@ -370,6 +392,7 @@ def run_screen(argv: Sequence[str]) -> int:
         spec.space.check_indexable()
     guard_size(candidates, args.yes)
     log.info("%s", _describe_space(spec))
+    print(header, file=sys.stderr)
     outcome = screen(
         candidates,
         spec.ranking,
@@ -434,7 +457,8 @@ def run_batch_command(argv: Sequence[str]) -> int:
         f"{summary['job']}: {summary['status']}; partitions {summary['partitions_done']}"
         f"/{summary['partitions_total']} ({summary['partitions_skipped']} resumed, "
         f"{summary['partitions_this_run']} this run); candidates {summary['candidates_done']:,}"
-        f"/{summary['candidates_total']:,}; summary in {args.out}/summary.json"
+        f"/{summary['candidates_total']:,}; model sha256 {summary['model_sha256']}; "
+        f"summary in {args.out}/summary.json"
     )
     return 0
 

@@ -22,7 +22,9 @@ Where the partitions run:
   getting ``cores // workers`` threads per process.
 
 Each worker process loads a model once: predictors are cached per process by
-:class:`ModelRef` (:func:`predictor_for`).
+:class:`ModelRef` (:func:`predictor_for`). A screen pins the bundle's SHA-256 (its identity,
+``manifest.json``'s digest) in the :class:`ModelRef`, so a worker refuses a bundle altered after
+the driver checked it, and the ranked table carries it in its ``model_sha256`` column.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,8 +45,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from hea_screen.bundle import MANIFEST_FILE, Bundle, default_bundle_path, load_bundle
-from hea_screen.datasets import sha256_file
+from hea_screen.bundle import Bundle, default_bundle_path, load_bundle
 from hea_screen.elements import check_elements, mixing_matrix
 from hea_screen.errors import BundleError, ElementDataError, SpaceError, UserInputError
 from hea_screen.features import featurize
@@ -80,25 +81,29 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "at_pct",
     "wt_pct",
     "weigh_out_g",
-    "nearest_train_composition",
-    "nearest_train_distance",
     "uts_mpa_nearest_composition",
+    "uts_mpa_nearest_distance",
     "uts_mpa_nearest_measured",
     "elongation_pct_nearest_composition",
+    "elongation_pct_nearest_distance",
     "elongation_pct_nearest_measured",
     "unseen_elements",
+    "model_sha256",
 )
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """How a worker opens the model: bundle path (``None``: shipped default) and options."""
+    """How a worker opens the model: bundle path (``None``: shipped default), options, and the
+    pinned SHA-256 of the bundle's ``manifest.json`` (``None``: any; a prefix of >= 12 digits
+    is accepted)."""
 
     path: str | None = None
     device: str = "auto"
     precision: str = "auto"
     batch_size: int = DEFAULT_BATCH
     threads: int | None = None
+    sha256: str | None = None
 
 
 _MODELS: dict[ModelRef, Predictor] = {}
@@ -111,7 +116,7 @@ def predictor_for(ref: ModelRef) -> Predictor:
     with _LOCK:
         if ref not in _MODELS:
             _MODELS[ref] = load_model(
-                ref.path, ref.device, ref.precision, ref.batch_size, ref.threads
+                ref.path, ref.device, ref.precision, ref.batch_size, ref.threads, sha256=ref.sha256
             )
             _LOADS[ref] = _LOADS.get(ref, 0) + 1
         return _MODELS[ref]
@@ -139,8 +144,9 @@ class ModelInfo:
         return 2 * k + 2 + (15 if self.use_features else 0)
 
 
-def inspect_model(path: str | Path | None) -> ModelInfo:
-    """Verify a bundle and read what ranking and input checks need."""
+def inspect_model(path: str | Path | None, sha256: str | None = None) -> ModelInfo:
+    """Verify a bundle (pinned to ``sha256`` when given) and read what ranking and input
+    checks need."""
     if path is None:
         root = default_bundle_path()
         if not root.is_dir():
@@ -150,7 +156,7 @@ def inspect_model(path: str | Path | None) -> ModelInfo:
             )
     else:
         root = Path(path)
-    bundle: Bundle = load_bundle(root)
+    bundle: Bundle = load_bundle(root, sha256)
     names = [t.name for t in bundle.targets]
     missing = [t for t in TARGETS if t not in names]
     if missing:
@@ -164,7 +170,7 @@ def inspect_model(path: str | Path | None) -> ModelInfo:
         std[t.name] = sum(f.scaler_std for f in t.folds) / len(t.folds)
     return ModelInfo(
         root,
-        sha256_file(root / MANIFEST_FILE),
+        bundle.sha256,
         Reference(mean, std),
         frozenset(bundle.encoder().tokenizer.get_vocab()),
         bundle.max_length,
@@ -354,6 +360,7 @@ def run_partitions(
             model.precision,
             model.batch_size,
             model.threads if model.threads is not None else threads,
+            model.sha256,
         )
         if client is None:
             for pid, lo, hi in parts:
@@ -433,6 +440,7 @@ def screen(
 ) -> Outcome:
     """Screen every candidate and return the ranked table (see :func:`result_table`)."""
     t0 = time.perf_counter()
+    model = pinned(model)
     parts = plan_partitions(candidates.size, model.batch_size, partition_size, workers)
     merged: Partial | None = None
 
@@ -454,13 +462,25 @@ def screen(
     )
     if merged is None:
         raise SpaceError("empty space: nothing to screen")
-    table = result_table(merged, ranking, ingot_mass_g)
+    table = result_table(merged, ranking, ingot_mass_g, model.sha256)
     return Outcome(table, merged, len(parts), time.perf_counter() - t0)
 
 
-def result_table(merged: Partial, ranking: Ranking, ingot_mass_g: float) -> pl.DataFrame:
-    """Ranked rows with lab columns, in :data:`RESULT_COLUMNS` order (then any others)."""
+def pinned(model: ModelRef) -> ModelRef:
+    """``model`` pinned to the full SHA-256 of its bundle (verified against a given prefix)."""
+    if model.sha256 is not None and len(model.sha256) == 64 and model.sha256.islower():
+        return model
+    return replace(model, sha256=inspect_model(model.path, model.sha256).sha256)
+
+
+def result_table(
+    merged: Partial, ranking: Ranking, ingot_mass_g: float, model_sha256: str | None = None
+) -> pl.DataFrame:
+    """Ranked rows with lab columns, in :data:`RESULT_COLUMNS` order (then any others);
+    ``model_sha256`` (the bundle's identity) fills the ``model_sha256`` column."""
     table = lab_columns(final_ranking(merged, ranking), ingot_mass_g)
+    if model_sha256 is not None:
+        table = table.with_columns(pl.lit(model_sha256, dtype=pl.Utf8).alias("model_sha256"))
     first = [c for c in RESULT_COLUMNS if c in table.columns]
     return table.select(*first, pl.exclude(first))
 

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -274,7 +275,8 @@ def run_batch(
     recorded (the command line logs progress with it).
     """
     started, t0 = _now(), time.perf_counter()
-    info = inspect_model(model.path)
+    info = inspect_model(model.path, model.sha256)
+    model = replace(model, sha256=info.sha256)  # workers load this bundle or refuse
     candidates = spec.candidates()
     spec.space.check_nonempty()
     check_inputs(candidates, info)
@@ -354,7 +356,7 @@ def run_batch(
         if complete:
             merged = merge_all(job.partials(), spec.ranking.top)
             assert merged is not None
-            table = result_table(merged, spec.ranking, spec.ingot_mass_g)
+            table = result_table(merged, spec.ranking, spec.ingot_mass_g, info.sha256)
             for name in RESULTS:
                 write_table(table, job.out / name)
             summary["results"] = list(RESULTS)

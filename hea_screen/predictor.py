@@ -1,7 +1,9 @@
 """Predict UTS and elongation with the fold models of a bundle, on ONNX Runtime.
 
 ``load_model(path)`` verifies a bundle (:mod:`hea_screen.bundle`), picks an execution
-provider and a precision, and opens one ONNX Runtime session per fold model, once.
+provider and a precision, and opens one ONNX Runtime session per fold model, once, from the
+very bytes whose SHA-256 was checked. ``load_model(path, sha256=...)`` refuses any bundle but
+the one pinned; :attr:`Predictor.bundle_sha256` is the identity of the bundle loaded.
 ``Predictor.predict(compositions)`` then:
 
 1. validates the whole input (parsing, element data, features, token vocabulary and
@@ -26,8 +28,8 @@ device     provider                        precision (``"auto"`` takes the first
 ``auto``   CUDA when a GPU is usable and the bundle holds a CUDA variant, else CPU
 =========  ==============================  =========================================
 
-A predictor pickles as its bundle path and options (never its sessions), so Dask workers
-receive it cheaply and reopen the sessions on arrival.
+A predictor pickles as its bundle path, options and bundle SHA-256 (never its sessions), so
+Dask workers receive it cheaply and reopen the sessions on arrival, from the same bundle.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 
-from hea_screen.applicability import TrainingSet
 from hea_screen.bundle import Bundle, default_bundle_path, load_bundle
 from hea_screen.composition import Composition
 from hea_screen.errors import BundleError, UserInputError
@@ -70,6 +71,7 @@ def load_model(
     batch_size: int = 1024,
     threads: int | None = None,
     io_binding: bool | None = None,
+    sha256: str | None = None,
 ) -> Predictor:
     """Open a model bundle for prediction.
 
@@ -78,10 +80,12 @@ def load_model(
     ``"cuda"``; ``precision`` is ``"auto"``, ``"fp32"``, ``"fp16"`` (CUDA) or ``"int8"`` (CPU);
     ``batch_size`` bounds the rows per model call; ``threads`` sets ONNX Runtime's intra-op
     threads (``None``: one per core); ``io_binding`` binds inputs and outputs to the device
-    (``None``: on for CUDA, off for CPU). Raises :class:`BundleError` for a missing, altered
-    or incomplete bundle and :class:`UserInputError` for an option that cannot be honoured.
+    (``None``: on for CUDA, off for CPU); ``sha256`` pins the bundle: the SHA-256 of its
+    ``manifest.json`` (64 hex digits, or a prefix of at least 12), any other is refused.
+    Raises :class:`BundleError` for a missing, altered, incomplete or other than pinned bundle
+    and :class:`UserInputError` for an option that cannot be honoured.
     """
-    return Predictor(path, device, precision, batch_size, threads, io_binding)
+    return Predictor(path, device, precision, batch_size, threads, io_binding, sha256)
 
 
 def cuda_usable() -> bool:
@@ -102,6 +106,7 @@ class Predictor:
         batch_size: int = 1024,
         threads: int | None = None,
         io_binding: bool | None = None,
+        sha256: str | None = None,
     ):
         _check_choice("device", device, DEVICES)
         _check_choice("precision", precision, PRECISIONS)
@@ -119,10 +124,10 @@ class Predictor:
             "threads": threads,
             "io_binding": io_binding,
         }
-        self.bundle: Bundle = _open_bundle(path)
+        self.bundle: Bundle = _open_bundle(path, sha256)
         self.batch_size = batch_size
         self.encoder = self.bundle.encoder()
-        self.training_set = TrainingSet.from_json(self.bundle.training_set_text())
+        self.training_set = self.bundle.training_set
         self.provider, self.precision = _resolve(self.bundle, device, precision)
         self._sessions = self._open_sessions(threads)
         if self.provider == CUDA and CUDA not in self._sessions[0][1][0].get_providers():
@@ -146,21 +151,27 @@ class Predictor:
         return tuple(spec.name for spec in self.bundle.targets)
 
     @property
+    def bundle_sha256(self) -> str:
+        """The bundle's identity: SHA-256 of its ``manifest.json`` (which hashes every file)."""
+        return self.bundle.sha256
+
+    @property
     def summary(self) -> str:
-        """One line for users: provider, precision, models and bundle."""
+        """One line for users: provider, precision, models, bundle and its SHA-256."""
         folds = ", ".join(f"{spec.name} x{len(spec.folds)}" for spec in self.bundle.targets)
         binding = ", I/O binding" if self.io_binding else ""
         return (
             f"{self.provider} ({self.precision}{binding}); fold models: {folds}; "
-            f"bundle {self.bundle.path}"
+            f"bundle {self.bundle.path} (sha256 {self.bundle_sha256})"
         )
 
     def __repr__(self) -> str:
         return f"Predictor({self.summary})"
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle as the bundle path and options only; sessions are reopened on unpickling."""
-        return dict(self._options)
+        """Pickle as the bundle path, options and SHA-256 only; sessions are reopened on
+        unpickling, from the same bundle or not at all."""
+        return {**self._options, "sha256": self.bundle_sha256}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
@@ -259,7 +270,7 @@ class Predictor:
                 spec.name,
                 [
                     ort.InferenceSession(
-                        str(self.bundle.file(fold.files[self.precision])),
+                        self.bundle.read(fold.files[self.precision]),
                         options,
                         providers=providers,
                     )
@@ -312,9 +323,9 @@ def _checked_features(table: CompositionTable, features: pl.DataFrame) -> pl.Dat
     return features
 
 
-def _open_bundle(path: str | Path | None) -> Bundle:
+def _open_bundle(path: str | Path | None, sha256: str | None) -> Bundle:
     if path is not None:
-        return load_bundle(path)
+        return load_bundle(path, sha256)
     default = default_bundle_path()
     if not default.is_dir():
         raise BundleError(
@@ -322,7 +333,7 @@ def _open_bundle(path: str | Path | None) -> Bundle:
             "pass a bundle "
             "path written by hea-export (see docs/inference.md)"
         )
-    return load_bundle(default)
+    return load_bundle(default, sha256)
 
 
 def _check_choice(what: str, value: object, accepted: tuple[str, ...]) -> None:

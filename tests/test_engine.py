@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -9,7 +11,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from hea_screen.cli import main
 from hea_screen.engine import (
+    RESULT_COLUMNS,
     ModelRef,
     check_inputs,
     estimate,
@@ -22,7 +26,7 @@ from hea_screen.engine import (
     result_table,
     screen,
 )
-from hea_screen.errors import ElementDataError, SpaceError
+from hea_screen.errors import BundleError, ElementDataError, SpaceError
 from hea_screen.features import featurize
 from hea_screen.ranking import Partial, Ranking, score
 from hea_screen.space import SampledSpace
@@ -74,7 +78,7 @@ def test_top_k_equals_sorting_every_prediction(space, model, info):
     assert ranked["score"].to_list() == best["score"].to_list()
     assert ranked["rank"].to_list() == list(range(1, 16))
     assert ranked["uts_mpa_std"].min() >= 0
-    oracle = result_table(Partial.of(everything, 15, space.size), ranking, 50.0)
+    oracle = result_table(Partial.of(everything, 15, space.size), ranking, 50.0, info.sha256)
     assert ranked.equals(oracle)
 
 
@@ -157,3 +161,63 @@ def test_dry_run_estimate_probes_without_screening(space, model, info):
     assert est.candidates == 145 and est.partitions == 3 and est.partition_size == 64
     assert est.probe_candidates == 64 and est.candidates_per_second > 0
     assert est.estimated_seconds >= 145 / est.candidates_per_second
+
+
+def manifest_sha256(bundle: Path) -> str:
+    return hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()
+
+
+def test_outputs_carry_the_bundle_identity_and_per_target_distances(
+    space, model, info, tiny_bundle
+):
+    digest = manifest_sha256(tiny_bundle)
+    assert info.sha256 == digest
+    ranked = run(space, model, info, Ranking(top=5), workers=1)
+    assert ranked["model_sha256"].to_list() == [digest] * 5
+    for target in ("uts_mpa", "elongation_pct"):
+        assert f"{target}_nearest_distance" in RESULT_COLUMNS
+        assert ranked[f"{target}_nearest_distance"].is_between(0, 2).all()
+    assert not [c for c in RESULT_COLUMNS if c.startswith("nearest_train")]
+
+
+def test_workers_load_only_the_pinned_bundle(space, model, info, tiny_bundle):
+    digest = manifest_sha256(tiny_bundle)
+    other = "0" * 64
+    with pytest.raises(BundleError, match=f"SHA-256 {digest}, not the pinned {other}"):
+        predictor_for(replace(model, sha256=other))
+    with pytest.raises(BundleError, match=f"not the pinned {other}"):
+        run(space, replace(model, sha256=other), info, Ranking(top=5), workers=1)
+    ranked = run(space, replace(model, sha256=digest[:12]), info, Ranking(top=5), workers=1)
+    assert ranked["model_sha256"][0] == digest
+
+
+def test_hea_screen_prints_and_pins_the_bundle_identity(capsys, tiny_bundle, tmp_path):
+    digest = manifest_sha256(tiny_bundle)
+    small = ["--elements", "Co,Cr,Fe,Ni", "--step", "0.1", "--workers", "1", "--quiet"]
+    small += ["--model", str(tiny_bundle), "--top", "3"]
+    assert main([*small, "--model-sha256", digest[:12]]) == 0
+    out, err = capsys.readouterr()
+    assert f"model: {tiny_bundle} (sha256 {digest})" in err
+    assert "(d " in out and "L1 distance" in out  # printed per-target distances
+    assert main([*small, "--model-sha256", "0" * 64]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and digest in err and "0" * 64 in err
+    assert "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_:
+        main([*small, "--model-sha256", "abc"])
+    assert exit_.value.code == 2
+    assert "'abc' is not a SHA-256" in capsys.readouterr().err
+    spec = tmp_path / "small.yaml"
+    spec.write_text("name: small\nspace: {elements: [Co, Cr, Fe, Ni], step: 0.1}\n")
+    job = ["batch", str(spec), "--out", str(tmp_path / "job"), "--model", str(tiny_bundle)]
+    job += ["--workers", "1", "--quiet"]
+    assert main([*job, "--model-sha256", "f" * 12]) == 2
+    assert f"{digest}, not the pinned {'f' * 12}" in capsys.readouterr().err
+    assert main([*job, "--model-sha256", digest]) == 0
+    assert f"model sha256 {digest}" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "job" / "summary.json").read_text())
+    job_manifest = json.loads((tmp_path / "job" / "manifest.json").read_text())
+    assert summary["model_sha256"] == digest
+    assert json.dumps(job_manifest).count(digest) >= 1
+    ranked = pl.read_csv(tmp_path / "job" / "ranked.csv")
+    assert set(ranked["model_sha256"]) == {digest}

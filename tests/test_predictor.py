@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +41,10 @@ COLUMNS = [
     "elongation_pct_mean",
     "elongation_pct_std",
     "unseen_elements",
-    "nearest_train_distance",
-    "nearest_train_composition",
+    "uts_mpa_nearest_distance",
     "uts_mpa_nearest_composition",
     "uts_mpa_nearest_measured",
+    "elongation_pct_nearest_distance",
     "elongation_pct_nearest_composition",
     "elongation_pct_nearest_measured",
 ]
@@ -303,8 +305,8 @@ def test_applicability_columns(predictor: Predictor) -> None:
     training = predictor.training_set
     known = training.targets["uts_mpa"].compositions[0]
     out = predictor.predict([known])
-    assert out["nearest_train_distance"][0] == 0.0
-    assert out["nearest_train_composition"][0] == known
+    assert out["uts_mpa_nearest_distance"][0] == 0.0
+    assert out["uts_mpa_nearest_composition"][0] == known
     assert out["uts_mpa_nearest_measured"][0] == training.targets["uts_mpa"].values[0]
     assert out["unseen_elements"][0] == ""
     seen = training.seen_elements("uts_mpa") & training.seen_elements("elongation_pct")
@@ -320,7 +322,18 @@ def test_applicability_columns(predictor: Predictor) -> None:
     assert novel is not None
     row = predictor.predict([f"CoCrFeNi{novel}0.2"])
     assert novel in row["unseen_elements"][0].split(",")
-    assert row["nearest_train_distance"][0] > 0
+    assert row["uts_mpa_nearest_distance"][0] > 0
+    assert row["elongation_pct_nearest_distance"][0] > 0
+
+
+def test_nearest_distance_is_per_target() -> None:
+    """CoCrFeMnNi's elongation was measured, its UTS was not: no pooled 0.0 may suggest it."""
+    out = load_model(device="cpu").predict(["CoCrFeMnNi"])
+    assert out["elongation_pct_nearest_distance"][0] == 0.0
+    assert out["elongation_pct_nearest_composition"][0] == "Co0.2 Cr0.2 Fe0.2 Mn0.2 Ni0.2"
+    assert out["uts_mpa_nearest_distance"][0] == pytest.approx(0.4, abs=1e-6)
+    assert out["uts_mpa_nearest_composition"][0] != "Co0.2 Cr0.2 Fe0.2 Mn0.2 Ni0.2"
+    assert not [c for c in out.columns if c.startswith("nearest_train")]
 
 
 def test_nearest_distance_is_the_brute_force_l1(predictor: Predictor) -> None:
@@ -334,17 +347,36 @@ def test_nearest_distance_is_the_brute_force_l1(predictor: Predictor) -> None:
             v[palette.index(el)] = x
         return v
 
-    train = np.array([dense(parse(t)) for t in training.texts])
     for r, text in enumerate(MIXED):
-        d = np.abs(train - dense(parse(text))).sum(axis=1)
-        assert out["nearest_train_distance"][r] == pytest.approx(d.min(), abs=1e-9)
-        assert d[training.texts.index(out["nearest_train_composition"][r])] == pytest.approx(
-            d.min(), abs=1e-9
-        )
-        uts = training.targets["uts_mpa"]
-        du = np.abs(np.array([dense(parse(t)) for t in uts.compositions]) - dense(parse(text))).sum(
-            axis=1
-        )
-        nearest = uts.compositions.index(out["uts_mpa_nearest_composition"][r])
-        assert du[nearest] == pytest.approx(du.min(), abs=1e-9)
-        assert out["uts_mpa_nearest_measured"][r] == uts.values[nearest]
+        for name, rows in training.targets.items():
+            train = np.array([dense(parse(t)) for t in rows.compositions])
+            d = np.abs(train - dense(parse(text))).sum(axis=1)
+            assert out[f"{name}_nearest_distance"][r] == pytest.approx(d.min(), abs=1e-9)
+            nearest = rows.compositions.index(out[f"{name}_nearest_composition"][r])
+            assert d[nearest] == pytest.approx(d.min(), abs=1e-9)
+            assert out[f"{name}_nearest_measured"][r] == rows.values[nearest]
+
+
+def test_bundle_identity_is_exposed_and_pinnable(tiny_bundle: Path) -> None:
+    digest = hashlib.sha256((tiny_bundle / "manifest.json").read_bytes()).hexdigest()
+    p = load_model(tiny_bundle, device="cpu", precision="fp32", sha256=digest[:12].upper())
+    assert p.bundle_sha256 == digest
+    assert digest in p.summary
+    assert pickle.loads(pickle.dumps(p)).bundle_sha256 == digest
+    other = "0" * 64
+    with pytest.raises(BundleError, match=f"SHA-256 {digest}, not the pinned {other}"):
+        load_model(tiny_bundle, device="cpu", sha256=other)
+    for bad in (digest[:11], "z" * 64, digest + "0"):
+        with pytest.raises(UserInputError, match=r"not a hex digest.*at least 12"):
+            load_model(tiny_bundle, device="cpu", sha256=bad)
+
+
+def test_sessions_load_the_bytes_whose_hash_was_checked(tiny_bundle: Path, tmp_path) -> None:
+    """Swapping a model file after the bundle was verified is caught when the session opens."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    p = load_model(copy, device="cpu", precision="fp32")
+    fold_0, fold_1 = (copy / onnx_relpath("uts_mpa", k, "fp32") for k in (0, 1))
+    shutil.copyfile(fold_1, fold_0)
+    with pytest.raises(BundleError, match=r"fold_0\.fp32\.onnx does not match its SHA-256"):
+        p._open_sessions(None)
