@@ -132,7 +132,7 @@ class Bundle:
     def read(self, relpath: str) -> bytes:
         """The bytes of a listed file, read once and checked against its SHA-256: hand on these
         bytes (e.g. ``InferenceSession(bundle.read(rel))``), never reopen the path."""
-        return _read_checked(self.path, relpath, self.manifest["files"])
+        return read_checked(self.path, relpath, self.manifest["files"])
 
     def encoder(self) -> TokenEncoder:
         """The bundle's tokenizer (the one the models were trained with), checked at load."""
@@ -153,7 +153,7 @@ def load_bundle(path: str | Path, sha256: str | None = None) -> Bundle:
     manifest_path = root / MANIFEST_FILE
     if not manifest_path.is_file():
         raise BundleError(f"{manifest_path} is missing: {str(root)!r} is not a model bundle")
-    data = _read_nofollow(manifest_path)
+    data = read_nofollow(manifest_path)
     digest = hashlib.sha256(data).hexdigest()
     check_pin(digest, sha256, root)
     manifest = strict_json(data, manifest_path)
@@ -391,7 +391,7 @@ def _check_scalers(bundle: Bundle) -> None:
 
 
 def _training_set(root: Path, files: Mapping[str, Any]) -> TrainingSet:
-    data = _read_checked(root, TRAINING_SET_FILE, files)
+    data = read_checked(root, TRAINING_SET_FILE, files)
     try:
         return TrainingSet.from_json(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -404,7 +404,7 @@ def _encoder(root: Path, manifest: Mapping[str, Any], use_features: bool) -> Tok
     """The tokenizer and feature bins, from the checked bytes of their files."""
     files = manifest["files"]
     rel = f"{TOKENIZER_DIR}/{TOKENIZER_FILE}"
-    data = _read_checked(root, rel, files)
+    data = read_checked(root, rel, files)
     try:
         tokenizer = Tokenizer.from_str(data.decode("utf-8"))
     except Exception as exc:  # tokenizers raises a bare Exception ("Model missing", ...)
@@ -425,7 +425,7 @@ def _feature_bins(root: Path, files: Mapping[str, Any]) -> FeatureBins:
     """``feature_bins.json``: this version's features, each with N-1 finite ascending edges."""
     rel = f"{TOKENIZER_DIR}/{BINS_FILE}"
     path = root / rel
-    data = strict_json(_read_checked(root, rel, files), path)
+    data = strict_json(read_checked(root, rel, files), path)
     edges = data.get("edges") if isinstance(data, dict) else None
     ok = (
         isinstance(edges, dict)
@@ -450,7 +450,7 @@ def _ascending(values: Any, n: int) -> bool:
     return numbers and all(map(math.isfinite, values)) and values == sorted(values)
 
 
-def _read_nofollow(path: Path) -> bytes:
+def read_nofollow(path: Path) -> bytes:
     """The bytes of ``path``, refusing a symlink (``O_NOFOLLOW``: no swap after the check)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -465,13 +465,13 @@ def _read_nofollow(path: Path) -> bytes:
         return f.read()
 
 
-def _read_checked(root: Path, rel: str, files: Mapping[str, Any]) -> bytes:
+def read_checked(root: Path, rel: str, files: Mapping[str, Any]) -> bytes:
     """Read a listed file once and check the SHA-256 of the bytes read."""
     entry = files.get(rel)
     if not isinstance(entry, Mapping):
         raise BundleError(f"{MANIFEST_FILE} does not list {rel!r}, which a bundle needs")
     path = root / _safe_relpath(rel, root)
-    data = _read_nofollow(path)
+    data = read_nofollow(path)
     if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
         raise BundleError(
             f"bundle file {path} does not match its SHA-256 in {MANIFEST_FILE}: altered"

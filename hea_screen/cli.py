@@ -23,11 +23,13 @@ from pathlib import Path
 
 import polars as pl
 
+from hea_screen.conditions import TASKS_BY_NAME, Processing, TestType
 from hea_screen.engine import (
     DEFAULT_BATCH,
     LARGE_SPACE,
     ModelRef,
     check_inputs,
+    check_ranking,
     estimate,
     guard_size,
     inspect_model,
@@ -45,6 +47,7 @@ from hea_screen.spec import (
     build_space,
     load_spec,
     parse_bounds,
+    parse_condition,
     parse_elements,
     parse_weights,
 )
@@ -172,12 +175,34 @@ def screen_parser() -> argparse.ArgumentParser:
     fam.add_argument("--non-equimolar-only", action="store_true")
     s.add_argument("--sample", type=_positive_int, metavar="N", help="screen a random sample")
     s.add_argument("--seed", type=int, metavar="N", help="seed of --sample (default 0)")
+    c = p.add_argument_group(
+        "condition (what the predicted values mean; a spec's condition: section)"
+    )
+    c.add_argument(
+        "--test",
+        choices=[t.value for t in TestType],
+        help="test type of the predicted strength and ductility (default tension)",
+    )
+    c.add_argument(
+        "--temperature", metavar="C", help="test temperature in °C (default 25)"
+    )
+    c.add_argument(
+        "--processing",
+        metavar="ROUTE",
+        help=f"processing route: {', '.join(r.value.lower() for r in Processing)} (default cast)",
+    )
     r = p.add_argument_group("ranking")
-    r.add_argument("--objective", choices=OBJECTIVES, help="default: weighted")
+    r.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        help="uts, ys, elongation (fracture strain in compression), hardness (HV), weighted "
+        "(strength and ductility z-scores) or pareto (default weighted)",
+    )
     r.add_argument(
         "--weights",
         metavar="W_UTS,W_EL",
-        help="UTS,elongation weights >= 0, e.g. 0.7,0.3 (default 0.5,0.5)",
+        help="UTS,elongation weights >= 0 of weighted and pareto, e.g. 0.7,0.3 "
+        "(default 0.5,0.5)",
     )
     r.add_argument(
         "--risk", choices=RISKS, help="mean, safe (mean - k*std) or explore (mean + k*std)"
@@ -267,12 +292,18 @@ def spec_from_args(args: argparse.Namespace) -> ScreenSpec:
             "screen", space, Ranking(), sample=args.sample, seed=args.seed or DEFAULTS["seed"]
         )
     r = base.ranking
+    given = r.condition
     ranking = Ranking(
         objective=args.objective or r.objective,
         risk=args.risk or r.risk,
         kappa=r.kappa if args.kappa is None else args.kappa,
         weights=r.weights if args.weights is None else parse_weights(args.weights),
         top=args.top or r.top,
+        condition=parse_condition(
+            args.test or given.test_type,
+            given.temperature_c if args.temperature is None else args.temperature,
+            args.processing or given.processing,
+        ),
     )
     return replace(
         base,
@@ -303,33 +334,33 @@ def _describe_space(spec: ScreenSpec) -> str:
     return "\n".join(lines)
 
 
-def _display(table: pl.DataFrame, rows: int) -> pl.DataFrame:
-    return table.head(rows).select(
+def _display(table: pl.DataFrame, rows: int, ranking: Ranking) -> pl.DataFrame:
+    """The printed table: score, each ranked task as mean ± std and the nearest measured
+    alloy of that task's own training data."""
+    columns = [
         "rank",
         "composition",
         pl.col("score").round(4),
         "pareto",
-        pl.format("{} ± {}", pl.col("uts_mpa_mean").round(0), pl.col("uts_mpa_std").round(0)).alias(
-            "UTS MPa"
-        ),
-        pl.format(
-            "{} ± {}",
-            pl.col("elongation_pct_mean").round(1),
-            pl.col("elongation_pct_std").round(1),
-        ).alias("elong. %"),
-        pl.format(
-            "{}: {} (d {})",
-            pl.col("uts_mpa_nearest_composition"),
-            pl.col("uts_mpa_nearest_measured").round(0),
-            pl.col("uts_mpa_nearest_distance").round(2),
-        ).alias("nearest UTS datum (MPa, L1 distance)"),
-        pl.format(
-            "{}: {} (d {})",
-            pl.col("elongation_pct_nearest_composition"),
-            pl.col("elongation_pct_nearest_measured").round(1),
-            pl.col("elongation_pct_nearest_distance").round(2),
-        ).alias("nearest elong. datum (%, L1 distance)"),
-    )
+    ]
+    for name in ranking.tasks:
+        task = TASKS_BY_NAME[name]
+        digits = 1 if task.unit == "%" else 0
+        columns.append(
+            pl.format(
+                "{} ± {}", pl.col(f"{name}_mean").round(digits), pl.col(f"{name}_std").round(digits)
+            ).alias(f"{name} ({task.unit})")
+        )
+    for name in ranking.tasks:
+        columns.append(
+            pl.format(
+                "{}: {} (d {})",
+                pl.col(f"{name}_nearest_composition"),
+                pl.col(f"{name}_nearest_measured").round(1),
+                pl.col(f"{name}_nearest_distance").round(2),
+            ).alias(f"nearest {name} datum")
+        )
+    return table.head(rows).select(columns)
 
 
 #: Options whose value may start with "-" (argparse would take ``-1,2`` for an option).
@@ -359,8 +390,12 @@ def run_screen(argv: Sequence[str]) -> int:
     candidates = spec.candidates()
     info = inspect_model(args.model, args.model_sha256)
     check_inputs(candidates, info)
+    check_ranking(spec.ranking, info)
     model = replace(_model_ref(args), sha256=info.sha256)
-    header = f"model: {info.path} (sha256 {info.sha256})"
+    header = (
+        f"condition: {spec.ranking.condition}; ranking {spec.ranking.objective} on "
+        f"{', '.join(spec.ranking.tasks)}\nmodel: {info.path} (sha256 {info.sha256})"
+    )
     if args.dry_run:
         print(_describe_space(spec))
         print(header)
@@ -415,7 +450,7 @@ def run_screen(argv: Sequence[str]) -> int:
             tbl_hide_dataframe_shape=True,
             tbl_hide_column_data_types=True,
         ):
-            print(_display(outcome.table, args.show))
+            print(_display(outcome.table, args.show, spec.ranking))
     rate = outcome.merged.candidates / max(outcome.wall_seconds, 1e-9)
     shown = min(args.show, outcome.table.height)
     print(

@@ -45,14 +45,17 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from hea_screen.bundle import Bundle, default_bundle_path, load_bundle
+from hea_screen.applicability import TrainingSet
+from hea_screen.conditions import PHASE, PHASES
 from hea_screen.elements import check_elements, mixing_matrix
 from hea_screen.errors import BundleError, ElementDataError, SpaceError, UserInputError
 from hea_screen.features import featurize
 from hea_screen.lab import lab_columns
-from hea_screen.predictor import Predictor, load_model
-from hea_screen.ranking import TARGETS, Partial, Ranking, Reference, final_ranking, score
+from hea_screen.predictor import bundle_format, bundle_root, load_model
+from hea_screen.ranking import Partial, Ranking, Reference, final_ranking, score
 from hea_screen.space import Candidates, SampledSpace
+from hea_screen.task_bundle import Coverage, load_task_bundle
+from hea_screen.task_predictor import TaskPredictor, phase_column
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -65,31 +68,32 @@ LARGE_SPACE = 1_000_000
 #: Default rows per model call; partition edges are multiples of it.
 DEFAULT_BATCH = 512
 
-#: Column order of the ranked table (lab-facing columns after the predictions).
-RESULT_COLUMNS: tuple[str, ...] = (
-    "rank",
-    "composition",
-    "score",
-    "pareto",
-    "uts_mpa_mean",
-    "uts_mpa_std",
-    "elongation_pct_mean",
-    "elongation_pct_std",
-    "uts_mpa_adj",
-    "elongation_pct_adj",
-    "n_elements",
-    "at_pct",
-    "wt_pct",
-    "weigh_out_g",
-    "uts_mpa_nearest_composition",
-    "uts_mpa_nearest_distance",
-    "uts_mpa_nearest_measured",
-    "elongation_pct_nearest_composition",
-    "elongation_pct_nearest_distance",
-    "elongation_pct_nearest_measured",
-    "unseen_elements",
-    "model_sha256",
-)
+#: Columns of the ranked table after ``rank, composition, score, pareto`` and the predicted
+#: tasks (:func:`result_columns`).
+LAB_COLUMNS: tuple[str, ...] = ("n_elements", "at_pct", "wt_pct", "weigh_out_g")
+CONDITION_COLUMNS: tuple[str, ...] = ("test_type", "temperature_c", "processing")
+
+
+def result_columns(ranking: Ranking) -> tuple[str, ...]:
+    """Column order of the ranked table: rank and score, each ranked task's prediction
+    (mean, std, calibrated interval, risk-adjusted value), phase probabilities, lab columns,
+    the condition, per-task nearest training data, flags and the model's identity."""
+    tasks = ranking.tasks
+    return (
+        "rank",
+        "composition",
+        "score",
+        "pareto",
+        *(f"{t}_{s}" for t in tasks for s in ("mean", "std", "lo", "hi", "adj")),
+        *(phase_column(p) for p in PHASES),
+        *LAB_COLUMNS,
+        *CONDITION_COLUMNS,
+        *(f"{t}_{s}" for t in tasks for s in ("nearest_composition", "nearest_distance",
+                                              "nearest_measured")),
+        "unseen_elements",
+        "extrapolated_tasks",
+        "model_sha256",
+    )
 
 
 @dataclass(frozen=True)
@@ -106,12 +110,12 @@ class ModelRef:
     sha256: str | None = None
 
 
-_MODELS: dict[ModelRef, Predictor] = {}
+_MODELS: dict[ModelRef, TaskPredictor] = {}
 _LOADS: dict[ModelRef, int] = {}
 _LOCK = threading.Lock()
 
 
-def predictor_for(ref: ModelRef) -> Predictor:
+def predictor_for(ref: ModelRef) -> TaskPredictor:
     """This process's predictor for ``ref``, loading it on first use only."""
     with _LOCK:
         if ref not in _MODELS:
@@ -130,67 +134,69 @@ def model_loads() -> dict[str, int]:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the driver reads from a bundle (no sessions): identity, scales, vocabulary."""
+    """What the driver reads from a condition-aware bundle (no sessions): identity, the
+    tasks it predicts with the conditions their data cover, and score scales."""
 
     path: Path
     sha256: str
     reference: Reference
-    vocabulary: frozenset[str]
-    max_tokens: int
-    use_features: bool
+    tasks: tuple[str, ...]
+    coverage: dict[str, Coverage]
 
-    def tokens_per_alloy(self, k: int) -> int:
-        """Token length of a ``k``-element alloy: ``2k + 2``, plus 15 with features."""
-        return 2 * k + 2 + (15 if self.use_features else 0)
+    def predicted(self, ranking: Ranking) -> tuple[str, ...]:
+        """Tasks a screen predicts: the ranking's, plus phase where the bundle has it."""
+        return ranking.tasks + ((PHASE.name,) if PHASE.name in self.tasks else ())
 
 
 def inspect_model(path: str | Path | None, sha256: str | None = None) -> ModelInfo:
     """Verify a bundle (pinned to ``sha256`` when given) and read what ranking and input
-    checks need."""
-    if path is None:
-        root = default_bundle_path()
-        if not root.is_dir():
-            raise BundleError(
-                f"no shipped default model at {root}: this install has none yet; "
-                "pass --model BUNDLE (a directory written by hea-export)"
-            )
-    else:
-        root = Path(path)
-    bundle: Bundle = load_bundle(root, sha256)
-    names = [t.name for t in bundle.targets]
-    missing = [t for t in TARGETS if t not in names]
-    if missing:
+    checks need. Screening needs a condition-aware (format 2) bundle."""
+    root = bundle_root(path)
+    version = bundle_format(root)
+    if version == 1:
         raise BundleError(
-            f"model bundle {root} predicts {', '.join(names)}; screening needs "
-            f"{', '.join(TARGETS)} (missing {', '.join(missing)})"
+            f"model bundle {root} predicts the paper's pooled targets (uts_mpa, "
+            "elongation_pct, tension and compression mixed); screening needs a "
+            "condition-aware bundle: hea-export --conditions RUN (docs/inference.md)"
         )
+    bundle = load_task_bundle(root, sha256)
+    training = TrainingSet.from_json(bundle.training_set_text())
     mean, std = {}, {}
-    for t in bundle.targets:
-        mean[t.name] = sum(f.scaler_mean for f in t.folds) / len(t.folds)
-        std[t.name] = sum(f.scaler_std for f in t.folds) / len(t.folds)
+    for name, ts in training.targets.items():
+        mean[name] = float(np.mean(ts.values))
+        std[name] = float(np.std(ts.values)) or 1.0
     return ModelInfo(
         root,
         bundle.sha256,
         Reference(mean, std),
-        frozenset(bundle.encoder().tokenizer.get_vocab()),
-        bundle.max_length,
-        bundle.use_features,
+        tuple(t.task.name for t in bundle.tasks),
+        {t.task.name: t.coverage for t in bundle.tasks},
     )
 
 
+def check_ranking(ranking: Ranking, model: ModelInfo) -> None:
+    """Refuse, before any work, a ranking on tasks the bundle lacks or at a condition their
+    training data do not cover (a silent extrapolation)."""
+    missing = [t for t in ranking.tasks if t not in model.tasks]
+    if missing:
+        raise BundleError(
+            f"model bundle {model.path} has no model for {', '.join(missing)}; it predicts "
+            f"{', '.join(model.tasks)}"
+        )
+    for name in ranking.tasks:
+        gaps = model.coverage[name].gaps(ranking.condition)
+        if gaps:
+            raise UserInputError(
+                f"{name} at {ranking.condition}: {'; '.join(gaps)} in the model's training "
+                "data; the model would extrapolate. Choose a covered --temperature/--processing "
+                "(see the bundle's README)"
+            )
+
+
 def check_inputs(candidates: Candidates, model: ModelInfo) -> None:
-    """Reject, before any work, elements without property data or outside the model's
-    vocabulary, element pairs without a mixing enthalpy, and alloys too long for the model."""
+    """Reject, before any work, elements without property data and element pairs without a
+    mixing enthalpy (the features of such alloys cannot be computed)."""
     check_elements(candidates.elements)
-    outside = [el for el in candidates.elements if el not in model.vocabulary]
-    if outside:
-        known = sorted(
-            t for t in model.vocabulary if t[:1].isupper() and t.isalpha() and len(t) <= 2
-        )
-        raise ElementDataError(
-            f"element {', '.join(outside)} is outside the model's vocabulary "
-            f"({model.path}): it knows {', '.join(known)}"
-        )
     dh = mixing_matrix(candidates.elements)
     unknown = [
         f"{a}-{b}"
@@ -202,16 +208,6 @@ def check_inputs(candidates: Candidates, model: ModelInfo) -> None:
         raise ElementDataError(
             f"no mixing enthalpy for {', '.join(unknown)} in Takeuchi & Inoue (2005), so h_mix "
             "cannot be computed: drop one element of each pair from the palette"
-        )
-    space = candidates.space if isinstance(candidates, SampledSpace) else candidates
-    longest = max(s.k for s in space.segments) if space.segments else 0
-    if model.tokens_per_alloy(longest) > model.max_tokens:
-        fits = max(
-            k for k in range(1, longest + 1) if model.tokens_per_alloy(k) <= model.max_tokens
-        )
-        raise SpaceError(
-            f"{longest}-element alloys are too long for the model ({model.max_tokens} tokens); "
-            f"use --max-elements {fits} or less"
         )
 
 
@@ -260,6 +256,7 @@ def screen_partition(
 ) -> Partial:
     """Enumerate, featurize, predict and score candidates ``lo..hi``; keep top-k and front."""
     predictor = predictor_for(model)
+    tasks = ranking.tasks + ((PHASE.name,) if PHASE.name in predictor.tasks else ())
     seconds = {"enumerate": 0.0, "featurize": 0.0, "predict": 0.0, "rank": 0.0}
     kept: Partial | None = None
     for start in range(lo, hi, model.batch_size):
@@ -268,7 +265,7 @@ def screen_partition(
         t1 = time.perf_counter()
         features = featurize(table)
         t2 = time.perf_counter()
-        predicted = predictor.predict(table, features)
+        predicted = predictor.predict(table, ranking.condition, tasks, features)
         t3 = time.perf_counter()
         part = Partial.of(score(predicted, ranking, reference), ranking.top, len(table))
         kept = part if kept is None else kept.merge(part, ranking.top)
@@ -476,12 +473,16 @@ def pinned(model: ModelRef) -> ModelRef:
 def result_table(
     merged: Partial, ranking: Ranking, ingot_mass_g: float, model_sha256: str | None = None
 ) -> pl.DataFrame:
-    """Ranked rows with lab columns, in :data:`RESULT_COLUMNS` order (then any others);
-    ``model_sha256`` (the bundle's identity) fills the ``model_sha256`` column."""
+    """Ranked rows with lab columns and the condition, in :func:`result_columns` order (then
+    any others); ``model_sha256`` (the bundle's identity) fills the ``model_sha256`` column."""
     table = lab_columns(final_ranking(merged, ranking), ingot_mass_g)
+    condition = ranking.condition.describe()
+    table = table.with_columns(
+        *(pl.lit(condition[c]).alias(c) for c in CONDITION_COLUMNS),
+    )
     if model_sha256 is not None:
         table = table.with_columns(pl.lit(model_sha256, dtype=pl.Utf8).alias("model_sha256"))
-    first = [c for c in RESULT_COLUMNS if c in table.columns]
+    first = [c for c in result_columns(ranking) if c in table.columns]
     return table.select(*first, pl.exclude(first))
 
 

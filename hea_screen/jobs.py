@@ -40,6 +40,7 @@ from hea_screen.datasets import sha256_file
 from hea_screen.engine import (
     ModelRef,
     check_inputs,
+    check_ranking,
     guard_size,
     inspect_model,
     plan_partitions,
@@ -280,6 +281,7 @@ def run_batch(
     candidates = spec.candidates()
     spec.space.check_nonempty()
     check_inputs(candidates, info)
+    check_ranking(spec.ranking, info)
     if spec.sample is None:
         spec.space.check_indexable()
     guard_size(candidates, confirmed)

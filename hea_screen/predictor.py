@@ -35,6 +35,7 @@ Dask workers receive it cheaply and reopen the sessions on arrival, from the sam
 from __future__ import annotations
 
 import glob
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,11 +45,12 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 
-from hea_screen.bundle import Bundle, default_bundle_path, load_bundle
+from hea_screen.bundle import MANIFEST_FILE, Bundle, default_bundle_path, load_bundle
 from hea_screen.composition import Composition
 from hea_screen.errors import BundleError, UserInputError
 from hea_screen.features import FEATURE_NAMES, featurize
 from hea_screen.table import CompositionTable, to_table
+from hea_screen.task_bundle import FORMAT_VERSION as TASK_FORMAT
 from hea_screen.tokens import Encoded
 
 log = logging.getLogger(__name__)
@@ -84,8 +86,42 @@ def load_model(
     ``manifest.json`` (64 hex digits, or a prefix of at least 12), any other is refused.
     Raises :class:`BundleError` for a missing, altered, incomplete or other than pinned bundle
     and :class:`UserInputError` for an option that cannot be honoured.
+
+    A condition-aware bundle (manifest format 2, the shipped kind) opens as a
+    :class:`~hea_screen.task_predictor.TaskPredictor` (tabular members on the CPU provider;
+    ``predict(compositions, condition, tasks)``); a format-1 bundle (the paper's pooled
+    targets, BERT folds) as a :class:`Predictor`.
     """
-    return Predictor(path, device, precision, batch_size, threads, io_binding, sha256)
+    root = bundle_root(path)
+    if bundle_format(root) == TASK_FORMAT:
+        from hea_screen.task_predictor import TaskPredictor
+
+        return TaskPredictor(root, threads, sha256)
+    return Predictor(root, device, precision, batch_size, threads, io_binding, sha256)
+
+
+def bundle_root(path: str | Path | None) -> Path:
+    """``path``, or the shipped default bundle when ``None`` (which must exist)."""
+    if path is not None:
+        return Path(path)
+    default = default_bundle_path()
+    if not default.is_dir():
+        raise BundleError(
+            f"no shipped default model bundle at {default}: this install has none yet; "
+            "pass a bundle path written by hea-export (see docs/inference.md)"
+        )
+    return default
+
+
+def bundle_format(root: Path) -> object:
+    """The ``format_version`` a bundle's manifest declares (``None`` if unreadable: the full
+    check of the loader then says what is wrong)."""
+    try:
+        return json.loads((root / MANIFEST_FILE).read_text(encoding="utf-8")).get(
+            "format_version"
+        )
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
 
 
 def cuda_usable() -> bool:
@@ -324,16 +360,7 @@ def _checked_features(table: CompositionTable, features: pl.DataFrame) -> pl.Dat
 
 
 def _open_bundle(path: str | Path | None, sha256: str | None) -> Bundle:
-    if path is not None:
-        return load_bundle(path, sha256)
-    default = default_bundle_path()
-    if not default.is_dir():
-        raise BundleError(
-            f"no shipped default model bundle at {default}: this install has none yet; "
-            "pass a bundle "
-            "path written by hea-export (see docs/inference.md)"
-        )
-    return load_bundle(default, sha256)
+    return load_bundle(bundle_root(path), sha256)
 
 
 def _check_choice(what: str, value: object, accepted: tuple[str, ...]) -> None:

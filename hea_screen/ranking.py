@@ -1,7 +1,14 @@
 """Scores, top-k and Pareto fronts of predicted candidates, mergeable across partitions.
 
-Risk attitude turns each target's fold-ensemble prediction into the value ranked on
-(``<target>_adj``, in the target's units):
+A ranking ranks on tasks of :mod:`hea_screen.conditions` at one stated
+:class:`~hea_screen.conditions.Condition` (test type, test temperature, processing; default
+tension, 25 °C, as-cast): ``uts`` at a tension condition means the task ``uts_tension_mpa``,
+never a compressive strength. The *strength* task is UTS at the condition's test type (YS
+for ``ys``, Vickers hardness for ``hardness``); the *ductility* task is elongation
+(tension) or fracture strain (compression) at that test type.
+
+Risk attitude turns each task's fold-ensemble prediction into the value ranked on
+(``<task>_adj``, in the task's unit):
 
 - ``mean``: the ensemble mean;
 - ``safe``: ``mean − kappa · std`` (a pessimistic, lower-confidence pick);
@@ -9,13 +16,13 @@ Risk attitude turns each target's fold-ensemble prediction into the value ranked
 
 Objectives (the ``score`` column, larger is better):
 
-- ``uts``: risk-adjusted UTS in MPa; ``elongation``: risk-adjusted elongation in %;
-- ``weighted``: ``w_uts · z_uts + w_elong · z_elong`` with ``z = (adj − m) / s``, where
-  ``m`` and ``s`` are the training-target mean and standard deviation recorded in the model
-  bundle (dimensionless; fixed per model, so a score never depends on which other
-  candidates are screened);
-- ``pareto``: the candidates no other candidate beats on both risk-adjusted UTS and
-  elongation (the Pareto front), ordered by the weighted score.
+- ``uts``, ``ys``, ``elongation``, ``hardness``: the risk-adjusted task value in its unit;
+- ``weighted``: ``w_strength · z_strength + w_ductility · z_ductility`` with
+  ``z = (adj − m) / s``, where ``m`` and ``s`` are the mean and standard deviation of the
+  task's training values recorded in the model bundle (dimensionless; fixed per model, so
+  a score never depends on which other candidates are screened);
+- ``pareto``: the candidates no other candidate beats on both risk-adjusted strength and
+  ductility (the Pareto front), ordered by the weighted score.
 
 Every candidate set is ordered by ``score`` descending, ties broken by the canonical
 composition text ascending, so the order is total and deterministic. A partition keeps
@@ -33,26 +40,28 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from hea_screen.conditions import Condition, Task, task_for
 from hea_screen.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
-UTS = "uts_mpa"
-ELONGATION = "elongation_pct"
-TARGETS: tuple[str, ...] = (UTS, ELONGATION)
-
-OBJECTIVES: tuple[str, ...] = ("uts", "elongation", "weighted", "pareto")
+OBJECTIVES: tuple[str, ...] = ("uts", "ys", "elongation", "hardness", "weighted", "pareto")
 RISKS: tuple[str, ...] = ("mean", "safe", "explore")
 
-#: Columns a scored frame carries besides the predictor's.
-ADJ = {target: f"{target}_adj" for target in TARGETS}
+#: Internal columns holding the front's axes (risk-adjusted strength and ductility).
+FRONT_X, FRONT_Y = "_front_strength", "_front_ductility"
+
+
+def adj(task: str) -> str:
+    """Column of a task's risk-adjusted value: ``uts_tension_mpa_adj``."""
+    return f"{task}_adj"
 
 
 @dataclass(frozen=True)
 class Ranking:
-    """How candidates are ranked: objective, weights, risk attitude, kappa and top-k.
+    """How candidates are ranked: objective, weights, risk attitude, kappa, top-k, condition.
 
-    ``weights`` are ``(w_uts, w_elongation)`` for the weighted score (used by ``weighted``
+    ``weights`` are ``(w_strength, w_ductility)`` for the weighted score (used by ``weighted``
     and to order the ``pareto`` front); ``kappa`` is the number of fold standard deviations
     subtracted (``safe``) or added (``explore``).
     """
@@ -62,6 +71,7 @@ class Ranking:
     kappa: float = 1.0
     weights: tuple[float, float] = (0.5, 0.5)
     top: int = 100
+    condition: Condition = field(default_factory=Condition)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -75,10 +85,31 @@ class Ranking:
         w = self.weights
         if len(w) != 2 or not all(np.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
             raise UserInputError(
-                f"weights {w!r}: need two numbers >= 0 (UTS, elongation), not both zero"
+                f"weights {w!r}: need two numbers >= 0 (strength, ductility), not both zero"
             )
         if isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 1:
             raise UserInputError(f"top {self.top!r}: need a whole number >= 1")
+        if not isinstance(self.condition, Condition):
+            raise UserInputError(f"condition {self.condition!r}: need a Condition")
+
+    @property
+    def strength(self) -> Task:
+        """The strength task: UTS at the test type (YS for ``ys``, HV for ``hardness``)."""
+        prop = self.objective if self.objective in ("ys", "hardness") else "uts"
+        return task_for(prop, self.condition.test_type)
+
+    @property
+    def ductility(self) -> Task:
+        """Elongation (tension) or fracture strain (compression) at the test type."""
+        return task_for("elongation", self.condition.test_type)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Tasks the ranking reads: strength and ductility (and UTS beside YS or HV)."""
+        names = [self.strength.name, self.ductility.name]
+        if self.objective in ("ys", "hardness"):
+            names.append(task_for("uts", self.condition.test_type).name)
+        return tuple(dict.fromkeys(names))
 
     def describe(self) -> dict[str, object]:
         """JSON-ready description (part of a batch job's identity)."""
@@ -88,38 +119,42 @@ class Ranking:
             "kappa": self.kappa,
             "weights": list(self.weights),
             "top": self.top,
+            "condition": self.condition.describe(),
+            "strength": self.strength.name,
+            "ductility": self.ductility.name,
         }
 
 
 @dataclass(frozen=True)
 class Reference:
-    """Per-target scale for the weighted score: training mean and std, in target units."""
+    """Per-task scale for the weighted score: training mean and std, in task units."""
 
     mean: Mapping[str, float]
     std: Mapping[str, float]
 
 
 def score(predictions: pl.DataFrame, ranking: Ranking, reference: Reference) -> pl.DataFrame:
-    """Add ``<target>_adj`` (risk-adjusted, target units) and ``score`` columns."""
+    """Add ``<task>_adj`` (risk-adjusted, task units), ``score`` and the front's axes."""
     sign = {"mean": 0.0, "safe": -1.0, "explore": 1.0}[ranking.risk] * ranking.kappa
-    adj = [
-        (pl.col(f"{t}_mean") + sign * pl.col(f"{t}_std")).fill_nan(None).alias(ADJ[t])
-        for t in TARGETS
+    adjusted = [
+        (pl.col(f"{t}_mean") + sign * pl.col(f"{t}_std")).fill_nan(None).alias(adj(t))
+        for t in ranking.tasks
     ]
-    if ranking.objective == "uts":
-        expr = pl.col(ADJ[UTS])
+    strength, ductility = ranking.strength.name, ranking.ductility.name
+    if ranking.objective in ("uts", "ys", "hardness"):
+        expr = pl.col(adj(strength))
     elif ranking.objective == "elongation":
-        expr = pl.col(ADJ[ELONGATION])
+        expr = pl.col(adj(ductility))
     else:
-        w = dict(zip(TARGETS, ranking.weights))
+        pairs = zip((strength, ductility), ranking.weights)
         expr = pl.sum_horizontal(
-            [
-                w[t] * (pl.col(ADJ[t]) - reference.mean[t]) / reference.std[t]
-                for t in TARGETS
-                if w[t]
-            ]
+            [w * (pl.col(adj(t)) - reference.mean[t]) / reference.std[t] for t, w in pairs if w]
         )
-    return predictions.with_columns(adj).with_columns(expr.alias("score"))
+    return predictions.with_columns(adjusted).with_columns(
+        expr.alias("score"),
+        pl.col(adj(strength)).alias(FRONT_X),
+        pl.col(adj(ductility)).alias(FRONT_Y),
+    )
 
 
 def order(frame: pl.DataFrame) -> pl.DataFrame:
@@ -133,17 +168,17 @@ def top_k(frame: pl.DataFrame, k: int) -> pl.DataFrame:
 
 
 def pareto_front(frame: pl.DataFrame) -> pl.DataFrame:
-    """Rows not dominated on (``uts_mpa_adj``, ``elongation_pct_adj``), in rank order.
+    """Rows not dominated on (risk-adjusted strength, ductility), in rank order.
 
     Row ``q`` dominates ``p`` when it is at least as good on both and better on one; rows
     with equal values do not dominate each other, so both stay. Rows with a missing value
     are never on the front.
     """
-    valid = frame.drop_nulls([ADJ[UTS], ADJ[ELONGATION]])
+    valid = frame.drop_nulls([FRONT_X, FRONT_Y])
     if valid.height == 0:
         return order(valid)
-    x = valid[ADJ[UTS]].to_numpy()
-    y = valid[ADJ[ELONGATION]].to_numpy()
+    x = valid[FRONT_X].to_numpy()
+    y = valid[FRONT_Y].to_numpy()
     idx = np.lexsort((-y, -x))  # x descending, then y descending
     xs, ys = x[idx], y[idx]
     new_group = np.r_[True, xs[1:] != xs[:-1]]
@@ -224,5 +259,5 @@ def final_ranking(merged: Partial, ranking: Ranking) -> pl.DataFrame:
         "composition",
         "score",
         "pareto",
-        pl.exclude("rank", "composition", "score", "pareto"),
+        pl.exclude("rank", "composition", "score", "pareto", FRONT_X, FRONT_Y),
     )

@@ -16,9 +16,14 @@ A spec file (``candidates/*.yaml``) reads::
       families: [equimolar, non_equimolar]         # either or both
       sample: 100000                               # optional: stratified random sample
       seed: 0
+    condition:                                     # what the predicted values mean
+      test: tension                                # tension | compression
+      temperature: 25                              # test temperature, °C
+      processing: cast                             # cast | wrought | anneal | powder | other
     ranking:
-      objective: weighted                          # uts | elongation | weighted | pareto
-      weights: {uts: 0.5, elongation: 0.5}
+      objective: weighted                          # uts | ys | elongation | hardness |
+                                                   # weighted | pareto
+      weights: {uts: 0.5, elongation: 0.5}         # strength (UTS), ductility
       risk: safe                                   # mean | safe | explore
       kappa: 1.0
       top: 200
@@ -46,6 +51,7 @@ from typing import Any
 
 import yaml
 
+from hea_screen.conditions import Condition
 from hea_screen.errors import SpaceError, UserInputError
 from hea_screen.lab import DEFAULT_INGOT_MASS_G
 from hea_screen.ranking import Ranking
@@ -75,7 +81,7 @@ MAX_EXPONENT = 30
 _NUMBER = re.compile(r"[+-]?(?:\d+/\d+|(?:\d+\.?\d*|\.\d+)(?:[eE](?P<exp>[+-]?\d+))?)")
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
-    "": ("name", "description", "space", "ranking", "run"),
+    "": ("name", "description", "space", "condition", "ranking", "run"),
     "space": (
         "elements",
         "require",
@@ -89,6 +95,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
         "sample",
         "seed",
     ),
+    "condition": ("test", "temperature", "processing"),
     "ranking": ("objective", "weights", "risk", "kappa", "top"),
     "run": ("partition_size", "ingot_mass_g"),
 }
@@ -226,6 +233,21 @@ def parse_weights(value: str | Mapping[str, object] | Sequence[object]) -> tuple
     return w[0], w[1]
 
 
+def parse_condition(
+    test: object = None, temperature: object = None, processing: object = None
+) -> Condition:
+    """A :class:`Condition` from user values; ``None`` takes the default (tension, 25 °C,
+    cast). The temperature is read defensively (at most 40 characters, finite, in °C)."""
+    default = Condition()
+    if isinstance(temperature, str) and len(temperature) > MAX_NUMBER_CHARS:
+        raise UserInputError(f"temperature {temperature[:MAX_NUMBER_CHARS]!r}...: too long")
+    return Condition.of(
+        default.test_type if test is None else test,
+        default.temperature_c if temperature is None else temperature,
+        default.processing if processing is None else processing,
+    )
+
+
 def parse_families(value: Iterable[str]) -> tuple[bool, bool]:
     """``["equimolar", "non_equimolar"]`` (either or both) -> (equimolar, non_equimolar)."""
     if not isinstance(value, (str, list, tuple)):
@@ -352,6 +374,7 @@ def spec_from_dict(data: object, default_name: str = "screen") -> ScreenSpec:
     top = _section(data, "")
     space = _section(top.get("space"), "space")
     ranking = _section(top.get("ranking", {}), "ranking")
+    condition = _section(top.get("condition", {}), "condition")
     run = _section(top.get("run", {}), "run")
     if "elements" not in space:
         raise SpaceError("space.elements is missing: list the palette, e.g. [Co, Cr, Fe, Ni]")
@@ -386,6 +409,9 @@ def spec_from_dict(data: object, default_name: str = "screen") -> ScreenSpec:
         kappa=_float(ranking, "kappa", "ranking", DEFAULTS["kappa"]),
         weights=parse_weights(weights),
         top=ranking.get("top", DEFAULTS["top"]),
+        condition=parse_condition(
+            condition.get("test"), condition.get("temperature"), condition.get("processing")
+        ),
     )
     name = top.get("name", default_name)
     if not isinstance(name, str) or not name.strip():

@@ -22,16 +22,23 @@ every manifest value it uses before anything runs; nothing in a bundle is execut
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hea_screen.bundle import MANIFEST_FILE, TRAINING_SET_FILE, verify_files
+from hea_screen.bundle import (
+    MANIFEST_FILE,
+    TRAINING_SET_FILE,
+    check_pin,
+    read_checked,
+    read_nofollow,
+    strict_json,
+    verify_files,
+)
 from hea_screen.conditions import PHASE, PHASES, Condition, Processing, Task, task
-from hea_screen.datasets import sha256_file
 from hea_screen.design import DESIGN_COLUMNS
 from hea_screen.errors import BundleError
 
@@ -105,26 +112,28 @@ class TaskBundle:
             f"{', '.join(t.task.name for t in self.tasks)}"
         )
 
+    def read(self, relpath: str) -> bytes:
+        """The bytes of a listed file, read once and checked against the manifest's SHA-256
+        (what is checked is what is used: no swap between check and load)."""
+        return read_checked(self.path, relpath, self.manifest["files"])
+
     def training_set_text(self) -> str:
-        return (self.path / TRAINING_SET_FILE).read_text(encoding="utf-8")
+        return self.read(TRAINING_SET_FILE).decode("utf-8")
 
 
-def _reject_constant(value: str) -> float:
-    raise BundleError(f"{MANIFEST_FILE} holds {value}: every number must be finite")
-
-
-def read_manifest(root: Path) -> dict[str, Any]:
-    """The parsed manifest (no NaN or infinite numbers) of a bundle directory."""
+def read_manifest(root: Path, sha256: str | None = None) -> tuple[dict[str, Any], str]:
+    """The parsed manifest of a bundle directory (no NaN, infinity or repeated key; no
+    symlink) and its SHA-256, refused unless it matches ``sha256`` when that is given."""
     path = root / MANIFEST_FILE
     if not path.is_file():
         raise BundleError(f"{path} is missing: {str(root)!r} is not a model bundle")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path} is not valid JSON ({exc})") from None
+    data = read_nofollow(path)
+    digest = hashlib.sha256(data).hexdigest()
+    check_pin(digest, sha256, root)
+    manifest = strict_json(data, path)
     if not isinstance(manifest, dict):
         raise BundleError(f"{path} must hold a JSON object")
-    return manifest
+    return manifest, digest
 
 
 def _get(mapping: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -184,12 +193,13 @@ def _task_model(name: str, info: Any, used: set[str]) -> TaskModel:
     )
 
 
-def load_task_bundle(path: str | Path) -> TaskBundle:
-    """Read and verify a format-2 bundle; :class:`BundleError` names whatever is wrong."""
+def load_task_bundle(path: str | Path, sha256: str | None = None) -> TaskBundle:
+    """Read and verify a format-2 bundle (pinned to ``sha256``, 64 hex digits or a prefix of
+    at least 12, when given); :class:`BundleError` names whatever is wrong."""
     root = Path(path)
     if not root.is_dir():
         raise BundleError(f"model bundle {str(root)!r} is not a directory")
-    manifest = read_manifest(root)
+    manifest, digest = read_manifest(root, sha256)
     if manifest.get("format_version") != FORMAT_VERSION:
         raise BundleError(
             f"{root / MANIFEST_FILE} has format_version {manifest.get('format_version')!r}; "
@@ -218,4 +228,4 @@ def load_task_bundle(path: str | Path) -> TaskBundle:
     interval = float(_get(manifest, "interval", (int, float), "the manifest"))
     if not 0 < interval < 1:
         raise BundleError(f"{MANIFEST_FILE}: interval {interval} must lie in (0, 1)")
-    return TaskBundle(root, manifest, sha256_file(root / MANIFEST_FILE), tasks, interval)
+    return TaskBundle(root, manifest, digest, tasks, interval)

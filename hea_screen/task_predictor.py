@@ -13,7 +13,9 @@ and for the phase task ``phase_<class>_prob`` (mean class probability over folds
 whose training data do not cover the condition (test temperature outside their range, or a
 processing route never measured) is named in ``extrapolated_tasks``; callers that rank on
 such a task refuse it (:meth:`TaskPredictor.check_condition`). Per-task applicability
-(``<task>_nearest_distance``, ``_nearest_composition``, ``_nearest_measured``) comes from
+(``<task>_nearest_composition``, ``_nearest_distance``, ``_nearest_measured``: the
+nearest alloy of that task's own training data, its L1 distance in atomic fractions and its
+measured value) comes from
 :mod:`hea_screen.applicability`.
 
 A predictor pickles as its bundle path and options, so Dask workers reopen it on arrival.
@@ -47,9 +49,9 @@ def phase_column(phase: str) -> str:
 class TaskPredictor:
     """Fold-ensemble predictions of the tasks of a format-2 bundle."""
 
-    def __init__(self, path: str | Path, threads: int | None = None):
-        self._options: dict[str, Any] = {"path": str(path), "threads": threads}
-        self.bundle: TaskBundle = load_task_bundle(path)
+    def __init__(self, path: str | Path, threads: int | None = None, sha256: str | None = None):
+        self._options: dict[str, Any] = {"path": str(path), "threads": threads, "sha256": sha256}
+        self.bundle: TaskBundle = load_task_bundle(path, sha256)
         self.training_set = TrainingSet.from_json(self.bundle.training_set_text())
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -61,12 +63,17 @@ class TaskPredictor:
         self._sessions = {
             t.task.name: [
                 ort.InferenceSession(
-                    self.bundle.file(rel).read_bytes(), options, providers=["CPUExecutionProvider"]
+                    self.bundle.read(rel), options, providers=["CPUExecutionProvider"]
                 )
                 for rel in t.files
             ]
             for t in self.bundle.tasks
         }
+
+    @property
+    def bundle_sha256(self) -> str:
+        """The bundle's identity: SHA-256 of its ``manifest.json``."""
+        return self.bundle.sha256
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -121,7 +128,7 @@ class TaskPredictor:
                 f"{m.task.name}_{suffix}"
                 for m in chosen
                 if m.task is not PHASE
-                for suffix in ("nearest_composition", "nearest_measured")
+                for suffix in ("nearest_composition", "nearest_distance", "nearest_measured")
             ),
         )
         return pl.concat([frame, applicability], how="horizontal")

@@ -23,10 +23,10 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_ranks_and_writes_every_format(capsys, tiny_bundle, tmp_path):
+def test_ranks_and_writes_every_format(capsys, condition_bundle, tmp_path):
     csv = tmp_path / "ranked.csv"
     code, out, err = cli(
-        capsys, *SMALL, "--model", str(tiny_bundle), "--top", "7", "--out", str(csv)
+        capsys, *SMALL, "--model", str(condition_bundle), "--top", "7", "--out", str(csv)
     )
     assert code == 0, err
     assert "rank" in out and "nearest UTS datum" in out  # the printed table
@@ -37,19 +37,19 @@ def test_ranks_and_writes_every_format(capsys, tiny_bundle, tmp_path):
     assert table["at_pct"][0].count("%") == 0 and table["weigh_out_g"][0].endswith(" g")
     for suffix in (".parquet", ".json"):
         path = tmp_path / f"ranked{suffix}"
-        args = [*SMALL, "--model", str(tiny_bundle), "--top", "7", "--show", "0"]
+        args = [*SMALL, "--model", str(condition_bundle), "--top", "7", "--show", "0"]
         assert main([*args, "--out", str(path)]) == 0
         other = pl.read_parquet(path) if suffix == ".parquet" else pl.read_json(path)
         assert other["composition"].to_list() == table["composition"].to_list()
     capsys.readouterr()
 
 
-def test_options_shape_the_space_and_ranking(capsys, tiny_bundle, tmp_path):
+def test_options_shape_the_space_and_ranking(capsys, condition_bundle, tmp_path):
     out = tmp_path / "r.csv"
     args = [
         *SMALL,
         "--model",
-        str(tiny_bundle),
+        str(condition_bundle),
         "--bounds",
         "Co:0.2-0.4",
         "--min-elements",
@@ -77,15 +77,15 @@ def test_options_shape_the_space_and_ranking(capsys, tiny_bundle, tmp_path):
         table["n_elements"] == 4
     ).all() and table.height == 43  # 4-element grid points: 18 + 15 + 10 for Co 20, 30, 40 %
     assert "Co0.25 Cr0.25 Fe0.25 Ni0.25" not in table["composition"].to_list()
-    safe = table["uts_mpa_mean"] - 2 * table["uts_mpa_std"]
+    safe = table["uts_tension_mpa_mean"] - 2 * table["uts_tension_mpa_std"]
     assert (safe - table["score"]).abs().max() < 1e-9
     assert table["score"].is_sorted(descending=True)
 
 
-def test_dry_run_reports_size_partitions_and_time(capsys, tiny_bundle, tmp_path):
+def test_dry_run_reports_size_partitions_and_time(capsys, condition_bundle, tmp_path):
     out = tmp_path / "never.csv"
     code, text, err = cli(
-        capsys, *SMALL, "--model", str(tiny_bundle), "--dry-run", "--out", str(out)
+        capsys, *SMALL, "--model", str(condition_bundle), "--dry-run", "--out", str(out)
     )
     assert code == 0, err
     assert "candidates: 145" in text
@@ -94,14 +94,14 @@ def test_dry_run_reports_size_partitions_and_time(capsys, tiny_bundle, tmp_path)
     assert not out.exists()
 
 
-def test_batch_subcommand_resumes(capsys, tiny_bundle, tmp_path):
+def test_batch_subcommand_resumes(capsys, condition_bundle, tmp_path):
     spec = tmp_path / "small.yaml"
     spec.write_text(
         "name: small\nspace: {elements: [Co, Cr, Fe, Ni], step: 0.1}\n"
         "ranking: {objective: pareto, top: 50}\nrun: {partition_size: 64}\n"
     )
     job = tmp_path / "job"
-    base = ["batch", str(spec), "--out", str(job), "--model", str(tiny_bundle), "--quiet"]
+    base = ["batch", str(spec), "--out", str(job), "--model", str(condition_bundle), "--quiet"]
     base += ["--batch-size", "32"]
     code, out, err = cli(capsys, *base, "--workers", "1", "--max-partitions", "1")
     assert code == 0, err
@@ -143,13 +143,13 @@ def test_batch_subcommand_resumes(capsys, tiny_bundle, tmp_path):
         (["--objective", "cheapest"], "invalid choice"),
     ],
 )
-def test_bad_input_is_a_clean_error(capsys, tiny_bundle, tmp_path, args, message):
+def test_bad_input_is_a_clean_error(capsys, condition_bundle, tmp_path, args, message):
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("space: [unclosed\n")
     args = [str(bad_yaml) if a == "{bad}" else a for a in args]
     args = [str(ROOT / "candidates" / "cantor.yaml") if a == "cantor" else a for a in args]
     if "--model" not in args:
-        args += ["--model", str(tiny_bundle)]
+        args += ["--model", str(condition_bundle)]
     with pytest.raises(SystemExit) if "invalid choice" in message else _no_exit():
         code, _, err = cli(capsys, *args, "--workers", "1")
         assert code == 2
@@ -168,9 +168,9 @@ class _no_exit:
         return False
 
 
-def test_python_dash_m_exits_2_without_traceback(tiny_bundle):
+def test_python_dash_m_exits_2_without_traceback(condition_bundle):
     proc = subprocess.run(
-        [sys.executable, "-m", "hea_screen", "--elements", "Co,Nope", "--model", str(tiny_bundle)],
+        [sys.executable, "-m", "hea_screen", "--elements", "Co,Nope", "--model", str(condition_bundle)],
         capture_output=True,
         text=True,
         cwd=ROOT,

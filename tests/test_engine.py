@@ -42,13 +42,13 @@ def space():
 
 
 @pytest.fixture(scope="module")
-def info(tiny_bundle: Path):
-    return inspect_model(tiny_bundle)
+def info(condition_bundle: Path):
+    return inspect_model(condition_bundle)
 
 
 @pytest.fixture(scope="module")
-def model(tiny_bundle: Path) -> ModelRef:
-    return ModelRef(str(tiny_bundle), device="cpu", batch_size=BATCH)
+def model(condition_bundle: Path) -> ModelRef:
+    return ModelRef(str(condition_bundle), device="cpu", batch_size=BATCH)
 
 
 def run(space, model, info, ranking, **kwargs) -> pl.DataFrame:
@@ -77,7 +77,7 @@ def test_top_k_equals_sorting_every_prediction(space, model, info):
     assert ranked["composition"].to_list() == best["composition"].to_list()
     assert ranked["score"].to_list() == best["score"].to_list()
     assert ranked["rank"].to_list() == list(range(1, 16))
-    assert ranked["uts_mpa_std"].min() >= 0
+    assert ranked["uts_tension_mpa_std"].min() >= 0
     oracle = result_table(Partial.of(everything, 15, space.size), ranking, 50.0, info.sha256)
     assert ranked.equals(oracle)
 
@@ -168,20 +168,20 @@ def manifest_sha256(bundle: Path) -> str:
 
 
 def test_outputs_carry_the_bundle_identity_and_per_target_distances(
-    space, model, info, tiny_bundle
+    space, model, info, condition_bundle
 ):
-    digest = manifest_sha256(tiny_bundle)
+    digest = manifest_sha256(condition_bundle)
     assert info.sha256 == digest
     ranked = run(space, model, info, Ranking(top=5), workers=1)
     assert ranked["model_sha256"].to_list() == [digest] * 5
-    for target in ("uts_mpa", "elongation_pct"):
+    for target in ("uts_tension_mpa", "elongation_tension_pct"):
         assert f"{target}_nearest_distance" in RESULT_COLUMNS
         assert ranked[f"{target}_nearest_distance"].is_between(0, 2).all()
     assert not [c for c in RESULT_COLUMNS if c.startswith("nearest_train")]
 
 
-def test_workers_load_only_the_pinned_bundle(space, model, info, tiny_bundle):
-    digest = manifest_sha256(tiny_bundle)
+def test_workers_load_only_the_pinned_bundle(space, model, info, condition_bundle):
+    digest = manifest_sha256(condition_bundle)
     other = "0" * 64
     with pytest.raises(BundleError, match=f"SHA-256 {digest}, not the pinned {other}"):
         predictor_for(replace(model, sha256=other))
@@ -191,13 +191,13 @@ def test_workers_load_only_the_pinned_bundle(space, model, info, tiny_bundle):
     assert ranked["model_sha256"][0] == digest
 
 
-def test_hea_screen_prints_and_pins_the_bundle_identity(capsys, tiny_bundle, tmp_path):
-    digest = manifest_sha256(tiny_bundle)
+def test_hea_screen_prints_and_pins_the_bundle_identity(capsys, condition_bundle, tmp_path):
+    digest = manifest_sha256(condition_bundle)
     small = ["--elements", "Co,Cr,Fe,Ni", "--step", "0.1", "--workers", "1", "--quiet"]
-    small += ["--model", str(tiny_bundle), "--top", "3"]
+    small += ["--model", str(condition_bundle), "--top", "3"]
     assert main([*small, "--model-sha256", digest[:12]]) == 0
     out, err = capsys.readouterr()
-    assert f"model: {tiny_bundle} (sha256 {digest})" in err
+    assert f"model: {condition_bundle} (sha256 {digest})" in err
     assert "(d " in out and "L1 distance" in out  # printed per-target distances
     assert main([*small, "--model-sha256", "0" * 64]) == 2
     err = capsys.readouterr().err
@@ -209,7 +209,7 @@ def test_hea_screen_prints_and_pins_the_bundle_identity(capsys, tiny_bundle, tmp
     assert "'abc' is not a SHA-256" in capsys.readouterr().err
     spec = tmp_path / "small.yaml"
     spec.write_text("name: small\nspace: {elements: [Co, Cr, Fe, Ni], step: 0.1}\n")
-    job = ["batch", str(spec), "--out", str(tmp_path / "job"), "--model", str(tiny_bundle)]
+    job = ["batch", str(spec), "--out", str(tmp_path / "job"), "--model", str(condition_bundle)]
     job += ["--workers", "1", "--quiet"]
     assert main([*job, "--model-sha256", "f" * 12]) == 2
     assert f"{digest}, not the pinned {'f' * 12}" in capsys.readouterr().err

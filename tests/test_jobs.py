@@ -26,8 +26,8 @@ def spec() -> ScreenSpec:
 
 
 @pytest.fixture(scope="module")
-def model(tiny_bundle: Path) -> ModelRef:
-    return ModelRef(str(tiny_bundle), device="cpu", batch_size=BATCH)
+def model(condition_bundle: Path) -> ModelRef:
+    return ModelRef(str(condition_bundle), device="cpu", batch_size=BATCH)
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,9 @@ def manifest(out: Path) -> dict:
 
 
 def test_uninterrupted_job_matches_interactive_screen(
-    spec, model, tiny_bundle, uninterrupted, tmp_path
+    spec, model, condition_bundle, uninterrupted, tmp_path
 ):
-    info = inspect_model(tiny_bundle)
+    info = inspect_model(condition_bundle)
     direct = screen(
         spec.candidates(), spec.ranking, model, info.reference, ingot_mass_g=25.0, partition_size=64
     ).table

@@ -23,7 +23,7 @@ from hea_screen.ranking import (
 )
 
 REF = Reference(
-    {"uts_mpa": 800.0, "elongation_pct": 20.0}, {"uts_mpa": 200.0, "elongation_pct": 10.0}
+    {"uts_tension_mpa": 800.0, "elongation_tension_pct": 20.0}, {"uts_tension_mpa": 200.0, "elongation_tension_pct": 10.0}
 )
 
 
@@ -33,10 +33,10 @@ def predictions(values: list[tuple[float, float, float, float]], names: list[str
     return pl.DataFrame(
         {
             "composition": names,
-            "uts_mpa_mean": u,
-            "uts_mpa_std": us,
-            "elongation_pct_mean": e,
-            "elongation_pct_std": es,
+            "uts_tension_mpa_mean": u,
+            "uts_tension_mpa_std": us,
+            "elongation_tension_pct_mean": e,
+            "elongation_tension_pct_std": es,
         }
     )
 
