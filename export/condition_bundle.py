@@ -22,17 +22,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import polars as pl
 
 import hea_screen
 from export.bundle_writer import _install
-from hea_screen.bundle import MANIFEST_FILE, README_FILE, TRAINING_SET_FILE
+from hea_screen.bundle import MANIFEST_FILE, README_FILE, TOKENIZER_DIR, TRAINING_SET_FILE
 from hea_screen.conditions import PHASE, PHASES, TASKS_BY_NAME
 from hea_screen.datasets import MPEA_FILE, sha256_file
 from hea_screen.datasets import data_dir as hea_screen_data_dir
 from hea_screen.design import DESIGN_COLUMNS
 from hea_screen.errors import UserInputError
-from hea_screen.task_bundle import FORMAT_VERSION, OOF_FILE, TABULAR, task_relpath
+from hea_screen.features import featurize
+from hea_screen.table import CompositionTable
+from hea_screen.task_bundle import (
+    FORMAT_VERSION,
+    OOF_FILE,
+    TABULAR,
+    TRANSFORMER_OUTPUTS,
+    task_relpath,
+    transformer_relpath,
+)
+from hea_screen.task_bundle import TRANSFORMER as TRANSFORMER_KIND
 from pretrain.condition_run import OUT_DIR, TRANSFORMER, onnx_predict
 from pretrain.tabular import LABELS
 
@@ -146,13 +157,19 @@ def write_condition_bundle(
     tasks: dict[str, Any] = {}
     training: dict[str, Any] = {}
     try:
+        shared = None
+        if any(c["model"] == TRANSFORMER for c in selection.values()):
+            shared = _write_transformer(run, cond / TRANSFORMER / f"seed_{first}", staging,
+                                        config.folds)
+            recorded = pl.read_parquet(cond / f"transformer_seed_{first}.parquet")
         for name, choice in selection.items():
             model = choice["model"]
             if model == TRANSFORMER:
-                raise UserInputError(
-                    f"{name}: the transformer won validation; exporting the multi-task "
-                    "transformer member into a format-2 bundle is not supported yet"
-                )
+                assert shared is not None
+                folds = _transformer_task(staging, shared, data, recorded, name)
+                tasks[name] = _task_info(name, choice, TRANSFORMER_KIND, folds, data, summary,
+                                         calibration, training)
+                continue
             mine = records.filter(pl.col("model") == model, pl.col("task") == name)
             present = sorted(mine["fold"].unique().to_list())
             if present != list(range(config.folds)):
@@ -172,32 +189,8 @@ def write_condition_bundle(
                 (staging / rel).parent.mkdir(parents=True, exist_ok=True)
                 (staging / rel).write_bytes(blob)
                 folds.append({"fold": fold, "file": rel})
-            task = TASKS_BY_NAME[name]
-            info: dict[str, Any] = {
-                "label": task.label,
-                "unit": task.unit,
-                "property": task.property,
-                "test_type": task.test_type.value if task.test_type else None,
-                "model": model,
-                "model_label": LABELS.get(model, model),
-                "kind": TABULAR,
-                "folds": folds,
-                "conditions": _coverage(data.frame, name),
-                "selection": choice,
-                "cv": _cv_table(summary, name),
-            }
-            if task is not PHASE:
-                info["calibration"] = calibration[model][name]
-                rows = data.frame.filter(pl.col("task") == name)
-                grouped = rows.group_by("canonical", maintain_order=True).agg(
-                    pl.col("value").mean(), pl.len().alias("n")
-                )
-                training[name] = {
-                    "compositions": grouped["canonical"].to_list(),
-                    "values": grouped["value"].to_list(),
-                    "n_measurements": grouped["n"].to_list(),
-                }
-            tasks[name] = info
+            tasks[name] = _task_info(name, choice, TABULAR, folds, data, summary, calibration,
+                                     training)
         (staging / TRAINING_SET_FILE).write_text(json.dumps({"targets": training}))
         oof.filter(pl.col("seed").is_in(config.seeds)).drop("canonical").write_csv(
             staging / OOF_FILE
@@ -230,6 +223,8 @@ def write_condition_bundle(
             "phases": list(PHASES),
             "tasks": tasks,
         }
+        if shared is not None:
+            manifest["transformer"] = shared["info"]
         files = {}
         for path in sorted(staging.rglob("*")):
             if path.is_file():
@@ -247,6 +242,109 @@ def write_condition_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _task_info(
+    name: str,
+    choice: dict[str, Any],
+    kind: str,
+    folds: list[dict[str, Any]],
+    data: Any,
+    summary: pl.DataFrame,
+    calibration: dict[str, Any],
+    training: dict[str, Any],
+) -> dict[str, Any]:
+    """A task's manifest entry (and, for regression tasks, its training rows)."""
+    task = TASKS_BY_NAME[name]
+    model = choice["model"]
+    info: dict[str, Any] = {
+        "label": task.label,
+        "unit": task.unit,
+        "property": task.property,
+        "test_type": task.test_type.value if task.test_type else None,
+        "model": model,
+        "model_label": LABELS.get(model, model),
+        "kind": kind,
+        "folds": folds,
+        "conditions": _coverage(data.frame, name),
+        "selection": choice,
+        "cv": _cv_table(summary, name),
+    }
+    if task is not PHASE:
+        info["calibration"] = calibration[model][name]
+        rows = data.frame.filter(pl.col("task") == name)
+        grouped = rows.group_by("canonical", maintain_order=True).agg(
+            pl.col("value").mean(), pl.len().alias("n")
+        )
+        training[name] = {
+            "compositions": grouped["canonical"].to_list(),
+            "values": grouped["value"].to_list(),
+            "n_measurements": grouped["n"].to_list(),
+        }
+    return info
+
+
+def _write_transformer(run: Path, src: Path, staging: Path, n_folds: int) -> dict[str, Any]:
+    """Export the first seed's transformer fold networks and the tokenizer they read."""
+    from export.onnx_export import export_multitask_fold
+    from pretrain.multitask import OUTPUT_TASKS, SCALERS_FILE, load_encoder
+
+    if tuple(OUTPUT_TASKS) != TRANSFORMER_OUTPUTS:
+        raise UserInputError("the multi-task model's outputs differ from the bundle layout")
+    encoder = load_encoder(run / "tokenizer")
+    encoder.save(staging / TOKENIZER_DIR)
+    scalers = []
+    for fold in range(n_folds):
+        fold_dir = src / f"fold_{fold}"
+        if not (fold_dir / SCALERS_FILE).is_file():
+            raise UserInputError(f"{fold_dir} holds no transformer fold: rerun the conditions step")
+        path = staging / transformer_relpath(fold)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_multitask_fold(fold_dir, path)
+        scalers.append(json.loads((fold_dir / SCALERS_FILE).read_text()))
+    info = {"vocab_size": encoder.vocab_size, "outputs": list(TRANSFORMER_OUTPUTS),
+            "folds": n_folds}
+    return {"encoder": encoder, "scalers": scalers, "info": info}
+
+
+def _transformer_task(
+    staging: Path, shared: dict[str, Any], data: Any, recorded: pl.DataFrame, name: str
+) -> list[dict[str, Any]]:
+    """Fold entries of a task shipped with the transformer, each checked to reproduce the
+    run's out-of-fold predictions with ONNX Runtime."""
+    encoder = shared["encoder"]
+    mine = recorded.filter(pl.col("task") == name)
+    folds = []
+    for fold, scaler in enumerate(shared["scalers"]):
+        part = mine.filter(pl.col("fold") == fold)
+        rows = data.frame[part["row"].to_numpy()]
+        table = CompositionTable.from_compositions(rows["canonical"].to_list())
+        feed = encoder.encode(
+            table, featurize(table),
+            (rows["temperature_c"].to_numpy(), rows["processing"].to_list()),
+        ).as_dict()
+        rel = transformer_relpath(fold)
+        session = ort.InferenceSession(str(staging / rel), providers=["CPUExecutionProvider"])
+        logits = session.run(["logits"], feed)[0]
+        expected = part["predicted"].to_numpy()
+        entry: dict[str, Any] = {"fold": fold, "file": rel}
+        if name == PHASE.name:
+            j = TRANSFORMER_OUTPUTS.index(f"{PHASE.name}_{PHASES[0]}")
+            got = np.argmax(logits[:, j : j + len(PHASES)], axis=1)
+            agree = float(np.mean(got == expected)) if len(got) else 1.0
+            ok = agree >= 0.99
+        else:
+            mean, std = scaler[name]["mean"], scaler[name]["std"]
+            got = logits[:, TRANSFORMER_OUTPUTS.index(name)] * std + mean
+            ok = bool(np.allclose(got, expected, rtol=1e-3, atol=1e-3 * std))
+            entry["scaler"] = {"mean": mean, "std": std}
+        if not ok:
+            raise UserInputError(
+                f"{name} fold {fold}: the exported transformer does not reproduce the run's "
+                "out-of-fold predictions"
+            )
+        folds.append(entry)
+    return folds
 
 
 def _num(v: Any, digits: int = 3) -> str:

@@ -402,7 +402,19 @@ def _training_set(root: Path, files: Mapping[str, Any]) -> TrainingSet:
 
 def _encoder(root: Path, manifest: Mapping[str, Any], use_features: bool) -> TokenEncoder:
     """The tokenizer and feature bins, from the checked bytes of their files."""
-    files = manifest["files"]
+    size = _field(manifest, "model", dict).get("vocab_size")
+    return checked_encoder(root, manifest["files"], size, use_features)
+
+
+def checked_encoder(
+    root: Path,
+    files: Mapping[str, Any],
+    vocab_size: object,
+    use_features: bool,
+    use_conditions: bool = False,
+) -> TokenEncoder:
+    """A bundle's :class:`TokenEncoder` from the checked bytes of ``tokenizer/`` (its
+    vocabulary must have ``vocab_size`` tokens, what the models read)."""
     rel = f"{TOKENIZER_DIR}/{TOKENIZER_FILE}"
     data = read_checked(root, rel, files)
     try:
@@ -411,14 +423,15 @@ def _encoder(root: Path, manifest: Mapping[str, Any], use_features: bool) -> Tok
         raise BundleError(
             f"bundle file {root / rel} is not a tokenizers tokenizer ({exc}): re-export the bundle"
         ) from None
-    size = _field(manifest, "model", dict).get("vocab_size")
-    if tokenizer.get_vocab_size() != size:
+    if tokenizer.get_vocab_size() != vocab_size:
         raise BundleError(
             f"bundle file {root / rel} has {tokenizer.get_vocab_size()} tokens; the models of "
-            f"{MANIFEST_FILE} read a vocabulary of {size!r}"
+            f"{MANIFEST_FILE} read a vocabulary of {vocab_size!r}"
         )
     bins = _feature_bins(root, files) if use_features else None
-    return TokenEncoder(tokenizer, bins, use_features=use_features)
+    return TokenEncoder(
+        tokenizer, bins, use_features=use_features, use_conditions=use_conditions
+    )
 
 
 def _feature_bins(root: Path, files: Mapping[str, Any]) -> FeatureBins:

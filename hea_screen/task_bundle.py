@@ -10,8 +10,11 @@ condition-aware training run (``pretrain/condition_run.py``)::
                              same folds; design columns; per-file SHA-256; training-data SHA-256;
                              the commit the bundle was built from
       README.md              the same for people, with the per-task table
-      <task>/fold_<k>.onnx   the task's fold models (tabular: skl2onnx; input ``X``, the
+      <task>/fold_<k>.onnx   a tabular task's fold models (skl2onnx; input ``X``, the
                              :mod:`hea_screen.design` matrix)
+      transformer/fold_<k>.onnx  the multi-task transformer's fold networks, shared by every
+                             task that ships with it (output columns TRANSFORMER_OUTPUTS,
+                             per-fold scalers in the manifest), and tokenizer/ (condition tokens)
       training_set.json      per task, canonical training compositions and mean measured values
       oof_predictions.csv    out-of-fold predictions of the shipped models (one row per evaluated
                              measurement and seed)
@@ -33,26 +36,50 @@ from hea_screen.bundle import (
     MANIFEST_FILE,
     TRAINING_SET_FILE,
     check_pin,
+    checked_encoder,
     read_checked,
     read_nofollow,
     strict_json,
     verify_files,
 )
-from hea_screen.conditions import PHASE, PHASES, Condition, Processing, Task, task
+from hea_screen.conditions import (
+    PHASE,
+    PHASES,
+    REGRESSION_TASKS,
+    Condition,
+    Processing,
+    Task,
+    task,
+)
 from hea_screen.design import DESIGN_COLUMNS
 from hea_screen.errors import BundleError
+from hea_screen.tokens import TokenEncoder
 
 FORMAT_VERSION = 2
 OOF_FILE = "oof_predictions.csv"
 
-#: Model kinds a task can ship with.
+#: Model kinds a task can ship with: a tabular model per task and fold (input ``X``, the
+#: design matrix), or the multi-task transformer (one network per fold for every task).
 TABULAR = "tabular"
-MEMBER_KINDS: tuple[str, ...] = (TABULAR,)
+TRANSFORMER = "transformer"
+MEMBER_KINDS: tuple[str, ...] = (TABULAR, TRANSFORMER)
+
+#: Output columns of a multi-task transformer fold network: one standardized value per
+#: regression task, then one logit per phase (``pretrain/multitask.py`` trains this layout).
+TRANSFORMER_OUTPUTS: tuple[str, ...] = (
+    *(t.name for t in REGRESSION_TASKS),
+    *(f"{PHASE.name}_{p}" for p in PHASES),
+)
 
 
 def task_relpath(task_name: str, fold: int) -> str:
-    """Relative path of a fold model: ``uts_tension_mpa/fold_0.onnx``."""
+    """Relative path of a tabular fold model: ``uts_tension_mpa/fold_0.onnx``."""
     return f"{task_name}/fold_{fold}.onnx"
+
+
+def transformer_relpath(fold: int) -> str:
+    """Relative path of a multi-task transformer fold network: ``transformer/fold_0.onnx``."""
+    return f"{TRANSFORMER}/fold_{fold}.onnx"
 
 
 @dataclass(frozen=True)
@@ -87,6 +114,13 @@ class TaskModel:
     interval_factor: float
     coverage: Coverage
     cv: Mapping[str, Any]
+    scalers: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def output(self) -> int:
+        """First output column of this task in a transformer fold network."""
+        first = f"{PHASE.name}_{PHASES[0]}" if self.task is PHASE else self.task.name
+        return TRANSFORMER_OUTPUTS.index(first)
 
 
 @dataclass(frozen=True)
@@ -98,6 +132,7 @@ class TaskBundle:
     sha256: str
     tasks: tuple[TaskModel, ...]
     interval: float
+    encoder: TokenEncoder | None = None
 
     def file(self, relpath: str) -> Path:
         return self.path / relpath
@@ -145,7 +180,7 @@ def _get(mapping: Any, key: str, kind: type | tuple[type, ...], where: str) -> A
     return value
 
 
-def _task_model(name: str, info: Any, used: set[str]) -> TaskModel:
+def _task_model(name: str, info: Any, used: set[str], shared: set[str]) -> TaskModel:
     try:
         spec = task(name)
     except Exception:
@@ -160,17 +195,27 @@ def _task_model(name: str, info: Any, used: set[str]) -> TaskModel:
     folds = _get(info, "folds", list, where)
     if not folds:
         raise BundleError(f"{MANIFEST_FILE}: {where} has no fold models")
-    files = []
+    files, scalers = [], []
     for k, fold in enumerate(folds):
         rel = _get(fold, "file", str, f"{where} fold {k}")
-        if _get(fold, "fold", int, f"{where} fold {k}") != k or rel != task_relpath(name, k):
+        expected = transformer_relpath(k) if kind == TRANSFORMER else task_relpath(name, k)
+        if _get(fold, "fold", int, f"{where} fold {k}") != k or rel != expected:
             raise BundleError(
-                f"{MANIFEST_FILE}: {where} fold {k} points at {rel!r}; expected "
-                f"{task_relpath(name, k)!r}"
+                f"{MANIFEST_FILE}: {where} fold {k} points at {rel!r}; expected {expected!r}"
             )
-        if rel in used:
-            raise BundleError(f"{MANIFEST_FILE}: {rel!r} is used twice")
-        used.add(rel)
+        if kind == TABULAR:
+            if rel in used:
+                raise BundleError(f"{MANIFEST_FILE}: {rel!r} is used twice")
+            used.add(rel)
+        else:
+            shared.add(rel)
+            if spec is not PHASE:
+                scaler = _get(fold, "scaler", dict, f"{where} fold {k}")
+                mean = float(_get(scaler, "mean", (int, float), f"{where} fold {k} scaler"))
+                std = float(_get(scaler, "std", (int, float), f"{where} fold {k} scaler"))
+                if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+                    raise BundleError(f"{MANIFEST_FILE}: {where} fold {k} scaler {scaler}")
+                scalers.append((mean, std))
         files.append(rel)
     factor = 0.0
     if spec is not PHASE:
@@ -190,6 +235,7 @@ def _task_model(name: str, info: Any, used: set[str]) -> TaskModel:
         factor,
         Coverage((float(temps[0]), float(temps[1])), routes),
         info.get("cv", {}),
+        tuple(scalers),
     )
 
 
@@ -213,13 +259,35 @@ def load_task_bundle(path: str | Path, sha256: str | None = None) -> TaskBundle:
             f"{list(DESIGN_COLUMNS)}"
         )
     used: set[str] = set()
+    shared: set[str] = set()
     tasks = tuple(
-        _task_model(name, info, used)
+        _task_model(name, info, used, shared)
         for name, info in _get(manifest, "tasks", dict, "the manifest").items()
     )
     if not tasks:
         raise BundleError(f"{MANIFEST_FILE} lists no tasks")
-    missing = [rel for rel in (*used, TRAINING_SET_FILE) if rel not in manifest["files"]]
+    if used & shared:
+        raise BundleError(f"{MANIFEST_FILE}: {sorted(used & shared)} serve two kinds of model")
+    folds = {len(t.files) for t in tasks if t.kind == TRANSFORMER}
+    if len(folds) > 1:
+        raise BundleError(f"{MANIFEST_FILE}: transformer tasks disagree on the number of folds")
+    encoder = None
+    if shared:
+        info = _get(manifest, "transformer", dict, "the manifest")
+        if tuple(_get(info, "outputs", list, "transformer")) != TRANSFORMER_OUTPUTS:
+            raise BundleError(
+                f"{MANIFEST_FILE}: transformer outputs must be {list(TRANSFORMER_OUTPUTS)}"
+            )
+        encoder = checked_encoder(
+            root,
+            manifest["files"],
+            _get(info, "vocab_size", int, "transformer"),
+            use_features=True,
+            use_conditions=True,
+        )
+    missing = [
+        rel for rel in (*used, *shared, TRAINING_SET_FILE) if rel not in manifest["files"]
+    ]
     if missing:
         raise BundleError(f"{MANIFEST_FILE} does not list {', '.join(missing)}")
     phase = next((t for t in tasks if t.task is PHASE), None)
@@ -228,4 +296,4 @@ def load_task_bundle(path: str | Path, sha256: str | None = None) -> TaskBundle:
     interval = float(_get(manifest, "interval", (int, float), "the manifest"))
     if not 0 < interval < 1:
         raise BundleError(f"{MANIFEST_FILE}: interval {interval} must lie in (0, 1)")
-    return TaskBundle(root, manifest, digest, tasks, interval)
+    return TaskBundle(root, manifest, digest, tasks, interval, encoder)

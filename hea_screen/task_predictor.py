@@ -38,7 +38,14 @@ from hea_screen.errors import UserInputError
 from hea_screen.features import featurize
 from hea_screen.predictor import as_table
 from hea_screen.table import CompositionTable
-from hea_screen.task_bundle import TaskBundle, TaskModel, load_task_bundle
+from hea_screen.task_bundle import (
+    TABULAR,
+    TRANSFORMER,
+    TRANSFORMER_OUTPUTS,
+    TaskBundle,
+    TaskModel,
+    load_task_bundle,
+)
 
 
 def phase_column(phase: str) -> str:
@@ -60,15 +67,18 @@ class TaskPredictor:
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        def session(rel: str) -> ort.InferenceSession:
+            return ort.InferenceSession(
+                self.bundle.read(rel), options, providers=["CPUExecutionProvider"]
+            )
+
         self._sessions = {
-            t.task.name: [
-                ort.InferenceSession(
-                    self.bundle.read(rel), options, providers=["CPUExecutionProvider"]
-                )
-                for rel in t.files
-            ]
+            t.task.name: [session(rel) for rel in t.files]
             for t in self.bundle.tasks
+            if t.kind == TABULAR
         }
+        shared = next((t.files for t in self.bundle.tasks if t.kind == TRANSFORMER), ())
+        self._transformer = [session(rel) for rel in shared]
 
     @property
     def bundle_sha256(self) -> str:
@@ -115,9 +125,15 @@ class TaskPredictor:
         table = as_table(compositions)
         feats = featurize(table) if features is None else features
         x = condition_matrix(feats, condition)
+        logits = None
+        if any(m.kind == TRANSFORMER for m in chosen):
+            logits = self._transformer_logits(table, feats, condition)
         columns: dict[str, Any] = {"composition": table.canonical_texts()}
         for model in chosen:
-            columns.update(self._task_columns(model, x))
+            if model.kind == TRANSFORMER:
+                columns.update(self._transformer_columns(model, logits))
+            else:
+                columns.update(self._task_columns(model, x))
         columns["extrapolated_tasks"] = ",".join(
             m.task.name for m in chosen if m.coverage.gaps(condition)
         )
@@ -135,15 +151,47 @@ class TaskPredictor:
 
     def _task_columns(self, model: TaskModel, x: np.ndarray) -> dict[str, np.ndarray]:
         sessions = self._sessions[model.task.name]
-        name = model.task.name
         if model.task is PHASE:
             probs = np.mean([s.run(None, {s.get_inputs()[0].name: x})[1] for s in sessions], axis=0)
             return {phase_column(p): probs[:, i] for i, p in enumerate(PHASES)}
         values = np.stack(
             [s.run(None, {s.get_inputs()[0].name: x})[0].reshape(-1) for s in sessions]
         ).astype(np.float64)
+        return self._summary(model, values)
+
+    def _transformer_logits(
+        self, table: CompositionTable, features: pl.DataFrame, condition: Condition
+    ) -> np.ndarray:
+        """(folds, rows, outputs) logits of the transformer's fold networks, batched by
+        number of elements (one token length per batch)."""
+        encoder = self.bundle.encoder
+        assert encoder is not None, "a transformer task without a tokenizer"
+        counts = (table.micro > 0).sum(axis=1)
+        out = np.empty((len(self._transformer), len(table), len(TRANSFORMER_OUTPUTS)))
+        for k in np.unique(counts):
+            rows = np.flatnonzero(counts == k)
+            feed = encoder.encode(table.take(rows), features[rows], condition).as_dict()
+            for f, session in enumerate(self._transformer):
+                out[f, rows] = session.run(["logits"], feed)[0]
+        return out
+
+    def _transformer_columns(self, model: TaskModel, logits: np.ndarray) -> dict[str, Any]:
+        j = model.output
+        if model.task is PHASE:
+            z = logits[:, :, j : j + len(PHASES)]
+            e = np.exp(z - z.max(axis=2, keepdims=True))
+            probs = (e / e.sum(axis=2, keepdims=True)).mean(axis=0)
+            return {phase_column(p): probs[:, i] for i, p in enumerate(PHASES)}
+        scale = np.asarray(model.scalers, dtype=np.float64)  # (folds, [mean, std])
+        values = logits[:, :, j] * scale[:, 1:2] + scale[:, 0:1]
+        return self._summary(model, values)
+
+    @staticmethod
+    def _summary(model: TaskModel, values: np.ndarray) -> dict[str, np.ndarray]:
+        """Mean, fold std and calibrated interval of (folds, rows) values."""
+        name = model.task.name
         mean = values.mean(axis=0)
-        std = values.std(axis=0, ddof=1 if len(sessions) > 1 else 0)
+        std = values.std(axis=0, ddof=1 if len(values) > 1 else 0)
         half = model.interval_factor * std
         return {
             f"{name}_mean": mean,

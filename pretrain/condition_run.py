@@ -217,6 +217,7 @@ def _transformer_fold(
 
     settings = MultitaskSettings(**{**(config.multitask or {}), "seed": seed, "threads": threads})
     pretrained = run_dir / "pretrained"
+    fit_dir = run_dir / OUT_DIR / TRANSFORMER / tag / f"fold_{split.fold}"
     fit = fit_fold(
         data.frame,
         split,
@@ -224,22 +225,19 @@ def _transformer_fold(
         pretrained if pretrained.is_dir() else None,
         model_config,
         settings,
-        run_dir / OUT_DIR / TRANSFORMER / tag / f"fold_{split.fold}",
+        fit_dir,
     )
     tasks = np.asarray(data.frame["task"].to_list())
     y = data.frame["value"].to_numpy()
     records = []
     for task in TASKS:
         in_val = tasks[split.val] == task.name
-        if task is PHASE:
-            loss = (
-                float(np.mean(fit.val_pred[in_val] != y[split.val][in_val]))
-                if in_val.any()
-                else math.nan
-            )
+        if not in_val.any():
+            loss = math.nan
+        elif task is PHASE:
+            loss = _phase_log_loss(fit_dir, run_dir / "tokenizer", data, split.val[in_val])
         else:
-            diff = fit.val_pred[in_val] - y[split.val][in_val]
-            loss = float(np.mean(diff**2)) if in_val.any() else math.nan
+            loss = float(np.mean((fit.val_pred[in_val] - y[split.val][in_val]) ** 2))
         in_test = tasks[split.test] == task.name
         records += [
             {
@@ -254,6 +252,26 @@ def _transformer_fold(
             for r, p in zip(split.test[in_test], fit.test_pred[in_test])
         ]
     return records
+
+
+def _phase_log_loss(fold_dir: Path, encoder_dir: Path, data: Data, rows: np.ndarray) -> float:
+    """Log-loss of a transformer fold's phase probabilities on measurement ``rows`` (the
+    tabular families are compared on the same loss)."""
+    from pretrain.multitask import (
+        N_REGRESSION,
+        encode_keys,
+        load_encoder,
+        load_fold,
+        raw_outputs,
+        task_values,
+    )
+
+    model, scalers = load_fold(fold_dir)
+    keys = data.frame[rows].select("canonical", "temperature_c", "processing")
+    logits = raw_outputs(model, encode_keys(load_encoder(encoder_dir), keys)).numpy()
+    proba = task_values(logits, scalers)[:, N_REGRESSION:]
+    labels = data.frame[rows]["value"].to_numpy().astype(int)
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(rows)), labels], 1e-6, 1.0))))
 
 
 def _run_splits(

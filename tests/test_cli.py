@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from hea_screen.cli import main
-from hea_screen.engine import RESULT_COLUMNS
+from hea_screen.engine import result_columns
+from hea_screen.ranking import Ranking
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--elements", "Co,Cr,Fe,Ni", "--step", "0.1", "--workers", "1", "--quiet"]
@@ -32,7 +33,7 @@ def test_ranks_and_writes_every_format(capsys, condition_bundle, tmp_path):
     assert "rank" in out and "nearest UTS datum" in out  # the printed table
     assert "ranked 7 of 145 candidates" in err
     table = pl.read_csv(csv)
-    assert tuple(table.columns) == RESULT_COLUMNS
+    assert tuple(table.columns) == result_columns(Ranking())
     assert table["rank"].to_list() == list(range(1, 8))
     assert table["at_pct"][0].count("%") == 0 and table["weigh_out_g"][0].endswith(" g")
     for suffix in (".parquet", ".json"):
@@ -169,8 +170,9 @@ class _no_exit:
 
 
 def test_python_dash_m_exits_2_without_traceback(condition_bundle):
+    model = ["--model", str(condition_bundle)]
     proc = subprocess.run(
-        [sys.executable, "-m", "hea_screen", "--elements", "Co,Nope", "--model", str(condition_bundle)],
+        [sys.executable, "-m", "hea_screen", "--elements", "Co,Nope", *model],
         capture_output=True,
         text=True,
         cwd=ROOT,

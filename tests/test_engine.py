@@ -13,7 +13,6 @@ import pytest
 
 from hea_screen.cli import main
 from hea_screen.engine import (
-    RESULT_COLUMNS,
     ModelRef,
     check_inputs,
     estimate,
@@ -23,6 +22,7 @@ from hea_screen.engine import (
     model_loads,
     plan_partitions,
     predictor_for,
+    result_columns,
     result_table,
     screen,
 )
@@ -175,9 +175,9 @@ def test_outputs_carry_the_bundle_identity_and_per_target_distances(
     ranked = run(space, model, info, Ranking(top=5), workers=1)
     assert ranked["model_sha256"].to_list() == [digest] * 5
     for target in ("uts_tension_mpa", "elongation_tension_pct"):
-        assert f"{target}_nearest_distance" in RESULT_COLUMNS
+        assert f"{target}_nearest_distance" in result_columns(Ranking())
         assert ranked[f"{target}_nearest_distance"].is_between(0, 2).all()
-    assert not [c for c in RESULT_COLUMNS if c.startswith("nearest_train")]
+    assert not [c for c in result_columns(Ranking()) if c.startswith("nearest_train")]
 
 
 def test_workers_load_only_the_pinned_bundle(space, model, info, condition_bundle):

@@ -23,7 +23,8 @@ from hea_screen.ranking import (
 )
 
 REF = Reference(
-    {"uts_tension_mpa": 800.0, "elongation_tension_pct": 20.0}, {"uts_tension_mpa": 200.0, "elongation_tension_pct": 10.0}
+    {"uts_tension_mpa": 800.0, "elongation_tension_pct": 20.0},
+    {"uts_tension_mpa": 200.0, "elongation_tension_pct": 10.0},
 )
 
 
