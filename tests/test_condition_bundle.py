@@ -159,3 +159,43 @@ def test_nan_in_manifest_is_refused(condition_bundle: Path, tmp_path: Path) -> N
     (dst / "manifest.json").write_text(text)
     with pytest.raises(BundleError, match="NaN"):
         load_task_bundle(dst)
+
+
+def test_a_task_that_picks_the_transformer_ships_its_fold_networks(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """Where validation picks the transformer, the bundle holds its ONNX fold networks and the
+    tokenizer; the predictor's mean equals the torch fold models' mean at the condition."""
+    from export.condition_bundle import write_condition_bundle
+    from pretrain.multitask import OUTPUT_TASKS, predict_outputs
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    selection_path = run / "conditions" / "selection.json"
+    selection = json.loads(selection_path.read_text())
+    for name in ("ys_compression_mpa", "phase"):
+        selection[name]["model"] = "transformer"  # as if validation had picked it
+    selection_path.write_text(json.dumps(selection))
+    out = tmp_path / "bundle"
+    manifest = write_condition_bundle(run, out, allow_dirty=True)
+    assert manifest["tasks"]["ys_compression_mpa"]["kind"] == "transformer"
+    assert manifest["tasks"]["hardness_hv"]["kind"] == "tabular"
+    predictor = TaskPredictor(out)
+    condition = Condition.of("compression", 25, "cast")
+    texts = ["CoCrFeMnNi", "Al0.5CoCrFeNi", "HfNbTaTiZr"]
+    got = predictor.predict(texts, condition, tasks=["ys_compression_mpa", "phase", "hardness_hv"])
+    folds = sorted((run / "conditions" / "transformer" / "seed_0").glob("fold_*"))
+    from hea_screen.table import CompositionTable
+
+    table = CompositionTable.from_compositions(texts)
+    torch_out = np.stack([predict_outputs(f, run / "tokenizer", table, None, condition)
+                          for f in folds])
+    j = OUTPUT_TASKS.index("ys_compression_mpa")
+    np.testing.assert_allclose(
+        got["ys_compression_mpa_mean"].to_numpy(), torch_out[:, :, j].mean(axis=0), rtol=1e-4
+    )
+    k = OUTPUT_TASKS.index("phase_BCC")
+    np.testing.assert_allclose(
+        got["phase_bcc_prob"].to_numpy(), torch_out[:, :, k].mean(axis=0), rtol=1e-4
+    )
+    assert (out / "transformer" / "fold_0.onnx").is_file() and (out / "tokenizer").is_dir()
