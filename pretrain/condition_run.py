@@ -532,10 +532,48 @@ def run_conditions(
     )
     write_text_atomic(out / "selection.json", json.dumps(selection, indent=1))
     write_text_atomic(out / "calibration.json", json.dumps(calibration, indent=1))
+    plot_parity(grouped, selection, out / "parity_25c.png")
     write_text_atomic(
         out / "summary.md", summary_markdown(summarize(metrics), selection, calibration, config)
     )
     return out
+
+
+def plot_parity(spread: pl.DataFrame, selection: dict[str, Any], path: Path) -> Path:
+    """Measured vs out-of-fold predicted at 25 °C (first seed), one panel per regression
+    task, for the model each task ships with."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in TASKS if t is not PHASE and t.name in selection]
+    first = spread["seed"].min()
+    fig, axes = plt.subplots(2, 4, figsize=(16, 8))
+    for ax, task in zip(axes.flat, tasks):
+        part = spread.filter(
+            pl.col("seed") == first,
+            pl.col("task") == task.name,
+            pl.col("model") == selection[task.name]["model"],
+            pl.col("temperature_c") == ROOM_TEMPERATURE_C,
+        )
+        y, p = part["measured"].to_numpy(), part["predicted"].to_numpy()
+        m = regression_metrics(y, p)
+        ax.scatter(y, p, s=10, alpha=0.6)
+        if len(y):
+            lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+            ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+        ax.set_title(f"{task.name}\n{selection[task.name]['model']}: R² {m['r2']:.2f}, "
+                     f"ρ {m['spearman']:.2f}, n {m['n']}", fontsize=9)
+        ax.set_xlabel(f"measured ({task.unit})")
+        ax.set_ylabel(f"predicted ({task.unit})")
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    fig.suptitle("Held-out alloys (grouped folds), 25 °C, shipped model per task")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)
+    return path
 
 
 def _fmt(mean: float, std: float | None) -> str:
@@ -553,6 +591,8 @@ def summary_markdown(
     """Per-task tables (25 °C, grouped folds; then cluster folds), selection, coverage."""
     lines = [
         "# Condition-aware models: per task, never pooled across test types",
+        "",
+        "![parity](parity_25c.png)",
         "",
         f"Grouped {config.folds}-fold CV by canonical composition, seeds {config.seeds}; "
         "metrics on the out-of-fold predictions of each seed at 25 °C, mean ± std over seeds. "

@@ -581,6 +581,24 @@ def tsne_figure(
     )
 
 
+def conditions_section(run_dir: Path) -> list[str]:
+    """The condition-aware run's per-task tables (``RUN/conditions/summary.md``), a level
+    down, first: they are the product's numbers; the paper's pooled protocol follows."""
+    summary = run_dir / "conditions" / "summary.md"
+    if not summary.is_file():
+        return []
+    lines = summary.read_text(encoding="utf-8").splitlines()[1:]
+    lines = [("#" + line if line.startswith("#") else line) for line in lines]
+    lines = [line.replace("](parity_25c.png)", "](conditions/parity_25c.png)") for line in lines]
+    return [
+        "## Condition-aware models on the whole MPEA database (what ships)",
+        *lines,
+        "",
+        "## The paper's pooled protocol (reproduction)",
+        "",
+    ]
+
+
 def write_report(
     run_dir: str | Path, tsne_sample: int = 2000, tsne_max_iter: int = 1000, seed: int = 0
 ) -> Path:
@@ -612,6 +630,7 @@ def write_report(
         "(its protocol: test-fold selection, features never fed to the transformer); they are "
         "references, not results of this run.",
         "",
+        *conditions_section(run_dir),
         "## Headline: R² mean ± std over folds, honest protocol",
         "",
         headline_table(summary, targets),
