@@ -30,7 +30,7 @@ def test_ranks_and_writes_every_format(capsys, condition_bundle, tmp_path):
         capsys, *SMALL, "--model", str(condition_bundle), "--top", "7", "--out", str(csv)
     )
     assert code == 0, err
-    assert "rank" in out and "nearest UTS datum" in out  # the printed table
+    assert "rank" in out and "nearest uts_tension_mpa datum" in out  # the printed table
     assert "ranked 7 of 145 candidates" in err
     table = pl.read_csv(csv)
     assert tuple(table.columns) == result_columns(Ranking())

@@ -12,9 +12,10 @@ import polars as pl
 import pytest
 
 from hea_screen.cli import main
+from hea_screen.conditions import Condition
 from hea_screen.engine import (
     ModelRef,
-    check_inputs,
+    check_ranking,
     estimate,
     executor,
     guard_size,
@@ -26,7 +27,7 @@ from hea_screen.engine import (
     result_table,
     screen,
 )
-from hea_screen.errors import BundleError, ElementDataError, SpaceError
+from hea_screen.errors import BundleError, SpaceError, UserInputError
 from hea_screen.features import featurize
 from hea_screen.ranking import Partial, Ranking, score
 from hea_screen.space import SampledSpace
@@ -69,7 +70,7 @@ def test_top_k_equals_sorting_every_prediction(space, model, info):
     frames = []
     for lo in range(0, space.size, BATCH):
         table = space.table(lo, min(lo + BATCH, space.size))
-        frames.append(predictor.predict(table, featurize(table)))
+        frames.append(predictor.predict(table, ranking.condition, ranking.tasks, featurize(table)))
     everything = score(pl.concat(frames), ranking, info.reference)
     assert everything.height == space.size == 145
     best = everything.sort(["score", "composition"], descending=[True, False]).head(15)
@@ -137,14 +138,15 @@ def test_sampled_space_screens_the_sample(space, model, info):
     assert ranked.height == 50 and set(ranked["composition"]) == texts
 
 
-def test_inputs_outside_the_model_are_refused(space, info):
-    without_ni = replace(info, vocabulary=info.vocabulary - {"Ni"})
-    with pytest.raises(ElementDataError, match="Ni is outside the model's vocabulary"):
-        check_inputs(space, without_ni)
-    short = replace(info, max_tokens=info.tokens_per_alloy(3))
-    with pytest.raises(SpaceError, match="use --max-elements 3"):
-        check_inputs(space, short)
-    check_inputs(space, info)
+def test_rankings_the_model_cannot_answer_are_refused(info):
+    """A task the bundle lacks, or a condition outside its training data, is refused before
+    any work instead of a silent extrapolation."""
+    check_ranking(Ranking(), info)
+    with pytest.raises(UserInputError, match="1500 °C outside"):
+        check_ranking(Ranking(condition=Condition.of("tension", 1500, "cast")), info)
+    without = replace(info, tasks=tuple(t for t in info.tasks if t != "uts_tension_mpa"))
+    with pytest.raises(BundleError, match="no model for uts_tension_mpa"):
+        check_ranking(Ranking(), without)
 
 
 def test_huge_space_needs_sample_or_confirmation():
@@ -198,7 +200,7 @@ def test_hea_screen_prints_and_pins_the_bundle_identity(capsys, condition_bundle
     assert main([*small, "--model-sha256", digest[:12]]) == 0
     out, err = capsys.readouterr()
     assert f"model: {condition_bundle} (sha256 {digest})" in err
-    assert "(d " in out and "L1 distance" in out  # printed per-target distances
+    assert "(d " in out and "nearest uts_tension_mpa datum" in out  # per-task distances
     assert main([*small, "--model-sha256", "0" * 64]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and digest in err and "0" * 64 in err
