@@ -12,7 +12,6 @@ The shipped default bundle is rebuilt with (see docs/inference.md)::
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import shlex
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from hea_screen.bundle import VARIANTS
 from hea_screen.datasets import TARGETS
 from hea_screen.errors import UserInputError
+from hea_screen.extras import missing_train_extra
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,31 +60,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-#: Top-level modules of the ``train`` extra (pyproject.toml), absent from the light install.
-TRAIN_EXTRA = (
-    "torch",
-    "transformers",
-    "optimum",
-    "onnx",
-    "onnxscript",
-    "safetensors",
-    "sklearn",
-    "matplotlib",
-)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``hea-export``; without the ``train`` extra, says what to install (exit 2)."""
-    try:
-        importlib.import_module("export.bundle_writer")  # torch, optimum, onnx
-    except ModuleNotFoundError as err:
-        if (err.name or "").split(".")[0] not in TRAIN_EXTRA:
-            raise
-        print(
-            f'error: hea-export needs the training extra: pip install "hea-screen[train]" '
-            f"(missing module {err.name})",
-            file=sys.stderr,
-        )
+    message = missing_train_extra("hea-export", ("export.bundle_writer",))
+    if message is not None:
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return _run(argv)
 

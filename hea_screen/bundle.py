@@ -151,14 +151,7 @@ def load_bundle(path: str | Path, sha256: str | None = None) -> Bundle:
             f"model bundle {str(root)!r} is not a directory: give a folder written by hea-export"
         )
     manifest_path = root / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise BundleError(f"{manifest_path} is missing: {str(root)!r} is not a model bundle")
-    data = read_nofollow(manifest_path)
-    digest = hashlib.sha256(data).hexdigest()
-    check_pin(digest, sha256, root)
-    manifest = strict_json(data, manifest_path)
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{manifest_path} must hold a JSON object")
+    manifest, digest = read_manifest(root, sha256)
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise BundleError(
@@ -183,6 +176,21 @@ def load_bundle(path: str | Path, sha256: str | None = None) -> Bundle:
     _check_scalers(bundle)
     log.debug("verified model bundle %s (%d files), sha256 %s", root, len(files), digest)
     return bundle
+
+
+def read_manifest(root: Path, sha256: str | None = None) -> tuple[dict[str, Any], str]:
+    """The parsed ``manifest.json`` of a bundle directory (no NaN, infinity or repeated key;
+    no symlink) and its SHA-256, refused unless it matches ``sha256`` when that is given."""
+    path = root / MANIFEST_FILE
+    if not path.is_file():
+        raise BundleError(f"{path} is missing: {str(root)!r} is not a model bundle")
+    data = read_nofollow(path)
+    digest = hashlib.sha256(data).hexdigest()
+    check_pin(digest, sha256, root)
+    manifest = strict_json(data, path)
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path} must hold a JSON object")
+    return manifest, digest
 
 
 def check_pin(actual: str, pinned: str | None, root: Path) -> None:

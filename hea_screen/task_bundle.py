@@ -25,7 +25,6 @@ every manifest value it uses before anything runs; nothing in a bundle is execut
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,11 +34,9 @@ from typing import Any
 from hea_screen.bundle import (
     MANIFEST_FILE,
     TRAINING_SET_FILE,
-    check_pin,
     checked_encoder,
     read_checked,
-    read_nofollow,
-    strict_json,
+    read_manifest,
     verify_files,
 )
 from hea_screen.conditions import (
@@ -154,21 +151,6 @@ class TaskBundle:
 
     def training_set_text(self) -> str:
         return self.read(TRAINING_SET_FILE).decode("utf-8")
-
-
-def read_manifest(root: Path, sha256: str | None = None) -> tuple[dict[str, Any], str]:
-    """The parsed manifest of a bundle directory (no NaN, infinity or repeated key; no
-    symlink) and its SHA-256, refused unless it matches ``sha256`` when that is given."""
-    path = root / MANIFEST_FILE
-    if not path.is_file():
-        raise BundleError(f"{path} is missing: {str(root)!r} is not a model bundle")
-    data = read_nofollow(path)
-    digest = hashlib.sha256(data).hexdigest()
-    check_pin(digest, sha256, root)
-    manifest = strict_json(data, path)
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{path} must hold a JSON object")
-    return manifest, digest
 
 
 def _get(mapping: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:

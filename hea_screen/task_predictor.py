@@ -36,7 +36,7 @@ from hea_screen.conditions import PHASE, PHASES, Condition
 from hea_screen.design import condition_matrix
 from hea_screen.errors import UserInputError
 from hea_screen.features import featurize
-from hea_screen.predictor import as_table
+from hea_screen.predictor import as_table, session_options
 from hea_screen.table import CompositionTable
 from hea_screen.task_bundle import (
     TABULAR,
@@ -60,13 +60,7 @@ class TaskPredictor:
         self._options: dict[str, Any] = {"path": str(path), "threads": threads, "sha256": sha256}
         self.bundle: TaskBundle = load_task_bundle(path, sha256)
         self.training_set = TrainingSet.from_json(self.bundle.training_set_text())
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.enable_cpu_mem_arena = False
-        options.enable_mem_pattern = False
-        if threads is not None:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        options = session_options(threads)
         def session(rel: str) -> ort.InferenceSession:
             return ort.InferenceSession(
                 self.bundle.read(rel), options, providers=["CPUExecutionProvider"]

@@ -32,6 +32,7 @@ import polars as pl
 
 from hea_screen.datasets import data_dir
 from hea_screen.errors import UserInputError
+from hea_screen.extras import missing_train_extra
 from pretrain.atomic import write_text_atomic
 from pretrain.config import TrainConfig, load_config
 from pretrain.run_dir import RunDir
@@ -225,32 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Top-level modules of the ``train`` extra (pyproject.toml), absent from the light install.
-TRAIN_EXTRA = (
-    "torch",
-    "transformers",
-    "optimum",
-    "onnx",
-    "onnxscript",
-    "safetensors",
-    "sklearn",
-    "matplotlib",
-)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hea-train``; without the ``train`` extra, says what to install (exit 2)."""
-    try:
-        for module in ("torch", "transformers", "sklearn"):
-            importlib.import_module(module)
-    except ModuleNotFoundError as err:
-        if (err.name or "").split(".")[0] not in TRAIN_EXTRA:
-            raise
-        print(
-            f'error: hea-train needs the training extra: pip install "hea-screen[train]" '
-            f"(missing module {err.name})",
-            file=sys.stderr,
-        )
+    message = missing_train_extra("hea-train", ("torch", "transformers", "sklearn"))
+    if message is not None:
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return _run(argv)
 

@@ -29,21 +29,28 @@ from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, r2_sco
 from pretrain.folds import Split
 
 
-def _with_validation(
-    fold: int,
-    train_groups: np.ndarray,
-    test_rows: np.ndarray,
-    group_of_row: np.ndarray,
-    rng: np.random.Generator,
-    val_fraction: float,
-) -> Split:
-    """A :class:`Split` whose validation part is a random ``val_fraction`` of training alloys."""
-    shuffled = rng.permutation(train_groups)
-    n_val = max(1, round(val_fraction * len(shuffled)))
-    val_groups = shuffled[:n_val]
-    in_val = np.isin(group_of_row, val_groups)
-    in_train = np.isin(group_of_row, shuffled[n_val:])
-    return Split(fold, np.flatnonzero(in_train), np.flatnonzero(in_val), np.sort(test_rows))
+def _splits(
+    fold_of_group: np.ndarray, group_of_row: np.ndarray, seed: int, val_fraction: float
+) -> list[Split]:
+    """One :class:`Split` per fold label: its alloys held out, a random ``val_fraction`` of the
+    other alloys (drawn with ``default_rng([seed, fold])``) as the validation part."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    splits = []
+    for fold in range(int(fold_of_group.max()) + 1):
+        shuffled = np.random.default_rng([seed, fold]).permutation(
+            np.flatnonzero(fold_of_group != fold)
+        )
+        n_val = max(1, round(val_fraction * len(shuffled)))
+        splits.append(
+            Split(
+                fold,
+                np.flatnonzero(np.isin(group_of_row, shuffled[n_val:])),
+                np.flatnonzero(np.isin(group_of_row, shuffled[:n_val])),
+                np.flatnonzero(fold_of_group[group_of_row] == fold),
+            )
+        )
+    return splits
 
 
 def grouped_splits(
@@ -54,29 +61,14 @@ def grouped_splits(
     Alloys are permuted with ``numpy.random.default_rng(seed)`` and dealt to the folds in
     turn, so fold sizes differ by at most one alloy. Row indices refer to ``groups``.
     """
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     names, group_of_row = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
     if len(names) < n_folds:
         raise ValueError(f"{len(names)} alloys cannot make {n_folds} grouped folds")
-    rng = np.random.default_rng(seed)
     fold_of_group = np.empty(len(names), dtype=np.int64)
-    fold_of_group[rng.permutation(len(names))] = np.arange(len(names)) % n_folds
-    splits = []
-    for fold in range(n_folds):
-        test = np.flatnonzero(fold_of_group[group_of_row] == fold)
-        train_groups = np.flatnonzero(fold_of_group != fold)
-        splits.append(
-            _with_validation(
-                fold,
-                train_groups,
-                test,
-                group_of_row,
-                np.random.default_rng([seed, fold]),
-                val_fraction,
-            )
-        )
-    return splits
+    fold_of_group[np.random.default_rng(seed).permutation(len(names))] = (
+        np.arange(len(names)) % n_folds
+    )
+    return _splits(fold_of_group, group_of_row, seed, val_fraction)
 
 
 def cluster_splits(
@@ -95,21 +87,7 @@ def cluster_splits(
         np.asarray(groups, dtype=object), return_index=True, return_inverse=True
     )
     labels = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(fractions[first])
-    splits = []
-    for fold in range(n_clusters):
-        test = np.flatnonzero(labels[group_of_row] == fold)
-        train_groups = np.flatnonzero(labels != fold)
-        splits.append(
-            _with_validation(
-                fold,
-                train_groups,
-                test,
-                group_of_row,
-                np.random.default_rng([seed, fold]),
-                val_fraction,
-            )
-        )
-    return splits
+    return _splits(labels.astype(np.int64), group_of_row, seed, val_fraction)
 
 
 def top_decile_recall(y_true: np.ndarray, y_pred: np.ndarray) -> float:
