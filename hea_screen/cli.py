@@ -445,7 +445,7 @@ def run_screen(argv: Sequence[str]) -> int:
         with pl.Config(
             tbl_rows=args.show,
             tbl_cols=-1,
-            fmt_str_lengths=60,
+            fmt_str_lengths=100,
             tbl_width_chars=250,
             tbl_hide_dataframe_shape=True,
             tbl_hide_column_data_types=True,

@@ -143,9 +143,10 @@ class ModelInfo:
     tasks: tuple[str, ...]
     coverage: dict[str, Coverage]
 
-    def predicted(self, ranking: Ranking) -> tuple[str, ...]:
-        """Tasks a screen predicts: the ranking's, plus phase where the bundle has it."""
-        return ranking.tasks + ((PHASE.name,) if PHASE.name in self.tasks else ())
+
+def predicted_tasks(ranking: Ranking, available: Sequence[str]) -> tuple[str, ...]:
+    """Tasks a screen predicts: the ranking's, plus phase where the bundle has it."""
+    return ranking.tasks + ((PHASE.name,) if PHASE.name in available else ())
 
 
 def inspect_model(path: str | Path | None, sha256: str | None = None) -> ModelInfo:
@@ -256,7 +257,7 @@ def screen_partition(
 ) -> Partial:
     """Enumerate, featurize, predict and score candidates ``lo..hi``; keep top-k and front."""
     predictor = predictor_for(model)
-    tasks = ranking.tasks + ((PHASE.name,) if PHASE.name in predictor.tasks else ())
+    tasks = predicted_tasks(ranking, predictor.tasks)
     seconds = {"enumerate": 0.0, "featurize": 0.0, "predict": 0.0, "rank": 0.0}
     kept: Partial | None = None
     for start in range(lo, hi, model.batch_size):
