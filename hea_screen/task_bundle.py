@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hea_screen.applicability import TrainingSet
 from hea_screen.bundle import (
     MANIFEST_FILE,
     TRAINING_SET_FILE,
@@ -221,6 +222,32 @@ def _task_model(name: str, info: Any, used: set[str], shared: set[str]) -> TaskM
     )
 
 
+def _check_scalers(root: Path, manifest: Mapping[str, Any], tasks: tuple[TaskModel, ...]) -> None:
+    """A transformer fold's scaler must fit its task's training values (per-alloy means from
+    ``lo`` to ``hi``): mean within one range width of them, std at most twice the range, so
+    an edited mean of 99999 MPa is refused. (The scalers are fitted on examples at single
+    conditions, whose spread can exceed that of per-alloy means; hence the margin.)"""
+    if not any(t.scalers for t in tasks):
+        return
+    training = TrainingSet.from_json(
+        read_checked(root, TRAINING_SET_FILE, manifest["files"]).decode("utf-8")
+    )
+    for t in tasks:
+        if not t.scalers:
+            continue
+        values = training.targets[t.task.name].values if t.task.name in training.targets else []
+        if len(values) == 0:
+            raise BundleError(f"{TRAINING_SET_FILE} has no values of {t.task.name}")
+        lo, hi = float(min(values)), float(max(values))
+        for k, (mean, std) in enumerate(t.scalers):
+            width = hi - lo
+            if not (lo - width <= mean <= hi + width and std <= 2 * width):
+                raise BundleError(
+                    f"{MANIFEST_FILE}: {t.task.name} fold {k} scaler (mean {mean:g}, std "
+                    f"{std:g}) does not fit its training values ({lo:g} to {hi:g} {t.task.unit})"
+                )
+
+
 def load_task_bundle(path: str | Path, sha256: str | None = None) -> TaskBundle:
     """Read and verify a format-2 bundle (pinned to ``sha256``, 64 hex digits or a prefix of
     at least 12, when given); :class:`BundleError` names whatever is wrong."""
@@ -275,6 +302,7 @@ def load_task_bundle(path: str | Path, sha256: str | None = None) -> TaskBundle:
     phase = next((t for t in tasks if t.task is PHASE), None)
     if phase is not None and tuple(manifest.get("phases", ())) != PHASES:
         raise BundleError(f"{MANIFEST_FILE}: phases must be {list(PHASES)}")
+    _check_scalers(root, manifest, tasks)
     interval = float(_get(manifest, "interval", (int, float), "the manifest"))
     if not 0 < interval < 1:
         raise BundleError(f"{MANIFEST_FILE}: interval {interval} must lie in (0, 1)")

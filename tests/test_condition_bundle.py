@@ -199,3 +199,9 @@ def test_a_task_that_picks_the_transformer_ships_its_fold_networks(
         got["phase_bcc_prob"].to_numpy(), torch_out[:, :, k].mean(axis=0), rtol=1e-4
     )
     assert (out / "transformer" / "fold_0.onnx").is_file() and (out / "tokenizer").is_dir()
+
+    def inflate(m: dict) -> None:
+        m["tasks"]["ys_compression_mpa"]["folds"][1]["scaler"]["mean"] = 99999.0
+
+    with pytest.raises(BundleError, match="fold 1 scaler"):
+        load_task_bundle(_tampered(out, tmp_path / "tampered", inflate))
