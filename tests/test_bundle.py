@@ -14,7 +14,9 @@ import pytest
 
 from hea_screen import load_model
 from hea_screen.bundle import MANIFEST_FILE, default_bundle_path, load_bundle, onnx_relpath
+from hea_screen.conditions import TASKS
 from hea_screen.errors import BundleError
+from hea_screen.task_bundle import load_task_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -258,8 +260,11 @@ def test_identity_is_the_manifest_sha256(tiny_bundle: Path) -> None:
 
 
 def test_shipped_bundle_passes_every_check() -> None:
-    bundle = load_bundle(default_bundle_path())
-    assert [t.name for t in bundle.targets] == ["uts_mpa", "elongation_pct"]
+    """The shipped bundle is condition-aware (format 2) and predicts every task."""
+    bundle = load_task_bundle(default_bundle_path())
+    assert {t.task.name for t in bundle.tasks} == {t.name for t in TASKS}
+    with pytest.raises(BundleError, match="format_version 2; this hea-screen reads version 1"):
+        load_bundle(default_bundle_path())
 
 
 def test_not_a_bundle(tmp_path: Path) -> None:
