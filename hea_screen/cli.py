@@ -364,7 +364,7 @@ def _display(table: pl.DataFrame, rows: int, ranking: Ranking) -> pl.DataFrame:
 
 
 #: Options whose value may start with "-" (argparse would take ``-1,2`` for an option).
-_SIGNED_VALUES = ("--weights",)
+_SIGNED_VALUES = ("--weights", "--temperature")
 
 
 def _join_signed_values(argv: Sequence[str]) -> list[str]:

@@ -314,3 +314,24 @@ def test_training_commands_without_the_train_extra_say_what_to_install(command):
         f'error: {name} needs the training extra: pip install "hea-screen[train]"'
     )
     assert "(missing module torch)" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_condition_flags_are_checked_and_stated(capsys, condition_bundle, tmp_path):
+    """The condition reaches the header and the output; a cryogenic temperature is a
+    number, not an option; an uncovered or unknown condition is refused before any work."""
+    out = tmp_path / "top.csv"
+    args = [*SMALL, "--model", str(condition_bundle), "--top", "3", "--out", str(out)]
+    code, _, err = cli(capsys, *args, "--test", "compression", "--objective", "ys")
+    assert code == 0, err
+    assert "condition: compression, 25 °C, cast; ranking ys on ys_compression_mpa" in err
+    table = pl.read_csv(out)
+    assert "ys_compression_mpa_mean" in table.columns
+    assert "uts_tension_mpa_mean" not in table.columns
+    assert set(table["test_type"]) == {"compression"} and set(table["processing"]) == {"CAST"}
+    for flags, message in (
+        (["--temperature", "-300"], "below absolute zero"),
+        (["--temperature", "5000"], "5000 °C outside"),
+        (["--processing", "forged"], "unknown processing route 'forged'"),
+    ):
+        code, _, err = cli(capsys, *args, *flags)
+        assert code == 2 and message in err and "Traceback" not in err
