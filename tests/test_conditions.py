@@ -126,3 +126,23 @@ def test_design_matrix_columns_and_condition_broadcast() -> None:
     assert (at[:, col["processing_WROUGHT"]] == 1).all()
     with pytest.raises(UserInputError, match="3 processing routes for 2 rows"):
         design_matrix(feats, 25.0, ["cast"] * 3)
+
+
+def test_spec_condition_section() -> None:
+    from hea_screen.errors import SpaceError
+    from hea_screen.spec import spec_from_dict
+
+    base = {"space": {"elements": ["Co", "Cr", "Fe", "Ni"]}}
+    spec = spec_from_dict(
+        {**base, "condition": {"test": "compression", "temperature": 600, "processing": "anneal"}}
+    )
+    assert spec.ranking.condition == Condition.of("compression", 600, "anneal")
+    assert spec.ranking.describe()["condition"]["temperature_c"] == 600
+    assert spec_from_dict(base).ranking.condition == Condition()
+    for bad, match in (
+        ({"test": "shear"}, "unknown test type 'shear'"),
+        ({"temperature": "1e999"}, "finite"),
+        ({"pressure": 1}, "unknown key pressure in condition"),
+    ):
+        with pytest.raises((SpaceError, UserInputError), match=match):
+            spec_from_dict({**base, "condition": bad})
