@@ -151,7 +151,7 @@ def write_condition_bundle(
     data = load_data(data_dir, config, seed=int(data_info.get("seed", 42)))
     first = config.seeds[0]
     records = pl.read_parquet(cond / f"seed_{first}.parquet")
-    summary = summarize(pl.read_csv(cond / "metrics.csv"))
+    summary = summarize(pl.read_csv(cond / "metrics.csv", infer_schema_length=None))
     oof = pl.read_csv(cond / "oof_predictions.csv")
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tasks: dict[str, Any] = {}
