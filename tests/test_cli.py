@@ -231,7 +231,10 @@ def test_dry_run_of_a_space_too_large_to_index_estimates_and_samples(capsys):
 def test_unreachable_scheduler_is_a_clean_error(capsys):
     code, _, err = cli(capsys, *QUICK, "--scheduler", "notaurl", "--show", "0")
     assert code == 2
-    assert err.startswith("error: cannot reach the Dask scheduler at 'notaurl'")
+    # the run header (condition, model) comes first; the error is the last line
+    assert err.strip().splitlines()[-1].startswith(
+        "error: cannot reach the Dask scheduler at 'notaurl'"
+    )
     assert "Traceback" not in err
 
 

@@ -331,12 +331,17 @@ def test_applicability_columns(predictor: Predictor) -> None:
 
 
 def test_nearest_distance_is_per_target() -> None:
-    """CoCrFeMnNi's elongation was measured, its UTS was not: no pooled 0.0 may suggest it."""
-    out = load_model(device="cpu").predict(["CoCrFeMnNi"])
-    assert out["elongation_pct_nearest_distance"][0] == 0.0
-    assert out["elongation_pct_nearest_composition"][0] == "Co0.2 Cr0.2 Fe0.2 Mn0.2 Ni0.2"
-    assert out["uts_mpa_nearest_distance"][0] == pytest.approx(0.4, abs=1e-6)
-    assert out["uts_mpa_nearest_composition"][0] != "Co0.2 Cr0.2 Fe0.2 Mn0.2 Ni0.2"
+    """An alloy whose hardness was measured but not its tensile UTS: its hardness datum is
+    at distance 0, its UTS datum is another alloy; no pooled 0.0 may suggest a UTS."""
+    model = load_model(device="cpu")
+    hardness = model.training_set.targets["hardness_hv"].compositions
+    tensile = set(model.training_set.targets["uts_tension_mpa"].compositions)
+    alloy = next(c for c in hardness if c not in tensile)
+    out = model.predict([alloy], tasks=["uts_tension_mpa", "hardness_hv"])
+    assert out["hardness_hv_nearest_distance"][0] == 0.0
+    assert out["hardness_hv_nearest_composition"][0] == alloy
+    assert out["uts_tension_mpa_nearest_distance"][0] > 0
+    assert out["uts_tension_mpa_nearest_composition"][0] != alloy
     assert not [c for c in out.columns if c.startswith("nearest_train")]
 
 
