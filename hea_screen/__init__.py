@@ -1,4 +1,5 @@
-"""hea-screen: rank high-entropy alloy candidates by predicted UTS and elongation.
+"""hea-screen: rank high-entropy alloy candidates by predicted strength and ductility at a
+stated test condition (see :mod:`hea_screen.conditions`).
 
 Data flow: compositions -> features -> tokens -> predictions -> ranking.
 """

@@ -3,7 +3,8 @@
 A screen cuts the candidate positions ``0..size`` into contiguous partitions. On a worker,
 a partition is processed in batches of ``batch_size`` candidates: the batch is built
 directly from the space (:mod:`hea_screen.space`), featurized with polars, predicted with
-ONNX Runtime (the worker's cached :class:`~hea_screen.predictor.Predictor`), scored, and
+ONNX Runtime (the worker's cached :class:`~hea_screen.task_predictor.TaskPredictor`, at the
+ranking's condition), scored, and
 folded into the partition's running top-k and Pareto front (:class:`~hea_screen.ranking.Partial`).
 Only that partial travels back; the driver folds partials together as they arrive, so
 memory stays bounded by a partition plus the top-k, whatever the size of the space.
