@@ -59,26 +59,17 @@ def _read_json(path: Path) -> Any:
 
 def git_state(root: Path) -> tuple[str | None, bool]:
     """(HEAD commit, whether tracked files differ from it) of the checkout at ``root``."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
+        return done.stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
         return None, False
-    return head, bool(dirty)
 
 
 def _coverage(frame: pl.DataFrame, task: str) -> dict[str, Any]:
