@@ -146,3 +146,24 @@ def test_spec_condition_section() -> None:
     ):
         with pytest.raises((SpaceError, UserInputError), match=match):
             spec_from_dict({**base, "condition": bad})
+
+
+def test_light_install_screens_with_the_shipped_bundle() -> None:
+    """No torch, transformers, scikit-learn, skl2onnx, scipy or matplotlib on the screening
+    path: the shipped condition-aware bundle loads, predicts and ranks without them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for m in ['torch', 'transformers', 'sklearn', 'skl2onnx', 'optimum', 'matplotlib',"
+        " 'scipy']: sys.modules[m] = None\n"
+        "import hea_screen\n"
+        "out = hea_screen.load_model().predict(['CoCrFeMnNi'])\n"
+        "assert out['uts_tension_mpa_mean'][0] > 0\n"
+        "from hea_screen.cli import main\n"
+        "sys.exit(main(['--elements', 'Co,Cr,Fe,Ni', '--step', '0.1', '--top', '3',"
+        " '--quiet', '--workers', '1', '--show', '0']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
