@@ -20,7 +20,7 @@ from functools import cache
 import numpy as np
 import polars as pl
 
-from hea_screen.composition import SCALE, Composition, format_micro, parse
+from hea_screen.composition import SCALE, Composition, parse
 from hea_screen.errors import CompositionError, UserInputError
 
 
@@ -287,5 +287,18 @@ def fraction_texts() -> pl.Series:
 
     One more entry, at SCALE + 1, is the empty string: the text of a padding slot.
     """
-    texts = [format_micro(m) for m in range(SCALE + 1)]
-    return pl.Series("fraction", [*texts, ""], dtype=pl.Utf8)
+    # format_micro vectorized (a Python loop over a million values took 1.5 s a process)
+    texts = (
+        pl.select(
+            pl.when(pl.int_range(0, SCALE + 1) == SCALE)
+            .then(pl.lit("1"))
+            .otherwise(
+                "0."
+                + pl.int_range(0, SCALE + 1).cast(pl.Utf8).str.zfill(6).str.strip_chars_end("0")
+            )
+            .alias("fraction")
+        )
+        .to_series()
+        .extend_constant("", 1)
+    )
+    return texts
