@@ -27,6 +27,7 @@ from hea_screen.conditions import TASKS_BY_NAME, Processing, TestType
 from hea_screen.engine import (
     DEFAULT_BATCH,
     LARGE_SPACE,
+    SHORTLIST_FACTOR,
     ModelRef,
     check_inputs,
     check_ranking,
@@ -210,6 +211,18 @@ def screen_parser() -> argparse.ArgumentParser:
     r.add_argument("--kappa", type=_number, metavar="K", help="k of --risk (default 1)")
     r.add_argument(
         "--top", type=_positive_int, metavar="N", help="rows in the ranking (default 100)"
+    )
+    r.add_argument(
+        "--exact",
+        action="store_true",
+        help="run every fold model on every candidate (default: fold 0 scores all, the full "
+        f"ensemble re-scores the best {SHORTLIST_FACTOR} x --top)",
+    )
+    r.add_argument(
+        "--shortlist",
+        type=_positive_int,
+        metavar="N",
+        help=f"candidates the full ensemble re-scores (default {SHORTLIST_FACTOR} x --top)",
     )
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="FILE", help="write the ranking as .csv, .parquet or .json")
@@ -438,6 +451,8 @@ def run_screen(argv: Sequence[str]) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         progress=not args.quiet,
+        exact=args.exact,
+        shortlist=args.shortlist,
     )
     if args.out:
         write_table(outcome.table, args.out)
