@@ -69,7 +69,10 @@ def main() -> int:
                 " (default)" if factor == SHORTLIST_FACTOR else ""
             )
             rows.append((objective, name, t, len(set(top) & set(exact))))
-    header = f"{'objective':10} {'run':36} {'s':>7} {'cand/s':>9} {'speed-up':>9} {'in exact top':>13}"
+    header = (
+        f"{'objective':10} {'run':36} {'s':>7} {'cand/s':>9} {'speed-up':>9} "
+        f"{'in exact top':>13}"
+    )
     print(f"sample of {space.size:,} candidates of the {SEVEN} space (3-7 elements); "
           f"top {args.top}; CPU cores {os.cpu_count()}")
     print(header)

@@ -26,6 +26,7 @@ import polars as pl
 from hea_screen.conditions import TASKS_BY_NAME, Processing, TestType
 from hea_screen.engine import (
     DEFAULT_BATCH,
+    IN_PROCESS_SPACE,
     LARGE_SPACE,
     SHORTLIST_FACTOR,
     ModelRef,
@@ -127,8 +128,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=_positive_int,
         metavar="N",
-        default=os.cpu_count() or 1,
-        help="local Dask worker processes (default: one per core)",
+        help="local Dask worker processes (default: one per core for spaces above "
+        f"{IN_PROCESS_SPACE:,} candidates; smaller ones run in this process)",
     )
     g.add_argument(
         "--scheduler",
@@ -418,13 +419,17 @@ def run_screen(argv: Sequence[str]) -> int:
             model,
             info.reference,
             partition_size=spec.partition_size,
-            workers=args.workers,
+            workers=_workers(args.workers, candidates.size),
         )
         where = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
         print(
             f"partitions: {est.partitions:,} of up to {est.partition_size:,} candidates "
             f"(batch {model.batch_size}); "
-            + (f"scheduler {where}" if where else f"{args.workers} local worker(s)")
+            + (
+                f"scheduler {where}"
+                if where
+                else f"{_workers(args.workers, candidates.size)} local worker(s)"
+            )
         )
         print(
             f"probe: {est.probe_candidates} candidates at {est.candidates_per_second:,.0f} "
@@ -448,7 +453,7 @@ def run_screen(argv: Sequence[str]) -> int:
         info.reference,
         ingot_mass_g=spec.ingot_mass_g,
         partition_size=spec.partition_size,
-        workers=args.workers,
+        workers=_workers(args.workers, candidates.size),
         scheduler=args.scheduler,
         progress=not args.quiet,
         exact=args.exact,
@@ -494,7 +499,7 @@ def run_batch_command(argv: Sequence[str]) -> int:
         spec,
         args.out,
         _model_ref(args),
-        workers=args.workers,
+        workers=args.workers or os.cpu_count() or 1,
         scheduler=args.scheduler,
         progress=not args.quiet,
         confirmed=args.yes,
@@ -522,6 +527,14 @@ def _os_error(exc: OSError) -> str:
     )
 
 
+def _workers(given: int | None, candidates: int) -> int:
+    """``--workers``, or by default one per core above :data:`IN_PROCESS_SPACE` candidates
+    and 1 (this process, no cluster start) up to it."""
+    if given is not None:
+        return given
+    return 1 if candidates <= IN_PROCESS_SPACE else os.cpu_count() or 1
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"
@@ -538,10 +551,8 @@ def _logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # importing distributed sets its own logger to INFO; keep that chatter for --verbose
-    import distributed  # noqa: F401
-
-    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.WARNING)
+    # importing distributed (when a cluster starts) sets its own logger to INFO; the
+    # engine keeps that chatter for --verbose (quiet_distributed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

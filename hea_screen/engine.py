@@ -66,8 +66,14 @@ log = logging.getLogger(__name__)
 #: Spaces larger than this need ``--sample`` or an explicit confirmation.
 LARGE_SPACE = 1_000_000
 
-#: Default rows per model call; partition edges are multiples of it.
-DEFAULT_BATCH = 512
+#: ``hea-screen`` screens spaces up to this size in its own process by default: starting a
+#: local cluster (worker processes, a model load each) costs more than it saves there
+#: (docs/benchmarks.md).
+IN_PROCESS_SPACE = 1_000_000
+
+#: Default rows per model call; partition edges are multiples of it (4,096: the fastest of
+#: 512, 4,096 and 16,384 for the shipped tree ensembles, docs/benchmarks.md).
+DEFAULT_BATCH = 4096
 
 #: Fold models per task in the cheap first stage of a screen (:func:`first_stage`).
 CHEAP_FOLDS = 1
@@ -267,14 +273,17 @@ class Stage:
     keep: int
 
 
-def first_stage(ranking: Ranking, exact: bool = False, shortlist: int | None = None) -> Stage:
-    """The first stage of a screen: fold 0 alone keeping ``shortlist`` rows (default
-    :data:`SHORTLIST_FACTOR` x top), or with ``exact`` every fold keeping the top."""
-    if exact:
-        return Stage(None, ranking.top)
+def first_stage(
+    ranking: Ranking, size: int, exact: bool = False, shortlist: int | None = None
+) -> Stage:
+    """The first stage of a screen of ``size`` candidates: fold 0 alone keeping ``shortlist``
+    rows (default :data:`SHORTLIST_FACTOR` x top); every fold keeping the top with ``exact``
+    or where the shortlist would hold the whole space."""
     keep = SHORTLIST_FACTOR * ranking.top if shortlist is None else shortlist
     if keep < ranking.top:
         raise UserInputError(f"shortlist {keep}: need at least --top ({ranking.top}) rows")
+    if exact or keep >= size:
+        return Stage(None, ranking.top)
     return Stage(CHEAP_FOLDS, keep)
 
 
@@ -325,6 +334,13 @@ def screen_partition(
 NANNY_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
 
+def quiet_distributed() -> None:
+    """Importing distributed sets its logger to INFO: keep that chatter for when this
+    package's own logger shows INFO (``hea-screen --verbose``)."""
+    verbose = logging.getLogger("hea_screen").isEnabledFor(logging.INFO)
+    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 @contextmanager
 def executor(
     n_partitions: int, workers: int, scheduler: str | None, processes: bool = True
@@ -334,6 +350,7 @@ def executor(
     if address:
         from distributed import Client
 
+        quiet_distributed()
         try:
             client = Client(address, timeout="10s")
         except (OSError, TimeoutError, ValueError, TypeError) as exc:
@@ -346,6 +363,7 @@ def executor(
         return
     from distributed import Client, LocalCluster
 
+    quiet_distributed()
     n = min(workers, n_partitions)
     threads = max(1, (os.cpu_count() or 1) // n)
     # No dashboard; the scheduler's HTTP server (health, metrics) takes a free local port,
@@ -492,7 +510,7 @@ def screen(
     """
     t0 = time.perf_counter()
     model = pinned(model)
-    stage = first_stage(ranking, exact, shortlist)
+    stage = first_stage(ranking, candidates.size, exact, shortlist)
     parts = plan_partitions(candidates.size, model.batch_size, partition_size, workers)
     merged: Partial | None = None
 
