@@ -304,6 +304,7 @@ def screen_partition(
     predictor = predictor_for(model)
     tasks = predicted_tasks(ranking, predictor.tasks) if stage is None else ranking.tasks
     folds, keep = (None, ranking.top) if stage is None else (stage.folds, stage.keep)
+    final = stage is None
     seconds = {"enumerate": 0.0, "featurize": 0.0, "predict": 0.0, "rank": 0.0}
     kept: Partial | None = None
     for start in range(lo, hi, model.batch_size):
@@ -313,14 +314,14 @@ def screen_partition(
         features = featurize(table)
         t2 = time.perf_counter()
         predicted = predictor.predict(
-            table, ranking.condition, tasks, features, folds=folds, applicability=stage is None
+            table, ranking.condition, tasks, features, folds=folds, applicability=final
         )
         t3 = time.perf_counter()
         part = Partial.of(score(predicted, ranking, reference), keep, len(table))
         kept = part if kept is None else kept.merge(part, keep)
         t4 = time.perf_counter()
-        for stage, dt in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-            seconds[stage] += dt
+        for name, dt in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            seconds[name] += dt
     assert kept is not None, "empty partition"
     return Partial(kept.top, kept.front, kept.candidates, seconds)
 
