@@ -534,20 +534,32 @@ def screen(
     )
     if merged is None:
         raise SpaceError("empty space: nothing to screen")
-    final = rescore(merged, model, ranking, reference)
+    final = rescore(merged, model, ranking, reference, candidates.elements)
     table = result_table(final, ranking, ingot_mass_g, model.sha256)
     return Outcome(table, final, len(parts), time.perf_counter() - t0)
 
 
-def rescore(shortlist: Partial, model: ModelRef, ranking: Ranking, reference: Reference) -> Partial:
+def rescore(
+    shortlist: Partial,
+    model: ModelRef,
+    ranking: Ranking,
+    reference: Reference,
+    palette: Sequence[str],
+) -> Partial:
     """The second stage: every fold model of the ranked tasks and phase, with applicability,
-    on the rows a first stage kept (its top and front), reduced to the top and front."""
+    on the rows a first stage kept (its top and front), reduced to the top and front.
+
+    The rows are featurized over the space's ``palette``, as in the first stage, so a
+    candidate gets the same features (to the last bit) in both."""
     t0 = time.perf_counter()
     texts = pl.concat([shortlist.top["composition"], shortlist.front["composition"]]).unique(
         maintain_order=True
     )
     predictor = predictor_for(model)
-    table = CompositionTable.from_compositions(texts.to_list())
+    parsed = CompositionTable.from_compositions(texts.to_list())
+    micro = np.zeros((len(parsed), len(palette)), dtype=np.int32)
+    micro[:, [list(palette).index(el) for el in parsed.elements]] = parsed.micro
+    table = CompositionTable(tuple(palette), micro)
     tasks = predicted_tasks(ranking, predictor.tasks)
     predicted = predictor.predict(table, ranking.condition, tasks)
     seconds = dict(shortlist.seconds)
