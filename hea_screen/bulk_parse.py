@@ -6,11 +6,12 @@ spaces, with plain decimal amounts (``Co1 Cr1 Fe1 Ni1``, ``CoCrFeNi``, ``Al0.5Co
 ``Co20Cr20Fe20Mn20Ni20``; at most 6 digits before and 6 after the point, at most
 :data:`MAX_TOKENS` tokens). It reproduces :func:`~hea_screen.composition.parse` exactly:
 each amount becomes an integer over the row's common power of ten (``0.5`` and ``20`` over
-10 are ``5`` and ``200``), a repeated element is summed, and the shares are rounded to
+10 are ``5`` and ``200``), and the shares are rounded to
 millionths by the same largest-remainder rule (floors, then one unit each to the largest
 remainders, ties to the alphabetically first element) in int64 arithmetic, which cannot
 overflow within these limits. A row the fast path cannot take (groups, exponents, another
-notation, an unknown symbol, a zero amount, a share below the resolution) goes to the full
+notation, an unknown symbol, a repeated element, a zero amount, a share below the
+resolution) goes to the full
 parser, so results and error messages are the full parser's.
 """
 
@@ -50,92 +51,101 @@ class BulkParsed:
 def parse_texts(texts: Sequence[str | None] | pl.Series) -> BulkParsed:
     """Parse every text (see module docstring); bad rows are collected, never raised."""
     series = pl.Series("text", texts, dtype=pl.Utf8)
-    frame = series.to_frame().with_row_index("row")
-    simple = frame.filter(pl.col("text").str.contains(_SIMPLE).fill_null(False))
-    fast, rejected = _fast(simple)
-    others = frame.filter(~pl.col("row").is_in(simple["row"].implode()) | pl.col("row").is_in(
-        rejected.implode()
-    ))
-    slow_rows, slow_amounts, bad = _slow(others)
-    symbols = sorted(set(fast["symbol"].unique().to_list()) | {s for a in slow_amounts for s in a})
-    column = {el: j for j, el in enumerate(symbols)}
-    good = np.sort(np.concatenate([fast["row"].unique().to_numpy(), slow_rows]).astype(np.int64))
+    simple = series.str.contains(_SIMPLE).fill_null(False).to_numpy()
+    fast_rows, symbols, fast_micro, fast_ok = _fast(series.filter(simple), np.flatnonzero(simple))
+    slow = ~simple
+    slow[fast_rows[~fast_ok]] = True
+    slow_rows, slow_amounts, bad = _slow(np.flatnonzero(slow), series)
+    palette = sorted(set(symbols) | {el for a in slow_amounts for el in a})
+    column = {el: j for j, el in enumerate(palette)}
+    good = np.sort(np.concatenate([fast_rows[fast_ok], slow_rows]))
     position = np.full(len(series), -1, dtype=np.int64)
     position[good] = np.arange(len(good))
-    micro = np.zeros((len(good), len(symbols)), dtype=np.int32)
-    if fast.height:
-        cols = fast["symbol"].replace_strict(column, return_dtype=pl.Int64).to_numpy()
-        micro[position[fast["row"].to_numpy()], cols] = fast["micro"].to_numpy()
+    micro = np.zeros((len(good), len(palette)), dtype=np.int32)
+    if len(fast_micro):
+        remap = np.array([column[el] for el in symbols], dtype=np.int64)
+        token_rows, codes, values = fast_micro
+        micro[position[token_rows], remap[codes]] = values
     for row, amounts in zip(slow_rows, slow_amounts):
         for el, m in amounts.items():
             micro[position[row], column[el]] = m
-    return BulkParsed(tuple(symbols), micro, good, bad)
+    return BulkParsed(tuple(palette), micro, good, bad)
 
 
-def _fast(simple: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
-    """``row, symbol, micro`` of the rows the fast path takes, and the rows it gives up."""
-    tokens = (
-        simple.lazy()
-        .select("row", pl.col("text").str.extract_all(_TOKEN).alias("token"))
-        .filter(pl.col("token").list.len() <= MAX_TOKENS)
-        .explode("token")
-        .select(
-            "row",
-            pl.col("token").str.extract(r"^([A-Z][a-z]?)").alias("symbol"),
-            pl.col("token").str.extract(r"^[A-Z][a-z]?([0-9]*)").alias("whole"),
-            pl.col("token").str.extract(r"\.([0-9]*)$").fill_null("").alias("frac"),
-        )
-        .with_columns(pl.col("frac").str.len_chars().max().over("row").alias("digits"))
-        .with_columns(
-            (
-                pl.when(pl.col("whole") == "")
-                .then(pl.lit(1, dtype=pl.Int64))
-                .otherwise(pl.col("whole").cast(pl.Int64))
-                * pl.lit(10, dtype=pl.Int64).pow(pl.col("digits"))
-                + pl.col("frac").str.pad_end(6, "0").str.slice(0, 6).cast(pl.Int64)
-                // pl.lit(10, dtype=pl.Int64).pow(6 - pl.col("digits"))
-            ).alias("amount")
-        )
-        .group_by("row", "symbol")
-        .agg(pl.col("amount").sum())
-        .collect()
+def _fast(
+    texts: pl.Series, rows: np.ndarray
+) -> tuple[np.ndarray, list[str], tuple[np.ndarray, ...], np.ndarray]:
+    """The fast path on ``texts`` (input rows ``rows``): ``rows``, the symbols its codes
+    index (alphabetical), ``(token rows, symbol codes, millionths)`` of the rows it takes,
+    and per row whether it took it (the others go to the full parser)."""
+    lists = texts.str.extract_all(_TOKEN)
+    lengths = lists.list.len().to_numpy().astype(np.int64)
+    parts = lists.explode().str.extract_groups(r"^([A-Z][a-z]?)([0-9]*)(?:\.([0-9]*))?$")
+    symbol = parts.struct.field("1")
+    whole = parts.struct.field("2")
+    frac = parts.struct.field("3").fill_null("")
+    codes = symbol.rank("dense").cast(pl.Int64).to_numpy() - 1
+    names = symbol.unique().sort().to_list()
+    known = symbol.is_in(sorted(PERIODIC_TABLE)).to_numpy()
+    whole_int = whole.replace("", "1").cast(pl.Int64).to_numpy()
+    digits = frac.str.len_chars().cast(pl.Int64).to_numpy()
+    frac_int = frac.str.pad_end(6, "0").cast(pl.Int64).to_numpy()
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    ok = (lengths > 0) & (lengths <= MAX_TOKENS)
+    if not len(owner):
+        return rows, names, (), ok
+    places = np.maximum.reduceat(digits, starts)[owner]
+    amount = whole_int * 10**places + frac_int // 10 ** (6 - places)
+    # a repeated symbol: sum per (row, symbol) is the full parser's rule; rare, so those
+    # rows go to it instead
+    pair = np.sort(owner * 128 + codes)  # a symbol code is below 118
+    repeated = pair[1:][pair[1:] == pair[:-1]] // 128
+    bad_token = ~known | (amount <= 0)
+    total = np.maximum(np.add.reduceat(amount, starts), 1)[owner]  # 0: a bad row anyway
+    floor = amount * SCALE // total
+    remainder = amount * SCALE - floor * total
+    missing = SCALE - np.add.reduceat(floor, starts)[owner]
+    order = (
+        pl.DataFrame({"owner": owner, "remainder": remainder, "code": codes})
+        .select(pl.arg_sort_by(["owner", "remainder", "code"], descending=[False, True, False]))
+        .to_series()
+        .to_numpy()
     )
-    whole = tokens.with_columns(pl.col("amount").sum().over("row").alias("total")).with_columns(
-        (pl.col("amount") * SCALE // pl.col("total")).alias("floor")
-    )
-    whole = whole.with_columns(
-        (pl.col("amount") * SCALE - pl.col("floor") * pl.col("total")).alias("remainder"),
-        (SCALE - pl.col("floor").sum().over("row")).alias("missing"),
-    ).sort(["row", "remainder", "symbol"], descending=[False, True, False])
-    whole = whole.with_columns(
-        (
-            pl.col("floor")
-            + (pl.int_range(pl.len()).over("row") < pl.col("missing")).cast(pl.Int64)
-        ).alias("micro")
-    )
-    unknown = ~pl.col("symbol").is_in(sorted(PERIODIC_TABLE))
-    refused = (pl.col("amount") <= 0) | (pl.col("micro") <= 0) | unknown
-    give_up = whole.filter(refused.any().over("row"))["row"].unique()
-    kept_rows = tokens["row"].unique()
-    dropped = simple.filter(~pl.col("row").is_in(kept_rows.implode()))["row"]
-    fast = whole.filter(~pl.col("row").is_in(give_up.implode())).select("row", "symbol", "micro")
-    return fast, pl.concat([give_up, dropped])
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order)) - starts[owner[order]]
+    micro = floor + (rank < missing)
+    bad_token |= micro <= 0
+    bad_rows = np.zeros(len(rows), dtype=bool)
+    bad_rows[owner[bad_token]] = True
+    bad_rows[repeated] = True
+    ok &= ~bad_rows
+    take = ok[owner]
+    return rows, names, (rows[owner[take]], codes[take], micro[take]), ok
 
 
-def _slow(rows: pl.DataFrame) -> tuple[np.ndarray, list[dict[str, int]], pl.DataFrame]:
-    """The full parser on ``rows`` (``row, text``): good rows, their millionths, bad rows."""
+def _slow(
+    rows: np.ndarray, texts: pl.Series
+) -> tuple[np.ndarray, list[dict[str, int]], pl.DataFrame]:
+    """The full parser on ``texts[rows]``: good rows, their millionths, bad rows."""
     good: list[int] = []
     amounts: list[dict[str, int]] = []
     bad: dict[str, list] = {"row": [], "text": [], "reason": []}
-    for row, text in rows.iter_rows():
-        try:
-            comp = parse(text)
-        except CompositionError as error:
+    seen: dict[str | None, dict[str, int] | str] = {}  # a repeated text is parsed once
+    for row, text in zip(rows.tolist(), texts.gather(rows).to_list()):
+        if text not in seen:
+            try:
+                comp = parse(text)  # type: ignore[arg-type]
+                seen[text] = dict(zip(comp.elements, comp.micro))
+            except CompositionError as error:
+                seen[text] = str(error)
+        result = seen[text]
+        if isinstance(result, str):
             bad["row"].append(row)
             bad["text"].append(text)
-            bad["reason"].append(str(error))
-            continue
-        good.append(row)
-        amounts.append(dict(zip(comp.elements, comp.micro)))
+            bad["reason"].append(result)
+        else:
+            good.append(row)
+            amounts.append(result)
     frame = pl.DataFrame(bad, schema={"row": pl.Int64, "text": pl.Utf8, "reason": pl.Utf8})
     return np.asarray(good, dtype=np.int64), amounts, frame.sort("row")

@@ -64,6 +64,7 @@ def test_common_notations_and_refusals_match_the_full_parser():
         "Co1 Cr1 Fe1 Ni1", "CoCrFeNi", "Al0.5CoCrFeNi", "Co20Cr20Fe20Mn20Ni20", "CoCrCo",
         "Co999999.999999Ni0.000001", "Co1Ni2Fe3", "Co1E3", "Co 20Cr", "(CoCr)2Ni", "Xx1",
         "Co0", "", "   ", "Co0.0000001Ni1", "Fe0.620C0.000953Mn0.000521", "CoCrFeNi ",
+        "FeNi", "AlAl", "TiZrTi0.5", "NiCoNi2Co",
     ]
     assert bulk(texts) == [full_parser(t) for t in texts]
 
