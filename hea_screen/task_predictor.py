@@ -24,6 +24,7 @@ A predictor pickles as its bundle path and options, so Dask workers reopen it on
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,8 @@ class TaskPredictor:
             if model.kind == TRANSFORMER:
                 columns.update(self._transformer_columns(model, logits))
             else:
-                columns.update(self._task_columns(model, x, folds))
+                first = model if folds is None else replace(model, files=model.files[:folds])
+                columns.update(self._task_columns(first, x))
         columns["extrapolated_tasks"] = ",".join(
             m.task.name for m in chosen if m.coverage.gaps(condition)
         )
@@ -153,10 +155,8 @@ class TaskPredictor:
         )
         return pl.concat([frame, nearest], how="horizontal")
 
-    def _task_columns(
-        self, model: TaskModel, x: np.ndarray, folds: int | None = None
-    ) -> dict[str, np.ndarray]:
-        sessions = self._fold_sessions(model.files, folds)
+    def _task_columns(self, model: TaskModel, x: np.ndarray) -> dict[str, np.ndarray]:
+        sessions = self._fold_sessions(model.files, None)
         if model.task is PHASE:
             probs = np.mean([s.run(None, {s.get_inputs()[0].name: x})[1] for s in sessions], axis=0)
             return {phase_column(p): probs[:, i] for i, p in enumerate(PHASES)}
