@@ -5,6 +5,7 @@
     hea-screen --elements Co,Cr,Fe,Ni,Mn --top 100 [--out ranked.csv]
     hea-screen --spec candidates/cantor.yaml --dry-run
     hea-screen batch candidates/cantor.yaml --out runs/cantor
+    hea-screen predict my_alloys.csv --column formula --out scored.csv
 
 Bad input (unknown element, empty space, unreadable spec, ...) prints ``error: ...`` on
 stderr and exits with status 2, without a traceback. See ``docs/screening.md``.
@@ -23,10 +24,12 @@ from pathlib import Path
 
 import polars as pl
 
-from hea_screen.conditions import TASKS_BY_NAME, Processing, TestType
+from hea_screen.conditions import TASKS_BY_NAME, Condition, Processing, TestType
 from hea_screen.engine import (
     DEFAULT_BATCH,
+    IN_PROCESS_SPACE,
     LARGE_SPACE,
+    SHORTLIST_FACTOR,
     ModelRef,
     check_inputs,
     check_ranking,
@@ -38,6 +41,7 @@ from hea_screen.engine import (
 from hea_screen.errors import UserInputError
 from hea_screen.jobs import run_batch
 from hea_screen.output import check_output_path, check_writable_dir, write_table
+from hea_screen.predict_file import ORDERS, parse_inputs, predict_rows, read_texts
 from hea_screen.predictor import DEVICES, PRECISIONS
 from hea_screen.ranking import OBJECTIVES, RISKS, Ranking
 from hea_screen.space import MAX_INDEXABLE, SampledSpace
@@ -126,8 +130,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=_positive_int,
         metavar="N",
-        default=os.cpu_count() or 1,
-        help="local Dask worker processes (default: one per core)",
+        help="local Dask worker processes (default: one per core for spaces above "
+        f"{IN_PROCESS_SPACE:,} candidates; smaller ones run in this process)",
     )
     g.add_argument(
         "--scheduler",
@@ -143,7 +147,8 @@ def screen_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="hea-screen",
         description="Rank high-entropy alloy candidates by predicted UTS and elongation. "
-        "Batch jobs: hea-screen batch SPEC --out DIR (see hea-screen batch --help).",
+        "Batch jobs: hea-screen batch SPEC --out DIR (see hea-screen batch --help); your own "
+        "compositions: hea-screen predict FILE (see hea-screen predict --help).",
     )
     s = p.add_argument_group("candidate space")
     s.add_argument("--elements", metavar="EL,EL,...", help="palette, e.g. Co,Cr,Fe,Ni,Mn")
@@ -211,6 +216,18 @@ def screen_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--top", type=_positive_int, metavar="N", help="rows in the ranking (default 100)"
     )
+    r.add_argument(
+        "--exact",
+        action="store_true",
+        help="run every fold model on every candidate (default: fold 0 scores all, the full "
+        f"ensemble re-scores the best {SHORTLIST_FACTOR} x --top)",
+    )
+    r.add_argument(
+        "--shortlist",
+        type=_positive_int,
+        metavar="N",
+        help=f"candidates the full ensemble re-scores (default {SHORTLIST_FACTOR} x --top)",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="FILE", help="write the ranking as .csv, .parquet or .json")
     o.add_argument(
@@ -245,6 +262,57 @@ def batch_parser() -> argparse.ArgumentParser:
         help="stop after N partitions (the next run resumes)",
     )
     p.add_argument("--restart", action="store_true", help="discard a different earlier job")
+    _model_options(p)
+    return p
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="hea-screen predict",
+        description="Predict and rank your own compositions at a stated condition: the "
+        "columns of a screen, one row per input row.",
+    )
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        help="CSV or Parquet table, or a text file with one composition per line",
+    )
+    p.add_argument(
+        "--column", metavar="NAME", help="column of a table (default: composition, or the only one)"
+    )
+    p.add_argument("--out", metavar="FILE", help="write the rows as .csv, .parquet or .json")
+    p.add_argument(
+        "--order", choices=ORDERS, default="input", help="input (default) or ranked"
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="write bad rows (row, text, reason) to --bad-rows and go on (default: stop at "
+        "the first, before any model runs)",
+    )
+    p.add_argument(
+        "--bad-rows",
+        metavar="FILE",
+        help="where --skip-bad writes bad rows (default: FILE's name + .bad.csv, here)",
+    )
+    p.add_argument(
+        "--show", type=_count, default=20, metavar="N", help="rows printed (default 20; 0: none)"
+    )
+    p.add_argument(
+        "--ingot-mass", type=_number, default=50.0, metavar="G", help="ingot mass in g (50)"
+    )
+    c = p.add_argument_group("condition and ranking (as for a screen)")
+    c.add_argument("--test", choices=[t.value for t in TestType], help="default tension")
+    c.add_argument("--temperature", metavar="C", help="test temperature in °C (default 25)")
+    c.add_argument(
+        "--processing",
+        metavar="ROUTE",
+        help=f"{', '.join(r.value.lower() for r in Processing)} (default cast)",
+    )
+    c.add_argument("--objective", choices=OBJECTIVES, default="weighted")
+    c.add_argument("--weights", metavar="W_UTS,W_EL", help="default 0.5,0.5")
+    c.add_argument("--risk", choices=RISKS, default="mean")
+    c.add_argument("--kappa", type=_number, default=1.0, metavar="K")
     _model_options(p)
     return p
 
@@ -405,13 +473,17 @@ def run_screen(argv: Sequence[str]) -> int:
             model,
             info.reference,
             partition_size=spec.partition_size,
-            workers=args.workers,
+            workers=_workers(args.workers, candidates.size),
         )
         where = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
         print(
             f"partitions: {est.partitions:,} of up to {est.partition_size:,} candidates "
             f"(batch {model.batch_size}); "
-            + (f"scheduler {where}" if where else f"{args.workers} local worker(s)")
+            + (
+                f"scheduler {where}"
+                if where
+                else f"{_workers(args.workers, candidates.size)} local worker(s)"
+            )
         )
         print(
             f"probe: {est.probe_candidates} candidates at {est.candidates_per_second:,.0f} "
@@ -435,9 +507,11 @@ def run_screen(argv: Sequence[str]) -> int:
         info.reference,
         ingot_mass_g=spec.ingot_mass_g,
         partition_size=spec.partition_size,
-        workers=args.workers,
+        workers=_workers(args.workers, candidates.size),
         scheduler=args.scheduler,
         progress=not args.quiet,
+        exact=args.exact,
+        shortlist=args.shortlist,
     )
     if args.out:
         write_table(outcome.table, args.out)
@@ -463,6 +537,79 @@ def run_screen(argv: Sequence[str]) -> int:
     return 0
 
 
+def run_predict_command(argv: Sequence[str]) -> int:
+    args = predict_parser().parse_args(_join_signed_values(argv))
+    _logging(args.verbose)
+    if args.out:
+        check_output_path(args.out)
+    bad_path = Path(args.bad_rows or Path(args.file).name + ".bad.csv")
+    if args.skip_bad:
+        check_output_path(bad_path)
+    given = Condition()
+    ranking = Ranking(
+        objective=args.objective,
+        risk=args.risk,
+        kappa=args.kappa,
+        weights=(0.5, 0.5) if args.weights is None else parse_weights(args.weights),
+        condition=parse_condition(
+            args.test or given.test_type,
+            given.temperature_c if args.temperature is None else args.temperature,
+            args.processing or given.processing,
+        ),
+    )
+    info = inspect_model(args.model, args.model_sha256)
+    check_ranking(ranking, info)
+    inputs = parse_inputs(read_texts(args.file, args.column))
+    if inputs.bad.height and not args.skip_bad:
+        row, text, reason = inputs.bad.row(0)
+        raise UserInputError(
+            f"{args.file}: row {row}: {text!r}: {reason} ({inputs.bad.height} bad row(s) in "
+            "all; fix them or pass --skip-bad to write them to a side file and go on)"
+        )
+    if inputs.bad.height:
+        write_table(inputs.bad, bad_path)
+        print(f"skipped {inputs.bad.height} bad row(s): written to {bad_path}", file=sys.stderr)
+    if not len(inputs.table):
+        raise UserInputError(f"{args.file}: no composition to predict")
+    print(
+        f"condition: {ranking.condition}; ranking {ranking.objective} on "
+        f"{', '.join(ranking.tasks)}\nmodel: {info.path} (sha256 {info.sha256})",
+        file=sys.stderr,
+    )
+    model = replace(_model_ref(args), sha256=info.sha256)
+    table = predict_rows(
+        inputs,
+        model,
+        ranking,
+        info.reference,
+        order_by=args.order,
+        ingot_mass_g=args.ingot_mass,
+        model_sha256=info.sha256,
+    )
+    if args.out:
+        write_table(table, args.out)
+    if args.show > 0:
+        shown = pl.concat(
+            [table.select("row").head(args.show), _display(table, args.show, ranking)],
+            how="horizontal",
+        )
+        with pl.Config(
+            tbl_rows=args.show,
+            tbl_cols=-1,
+            fmt_str_lengths=100,
+            tbl_width_chars=250,
+            tbl_hide_dataframe_shape=True,
+            tbl_hide_column_data_types=True,
+        ):
+            print(shown)
+    print(
+        f"predicted {table.height:,} row(s) of {args.file}"
+        + (f"; written to {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
 def run_batch_command(argv: Sequence[str]) -> int:
     args = batch_parser().parse_args(argv)
     _logging(args.verbose)
@@ -479,7 +626,7 @@ def run_batch_command(argv: Sequence[str]) -> int:
         spec,
         args.out,
         _model_ref(args),
-        workers=args.workers,
+        workers=args.workers or os.cpu_count() or 1,
         scheduler=args.scheduler,
         progress=not args.quiet,
         confirmed=args.yes,
@@ -507,6 +654,14 @@ def _os_error(exc: OSError) -> str:
     )
 
 
+def _workers(given: int | None, candidates: int) -> int:
+    """``--workers``, or by default one per core above :data:`IN_PROCESS_SPACE` candidates
+    and 1 (this process, no cluster start) up to it."""
+    if given is not None:
+        return given
+    return 1 if candidates <= IN_PROCESS_SPACE else os.cpu_count() or 1
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"
@@ -523,10 +678,8 @@ def _logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # importing distributed sets its own logger to INFO; keep that chatter for --verbose
-    import distributed  # noqa: F401
-
-    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.WARNING)
+    # importing distributed (when a cluster starts) sets its own logger to INFO; the
+    # engine keeps that chatter for --verbose (quiet_distributed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -535,6 +688,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["batch"]:
             return run_batch_command(argv[1:])
+        if argv[:1] == ["predict"]:
+            return run_predict_command(argv[1:])
         return run_screen(argv)
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

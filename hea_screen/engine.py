@@ -55,6 +55,7 @@ from hea_screen.lab import lab_columns
 from hea_screen.predictor import bundle_format, bundle_root, load_model
 from hea_screen.ranking import Partial, Ranking, Reference, final_ranking, score
 from hea_screen.space import Candidates, SampledSpace
+from hea_screen.table import CompositionTable
 from hea_screen.task_bundle import Coverage, load_task_bundle
 from hea_screen.task_predictor import TaskPredictor, phase_column
 
@@ -66,8 +67,22 @@ log = logging.getLogger(__name__)
 #: Spaces larger than this need ``--sample`` or an explicit confirmation.
 LARGE_SPACE = 1_000_000
 
-#: Default rows per model call; partition edges are multiples of it.
-DEFAULT_BATCH = 512
+#: ``hea-screen`` screens spaces up to this size in its own process by default: starting a
+#: local cluster (worker processes, a model load each) costs more than it saves there
+#: (docs/benchmarks.md).
+IN_PROCESS_SPACE = 1_000_000
+
+#: Default rows per model call; partition edges are multiples of it (4,096: the fastest of
+#: 512, 4,096 and 16,384 for the shipped tree ensembles, docs/benchmarks.md).
+DEFAULT_BATCH = 4096
+
+#: Fold models per task in the cheap first stage of a screen (:func:`first_stage`).
+CHEAP_FOLDS = 1
+
+#: Default shortlist of a two-stage screen, in multiples of ``--top``: the full ensemble
+#: re-scores this many of the first stage's best (chosen from the fidelity measured in
+#: docs/benchmarks.md).
+SHORTLIST_FACTOR = 100
 
 #: Columns of the ranked table after ``rank, composition, score, pareto`` and the predicted
 #: tasks (:func:`result_columns`).
@@ -248,6 +263,31 @@ def partition_step(size: int, batch_size: int, partition_size: int | None, worke
     return -(-partition_size // batch_size) * batch_size
 
 
+@dataclass(frozen=True)
+class Stage:
+    """The first stage of a two-stage screen: each ranked task's first ``folds`` fold models
+    (``None``: all) score every candidate, without phase or applicability, and a partition
+    keeps its best ``keep`` rows and its front; :func:`rescore` runs the full ensemble on what
+    the merged partitions kept."""
+
+    folds: int | None
+    keep: int
+
+
+def first_stage(
+    ranking: Ranking, size: int, exact: bool = False, shortlist: int | None = None
+) -> Stage:
+    """The first stage of a screen of ``size`` candidates: fold 0 alone keeping ``shortlist``
+    rows (default :data:`SHORTLIST_FACTOR` x top); every fold keeping the top with ``exact``
+    or where the shortlist would hold the whole space."""
+    keep = SHORTLIST_FACTOR * ranking.top if shortlist is None else shortlist
+    if keep < ranking.top:
+        raise UserInputError(f"shortlist {keep}: need at least --top ({ranking.top}) rows")
+    if exact or keep >= size:
+        return Stage(None, ranking.top)
+    return Stage(CHEAP_FOLDS, keep)
+
+
 def screen_partition(
     candidates: Candidates,
     lo: int,
@@ -255,10 +295,17 @@ def screen_partition(
     model: ModelRef,
     ranking: Ranking,
     reference: Reference,
+    stage: Stage | None = None,
 ) -> Partial:
-    """Enumerate, featurize, predict and score candidates ``lo..hi``; keep top-k and front."""
+    """Enumerate, featurize, predict and score candidates ``lo..hi``; keep top-k and front.
+
+    Without ``stage``, every fold of every predicted task with applicability (the rows are
+    final); with it, the first stage of :class:`Stage`.
+    """
     predictor = predictor_for(model)
-    tasks = predicted_tasks(ranking, predictor.tasks)
+    tasks = predicted_tasks(ranking, predictor.tasks) if stage is None else ranking.tasks
+    folds, keep = (None, ranking.top) if stage is None else (stage.folds, stage.keep)
+    final = stage is None
     seconds = {"enumerate": 0.0, "featurize": 0.0, "predict": 0.0, "rank": 0.0}
     kept: Partial | None = None
     for start in range(lo, hi, model.batch_size):
@@ -267,13 +314,15 @@ def screen_partition(
         t1 = time.perf_counter()
         features = featurize(table)
         t2 = time.perf_counter()
-        predicted = predictor.predict(table, ranking.condition, tasks, features)
+        predicted = predictor.predict(
+            table, ranking.condition, tasks, features, folds=folds, applicability=final
+        )
         t3 = time.perf_counter()
-        part = Partial.of(score(predicted, ranking, reference), ranking.top, len(table))
-        kept = part if kept is None else kept.merge(part, ranking.top)
+        part = Partial.of(score(predicted, ranking, reference), keep, len(table))
+        kept = part if kept is None else kept.merge(part, keep)
         t4 = time.perf_counter()
-        for stage, dt in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-            seconds[stage] += dt
+        for name, dt in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            seconds[name] += dt
     assert kept is not None, "empty partition"
     return Partial(kept.top, kept.front, kept.candidates, seconds)
 
@@ -287,6 +336,13 @@ def screen_partition(
 NANNY_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
 
+def quiet_distributed() -> None:
+    """Importing distributed sets its logger to INFO: keep that chatter for when this
+    package's own logger shows INFO (``hea-screen --verbose``)."""
+    verbose = logging.getLogger("hea_screen").isEnabledFor(logging.INFO)
+    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 @contextmanager
 def executor(
     n_partitions: int, workers: int, scheduler: str | None, processes: bool = True
@@ -296,6 +352,7 @@ def executor(
     if address:
         from distributed import Client
 
+        quiet_distributed()
         try:
             client = Client(address, timeout="10s")
         except (OSError, TimeoutError, ValueError, TypeError) as exc:
@@ -308,6 +365,7 @@ def executor(
         return
     from distributed import Client, LocalCluster
 
+    quiet_distributed()
     n = min(workers, n_partitions)
     threads = max(1, (os.cpu_count() or 1) // n)
     # No dashboard; the scheduler's HTTP server (health, metrics) takes a free local port,
@@ -338,8 +396,10 @@ def run_partitions(
     scheduler: str | None = None,
     processes: bool = True,
     progress: bool = False,
+    stage: Stage | None = None,
 ) -> None:
-    """Run ``(id, lo, hi)`` partitions on Dask, calling ``on_result(id, partial)`` as each ends.
+    """Run ``(id, lo, hi)`` partitions on Dask, calling ``on_result(id, partial)`` as each ends
+    (``stage``: see :func:`screen_partition`).
 
     At most two partitions per worker are queued at a time, so neither the scheduler nor
     the driver ever holds more than a few partials.
@@ -364,13 +424,15 @@ def run_partitions(
         if client is None:
             for pid, lo, hi in parts:
                 task = dask.delayed(screen_partition, pure=False, traverse=False)
-                partial = task(candidates, lo, hi, ref, ranking, reference).compute(
+                partial = task(candidates, lo, hi, ref, ranking, reference, stage).compute(
                     scheduler="synchronous"
                 )
                 on_result(pid, partial)
                 bar.update(hi - lo)
             return
-        _run_on_client(client, candidates, parts, ref, ranking, reference, on_result, bar)
+        _run_on_client(
+            client, candidates, parts, ref, ranking, reference, on_result, bar, stage
+        )
 
 
 def _run_on_client(
@@ -382,6 +444,7 @@ def _run_on_client(
     reference: Reference,
     on_result: Callable[[int, Partial], None],
     bar: tqdm,
+    stage: Stage | None = None,
 ) -> None:
     """Keep two partitions per worker in flight; hand each partial to ``on_result``."""
     from distributed import wait
@@ -393,7 +456,9 @@ def _run_on_client(
 
     def submit() -> None:
         pid, lo, hi = queue.pop()
-        fut = client.submit(screen_partition, shared, lo, hi, ref, ranking, reference, pure=False)
+        fut = client.submit(
+            screen_partition, shared, lo, hi, ref, ranking, reference, stage, pure=False
+        )
         running[fut] = (pid, lo, hi)
 
     try:
@@ -436,16 +501,24 @@ def screen(
     scheduler: str | None = None,
     processes: bool = True,
     progress: bool = False,
+    exact: bool = False,
+    shortlist: int | None = None,
 ) -> Outcome:
-    """Screen every candidate and return the ranked table (see :func:`result_table`)."""
+    """Screen every candidate and return the ranked table (see :func:`result_table`).
+
+    Two stages (:func:`first_stage`): a cheap one scores every candidate, the full ensemble
+    re-scores the shortlist it keeps (:func:`rescore`); ``exact`` runs every fold model on
+    every candidate.
+    """
     t0 = time.perf_counter()
     model = pinned(model)
+    stage = first_stage(ranking, candidates.size, exact, shortlist)
     parts = plan_partitions(candidates.size, model.batch_size, partition_size, workers)
     merged: Partial | None = None
 
     def fold(_: int, partial: Partial) -> None:
         nonlocal merged
-        merged = partial if merged is None else merged.merge(partial, ranking.top)
+        merged = partial if merged is None else merged.merge(partial, stage.keep)
 
     run_partitions(
         candidates,
@@ -458,11 +531,42 @@ def screen(
         scheduler=scheduler,
         processes=processes,
         progress=progress,
+        stage=stage,
     )
     if merged is None:
         raise SpaceError("empty space: nothing to screen")
-    table = result_table(merged, ranking, ingot_mass_g, model.sha256)
-    return Outcome(table, merged, len(parts), time.perf_counter() - t0)
+    final = rescore(merged, model, ranking, reference, candidates.elements)
+    table = result_table(final, ranking, ingot_mass_g, model.sha256)
+    return Outcome(table, final, len(parts), time.perf_counter() - t0)
+
+
+def rescore(
+    shortlist: Partial,
+    model: ModelRef,
+    ranking: Ranking,
+    reference: Reference,
+    palette: Sequence[str],
+) -> Partial:
+    """The second stage: every fold model of the ranked tasks and phase, with applicability,
+    on the rows a first stage kept (its top and front), reduced to the top and front.
+
+    The rows are featurized over the space's ``palette``, as in the first stage, so a
+    candidate gets the same features (to the last bit) in both."""
+    t0 = time.perf_counter()
+    texts = pl.concat([shortlist.top["composition"], shortlist.front["composition"]]).unique(
+        maintain_order=True
+    )
+    predictor = predictor_for(model)
+    parsed = CompositionTable.from_compositions(texts.to_list())
+    micro = np.zeros((len(parsed), len(palette)), dtype=np.int32)
+    micro[:, [list(palette).index(el) for el in parsed.elements]] = parsed.micro
+    table = CompositionTable(tuple(palette), micro)
+    tasks = predicted_tasks(ranking, predictor.tasks)
+    predicted = predictor.predict(table, ranking.condition, tasks)
+    seconds = dict(shortlist.seconds)
+    seconds["rescore"] = seconds.get("rescore", 0.0) + time.perf_counter() - t0
+    scored = score(predicted, ranking, reference)
+    return Partial.of(scored, ranking.top, shortlist.candidates, seconds)
 
 
 def pinned(model: ModelRef) -> ModelRef:

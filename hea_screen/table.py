@@ -20,7 +20,8 @@ from functools import cache
 import numpy as np
 import polars as pl
 
-from hea_screen.composition import SCALE, Composition, format_micro, parse
+from hea_screen.bulk_parse import parse_texts
+from hea_screen.composition import SCALE, Composition, parse
 from hea_screen.errors import CompositionError, UserInputError
 
 
@@ -54,8 +55,11 @@ class CompositionTable:
 
         One pass over ``items`` that stops at the first bad one: its
         :class:`~hea_screen.errors.CompositionError` names the row (counting from 0) and
-        the item. A text repeated in ``items`` is parsed once.
+        the item. A text repeated in ``items`` is parsed once. A list, tuple or polars
+        Series of texts is parsed in bulk (:mod:`hea_screen.bulk_parse`).
         """
+        if isinstance(items, (list, tuple, pl.Series)) and all(isinstance(t, str) for t in items):
+            return cls._from_texts(items)
         parsed: dict[str, Composition] = {}
         symbols: list[str] = []
         amounts: list[int] = []
@@ -76,6 +80,16 @@ class CompositionTable:
         columns = np.fromiter((column[el] for el in symbols), dtype=np.intp, count=len(symbols))
         micro[rows, columns] = amounts
         return cls(elements, micro)
+
+    @classmethod
+    def _from_texts(cls, texts: Sequence[str] | pl.Series) -> CompositionTable:
+        """:meth:`from_compositions` of texts, parsed in bulk; the first bad row is raised."""
+        parsed = parse_texts(texts)
+        if parsed.bad.height:
+            row, text, reason = parsed.bad.row(0)
+            shown = repr(text) if len(repr(text)) <= 80 else repr(text)[:77] + "..."
+            raise CompositionError(f"row {row}: {shown} — {reason}")
+        return cls(parsed.elements, parsed.micro)
 
     def __len__(self) -> int:
         return int(self.micro.shape[0])
@@ -287,5 +301,18 @@ def fraction_texts() -> pl.Series:
 
     One more entry, at SCALE + 1, is the empty string: the text of a padding slot.
     """
-    texts = [format_micro(m) for m in range(SCALE + 1)]
-    return pl.Series("fraction", [*texts, ""], dtype=pl.Utf8)
+    # format_micro vectorized (a Python loop over a million values took 1.5 s a process)
+    texts = (
+        pl.select(
+            pl.when(pl.int_range(0, SCALE + 1) == SCALE)
+            .then(pl.lit("1"))
+            .otherwise(
+                "0."
+                + pl.int_range(0, SCALE + 1).cast(pl.Utf8).str.zfill(6).str.strip_chars_end("0")
+            )
+            .alias("fraction")
+        )
+        .to_series()
+        .extend_constant("", 1)
+    )
+    return texts

@@ -24,6 +24,7 @@ A predictor pickles as its bundle path and options, so Dask workers reopen it on
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,6 @@ from hea_screen.features import featurize
 from hea_screen.predictor import as_table, session_options
 from hea_screen.table import CompositionTable
 from hea_screen.task_bundle import (
-    TABULAR,
     TRANSFORMER,
     TRANSFORMER_OUTPUTS,
     TaskBundle,
@@ -60,19 +60,10 @@ class TaskPredictor:
         self._options: dict[str, Any] = {"path": str(path), "threads": threads, "sha256": sha256}
         self.bundle: TaskBundle = load_task_bundle(path, sha256)
         self.training_set = TrainingSet.from_json(self.bundle.training_set_text())
-        options = session_options(threads)
-        def session(rel: str) -> ort.InferenceSession:
-            return ort.InferenceSession(
-                self.bundle.read(rel), options, providers=["CPUExecutionProvider"]
-            )
-
-        self._sessions = {
-            t.task.name: [session(rel) for rel in t.files]
-            for t in self.bundle.tasks
-            if t.kind == TABULAR
-        }
-        shared = next((t.files for t in self.bundle.tasks if t.kind == TRANSFORMER), ())
-        self._transformer = [session(rel) for rel in shared]
+        self._session_options = session_options(threads)
+        # Sessions open on first use (a screen ranks two or three of the eight tasks, and its
+        # cheap stage reads one fold of each): :meth:`_fold_sessions`.
+        self._sessions: dict[str, ort.InferenceSession] = {}
 
     @property
     def bundle_sha256(self) -> str:
@@ -105,34 +96,55 @@ class TaskPredictor:
                     "would extrapolate: choose a covered condition (see the bundle README)"
                 )
 
+    def _fold_sessions(self, files: Sequence[str], folds: int | None) -> list[ort.InferenceSession]:
+        """Sessions of the first ``folds`` (default: all) of ``files``, opened once each."""
+        chosen = files[: len(files) if folds is None else folds]
+        for rel in chosen:
+            if rel not in self._sessions:
+                self._sessions[rel] = ort.InferenceSession(
+                    self.bundle.read(rel), self._session_options, providers=["CPUExecutionProvider"]
+                )
+        return [self._sessions[rel] for rel in chosen]
+
     def predict(
         self,
         compositions: CompositionTable | Iterable[Any] | str,
         condition: Condition | None = None,
         tasks: Sequence[str] | None = None,
         features: pl.DataFrame | None = None,
+        *,
+        folds: int | None = None,
+        applicability: bool = True,
     ) -> pl.DataFrame:
         """Predictions of ``tasks`` (default: all) at ``condition`` (default: tension, 25 °C,
-        as-cast), one row per composition in input order (see module docstring)."""
+        as-cast), one row per composition in input order (see module docstring).
+
+        ``folds`` limits each task to its first fold models (the screen's cheap first stage:
+        ``folds=1`` gives the fold-0 value as ``_mean`` and a zero ``_std``);
+        ``applicability=False`` leaves out the nearest-training-data columns.
+        """
         condition = condition or Condition()
         chosen = [self.bundle.task(n) for n in (tasks or self.tasks)]
         table = as_table(compositions)
         feats = featurize(table) if features is None else features
-        x = condition_matrix(feats, condition)
+        x = condition_matrix(feats, condition)  # one design matrix for every tabular task
         logits = None
         if any(m.kind == TRANSFORMER for m in chosen):
-            logits = self._transformer_logits(table, feats, condition)
+            logits = self._transformer_logits(table, feats, condition, folds)
         columns: dict[str, Any] = {"composition": table.canonical_texts()}
         for model in chosen:
             if model.kind == TRANSFORMER:
                 columns.update(self._transformer_columns(model, logits))
             else:
-                columns.update(self._task_columns(model, x))
+                first = model if folds is None else replace(model, files=model.files[:folds])
+                columns.update(self._task_columns(first, x))
         columns["extrapolated_tasks"] = ",".join(
             m.task.name for m in chosen if m.coverage.gaps(condition)
         )
         frame = pl.DataFrame(columns)
-        applicability = self.training_set.applicability(table).select(
+        if not applicability:
+            return frame
+        nearest = self.training_set.applicability(table).select(
             "unseen_elements",
             *(
                 f"{m.task.name}_{suffix}"
@@ -141,10 +153,10 @@ class TaskPredictor:
                 for suffix in ("nearest_composition", "nearest_distance", "nearest_measured")
             ),
         )
-        return pl.concat([frame, applicability], how="horizontal")
+        return pl.concat([frame, nearest], how="horizontal")
 
     def _task_columns(self, model: TaskModel, x: np.ndarray) -> dict[str, np.ndarray]:
-        sessions = self._sessions[model.task.name]
+        sessions = self._fold_sessions(model.files, None)
         if model.task is PHASE:
             probs = np.mean([s.run(None, {s.get_inputs()[0].name: x})[1] for s in sessions], axis=0)
             return {phase_column(p): probs[:, i] for i, p in enumerate(PHASES)}
@@ -154,18 +166,25 @@ class TaskPredictor:
         return self._summary(model, values)
 
     def _transformer_logits(
-        self, table: CompositionTable, features: pl.DataFrame, condition: Condition
+        self,
+        table: CompositionTable,
+        features: pl.DataFrame,
+        condition: Condition,
+        folds: int | None = None,
     ) -> np.ndarray:
         """(folds, rows, outputs) logits of the transformer's fold networks, batched by
-        number of elements (one token length per batch)."""
+        number of elements (one token length per batch). Each fold network runs once per
+        batch and gives every task's output (one encoding feeds every fold)."""
         encoder = self.bundle.encoder
         assert encoder is not None, "a transformer task without a tokenizer"
+        shared = next(t.files for t in self.bundle.tasks if t.kind == TRANSFORMER)
+        sessions = self._fold_sessions(shared, folds)
         counts = (table.micro > 0).sum(axis=1)
-        out = np.empty((len(self._transformer), len(table), len(TRANSFORMER_OUTPUTS)))
+        out = np.empty((len(sessions), len(table), len(TRANSFORMER_OUTPUTS)))
         for k in np.unique(counts):
             rows = np.flatnonzero(counts == k)
             feed = encoder.encode(table.take(rows), features[rows], condition).as_dict()
-            for f, session in enumerate(self._transformer):
+            for f, session in enumerate(sessions):
                 out[f, rows] = session.run(["logits"], feed)[0]
         return out
 
@@ -176,7 +195,8 @@ class TaskPredictor:
             e = np.exp(z - z.max(axis=2, keepdims=True))
             probs = (e / e.sum(axis=2, keepdims=True)).mean(axis=0)
             return {phase_column(p): probs[:, i] for i, p in enumerate(PHASES)}
-        scale = np.asarray(model.scalers, dtype=np.float64)  # (folds, [mean, std])
+        # (folds, [mean, std]) of the fold networks that ran
+        scale = np.asarray(model.scalers[: len(logits)], dtype=np.float64)
         values = logits[:, :, j] * scale[:, 1:2] + scale[:, 0:1]
         return self._summary(model, values)
 

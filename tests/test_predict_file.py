@@ -1,0 +1,113 @@
+"""``hea-screen predict FILE`` with the shipped model: formats, column, order, bad rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from hea_screen import load_model, parse
+from hea_screen.cli import main
+from hea_screen.conditions import Condition, Processing, TestType
+from hea_screen.engine import result_columns
+from hea_screen.ranking import Ranking
+
+TEXTS = ["CoCrFeNi", "Al0.5CoCrFeNi", "Co20Cr20Fe20Mn20Ni20", "(CoCrFeNi)90Al10", "Co1 Cr1 Ni1"]
+
+
+@pytest.fixture()
+def files(tmp_path: Path) -> dict[str, Path]:
+    """The same compositions as a text file, a CSV (column ``formula``) and a Parquet file."""
+    text = tmp_path / "alloys.txt"
+    text.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    frame = pl.DataFrame({"name": [f"a{i}" for i in range(len(TEXTS))], "formula": TEXTS})
+    csv, parquet = tmp_path / "alloys.csv", tmp_path / "alloys.parquet"
+    frame.write_csv(csv)
+    frame.write_parquet(parquet)
+    return {"txt": text, "csv": csv, "parquet": parquet}
+
+
+def predict(tmp_path: Path, *args: str) -> pl.DataFrame:
+    out = tmp_path / "out.parquet"
+    assert main(["predict", *args, "--out", str(out), "--show", "0"]) == 0
+    return pl.read_parquet(out)
+
+
+def test_every_format_gives_the_screen_columns_and_the_predictor_values(files, tmp_path):
+    frames = [
+        predict(tmp_path, str(files["txt"])),
+        predict(tmp_path, str(files["csv"]), "--column", "formula"),
+        predict(tmp_path, str(files["parquet"]), "--column", "formula"),
+    ]
+    for frame in frames[1:]:
+        assert frame.equals(frames[0])
+    frame = frames[0]
+    assert frame.columns[: len(result_columns(Ranking())) + 1] == [
+        "row", *result_columns(Ranking())
+    ]
+    assert frame["row"].to_list() == [1, 2, 3, 4, 5]
+    assert frame["composition"].to_list() == [str(parse(t)) for t in TEXTS]
+    direct = load_model().predict(TEXTS, Condition(), ["uts_tension_mpa"])
+    assert frame["uts_tension_mpa_mean"].to_list() == pytest.approx(
+        direct["uts_tension_mpa_mean"].to_list()
+    )
+
+
+def test_condition_flags_and_ranked_order(files, tmp_path):
+    frame = predict(
+        tmp_path, str(files["txt"]), "--test", "compression", "--temperature", "600",
+        "--processing", "anneal", "--order", "ranked", "--objective", "ys",
+    )
+    assert frame["rank"].to_list() == [1, 2, 3, 4, 5]
+    assert frame["score"].is_sorted(descending=True)
+    assert sorted(frame["row"].to_list()) == [1, 2, 3, 4, 5]
+    assert set(frame["test_type"]) == {"compression"} and set(frame["temperature_c"]) == {600.0}
+    direct = load_model().predict(
+        TEXTS, Condition(TestType.COMPRESSION, 600.0, Processing.parse("anneal")),
+        ["ys_compression_mpa"],
+    )
+    by_row = frame.sort("row")
+    assert by_row["ys_compression_mpa_mean"].to_list() == pytest.approx(
+        direct["ys_compression_mpa_mean"].to_list()
+    )
+
+
+def test_a_bad_row_is_named_before_any_model_runs(tmp_path, capsys):
+    source = tmp_path / "mixed.csv"
+    pl.DataFrame({"composition": ["CoCrFeNi", "CoCrXx", "HCo", "CoNi"]}).write_csv(source)
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(source), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "row 2: 'CoCrXx'" in err and "unknown element symbol 'Xx'" in err
+    assert "--skip-bad" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_skip_bad_writes_the_bad_rows_to_a_side_file(tmp_path, capsys):
+    source = tmp_path / "mixed.txt"
+    source.write_text("CoCrFeNi\nCoCrXx\n\nHCo\nCoNi\n", encoding="utf-8")
+    bad = tmp_path / "bad.csv"
+    frame = predict(tmp_path, str(source), "--skip-bad", "--bad-rows", str(bad))
+    assert frame["row"].to_list() == [1, 5]
+    rows = pl.read_csv(bad)
+    assert rows.columns == ["row", "text", "reason"]
+    assert rows["row"].to_list() == [2, 3, 4]
+    assert rows["text"].to_list()[0] == "CoCrXx" and "no property data for H" in rows["reason"][2]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--column", "nope"], "has no column 'nope'"),
+        (["--order", "random"], "invalid choice"),
+    ],
+)
+def test_bad_options_are_clean_errors(files, capsys, args, message):
+    try:
+        status = main(["predict", str(files["csv"]), *args])
+    except SystemExit as exc:  # argparse's own usage errors
+        status = exc.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -1,0 +1,83 @@
+"""Two-stage screening with the shipped model: the cheap first stage keeps the exact top."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from hea_screen.cli import main
+from hea_screen.engine import (
+    CHEAP_FOLDS,
+    SHORTLIST_FACTOR,
+    ModelRef,
+    Stage,
+    first_stage,
+    inspect_model,
+    screen,
+)
+from hea_screen.errors import UserInputError
+from hea_screen.ranking import Ranking
+from hea_screen.spec import build_space, parse_elements
+
+
+@pytest.fixture(scope="module")
+def cantor():
+    """The 7,051 candidates of ``hea-screen --elements Co,Cr,Fe,Ni,Mn``."""
+    return build_space(parse_elements("Co,Cr,Fe,Ni,Mn"))
+
+
+def run(space, ranking: Ranking, **kwargs) -> pl.DataFrame:
+    info = inspect_model(None)
+    model = ModelRef(None, device="cpu", sha256=info.sha256)
+    out = screen(space, ranking, model, info.reference, ingot_mass_g=50.0, **kwargs)
+    assert out.merged.candidates == space.size
+    return out.table
+
+
+def test_first_stage_choice():
+    ranking = Ranking(top=10)
+    assert first_stage(ranking, 10**6) == Stage(CHEAP_FOLDS, SHORTLIST_FACTOR * 10)
+    assert first_stage(ranking, 10**6, exact=True) == Stage(None, 10)
+    assert first_stage(ranking, 50, shortlist=100) == Stage(None, 10)  # whole space: exact
+    with pytest.raises(UserInputError, match="shortlist 5"):
+        first_stage(ranking, 10**6, shortlist=5)
+
+
+@pytest.mark.parametrize("objective", ["weighted", "uts", "elongation"])
+def test_default_and_exact_screens_agree(cantor, objective):
+    """The cheap stage runs (shortlist 1,000 of 7,051) and the re-scored top is the exact top,
+    with the full ensemble's values (std, interval, phase, nearest data). Values agree to
+    float32 rounding: ONNX Runtime's tree ensembles sum their trees in an order that depends
+    on the batch size."""
+    ranking = Ranking(objective, top=10)
+    assert first_stage(ranking, cantor.size).folds == CHEAP_FOLDS
+    exact = run(cantor, ranking, exact=True)
+    default = run(cantor, ranking)
+    assert default.columns == exact.columns
+    for column in exact.columns:
+        if exact[column].dtype.is_float():
+            assert default[column].to_list() == pytest.approx(
+                exact[column].to_list(), rel=1e-5, abs=1e-2
+            )
+        else:
+            assert default[column].equals(exact[column]), column
+    assert (default["uts_tension_mpa_std"] > 0).all()
+
+
+def test_exact_flag_on_the_command_line(tmp_path: Path, capsys):
+    """--exact gives the library's exact screen; the default (shortlist 500 of the space's
+    candidates) lists the same compositions; a shortlist below --top is refused."""
+    space = build_space(parse_elements("Co,Cr,Fe,Ni"))
+    assert first_stage(Ranking(top=5), space.size).folds == CHEAP_FOLDS
+    out_exact, out_default = tmp_path / "exact.csv", tmp_path / "default.csv"
+    base = ["--elements", "Co,Cr,Fe,Ni", "--top", "5", "--show", "0", "--quiet"]
+    assert main([*base, "--exact", "--out", str(out_exact)]) == 0
+    assert main([*base, "--out", str(out_default)]) == 0
+    exact, default = pl.read_csv(out_exact), pl.read_csv(out_default)
+    library = run(space, Ranking(top=5), exact=True)
+    assert exact["composition"].to_list() == library["composition"].to_list()
+    assert default["composition"].to_list() == exact["composition"].to_list()
+    assert main([*base, "--shortlist", "4"]) == 2
+    assert "shortlist 4: need at least --top (5)" in capsys.readouterr().err
