@@ -24,6 +24,16 @@ from pathlib import Path
 import polars as pl
 
 from hea_screen.applicability import TrainingSet
+from hea_screen.bundle_update import (
+    Refit,
+    check_against_model,
+    default_version_path,
+    movement,
+    new_scores,
+    recalibrate,
+    refit_trees,
+    write_version,
+)
 from hea_screen.conditions import TASKS_BY_NAME, Processing, TestType
 from hea_screen.engine import (
     DEFAULT_BATCH,
@@ -40,7 +50,7 @@ from hea_screen.errors import UserInputError
 from hea_screen.jobs import run_batch
 from hea_screen.lab import lab_columns
 from hea_screen.lab_sheet import write_lab_sheet
-from hea_screen.measurements_store import MeasurementStore
+from hea_screen.measurements_store import MeasurementStore, read_results
 from hea_screen.output import check_output_path, check_writable_dir, write_table
 from hea_screen.planning import (
     ACQUISITIONS,
@@ -67,6 +77,7 @@ from hea_screen.spec import (
     parse_weights,
 )
 from hea_screen.task_bundle import load_task_bundle
+from hea_screen.task_predictor import TaskPredictor
 
 log = logging.getLogger("hea_screen")
 
@@ -654,6 +665,79 @@ def run_plan(argv: Sequence[str]) -> int:
     return 0
 
 
+def update_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="hea-screen update",
+        description="Add the lab's measurements to the measurement store and write a new "
+        "bundle version beside the old one: recalibrated intervals, refitted tree members "
+        "(with the train extra), and how the new data move the next plan's predictions.",
+    )
+    p.add_argument(
+        "--measured",
+        required=True,
+        metavar="CSV",
+        help="results: composition, test_type, temperature_c, processing and any of uts_mpa, "
+        "ys_mpa, elongation_pct, hardness_hv",
+    )
+    p.add_argument(
+        "--store", default="measurements", metavar="DIR", help="store (default ./measurements)"
+    )
+    p.add_argument("--model", metavar="BUNDLE", help="bundle to update (default: shipped)")
+    p.add_argument("--model-sha256", type=_sha256, metavar="HEX", help="pin that bundle")
+    p.add_argument("--out", metavar="DIR", help="new bundle (default: BUNDLE.vN beside it)")
+    p.add_argument("--plan", metavar="FILE", help="plan (or candidates) to report movement on")
+    p.add_argument("--no-refit", action="store_true", help="recalibrate only")
+    return p
+
+
+def run_update(argv: Sequence[str]) -> int:
+    args = update_parser().parse_args(argv)
+    records = read_results(args.measured)
+    store = MeasurementStore(args.store)
+    store.check_new(records)
+    info = inspect_model(args.model, args.model_sha256)
+    out = Path(args.out) if args.out else default_version_path(info.path)
+    if out.exists():
+        raise UserInputError(f"--out {str(out)!r} exists: a new bundle never overwrites one")
+    check_writable_dir(out.resolve().parent, f"--out {str(out)!r}")
+    old = TaskPredictor(info.path, sha256=info.sha256)
+    check_against_model(records, old)
+    plan = read_candidates(args.plan)["composition"] if args.plan else None
+    calibration = recalibrate(old.bundle, new_scores(records, old))
+    tasks = sorted(calibration)
+    everything = pl.concat([store.records(), records], how="vertical_relaxed")
+    refit = Refit(skipped=dict.fromkeys(tasks, "--no-refit"))
+    if not args.no_refit:
+        refit = refit_trees(old.bundle, everything, tasks)
+        refit.calibrate(calibration, old.bundle.interval)
+    update = {
+        "store": str(Path(args.store).resolve()),
+        "imports": [*(e["sha256"] for e in store.imports()), store.check_new(records)],
+        "refitted": refit.done,
+        "not_refitted": refit.skipped,
+    }
+    sha = write_version(old.bundle, out, calibration, refit.files, everything, update)
+    entry = store.add(records, str(args.measured))
+    print(f"stored {entry['rows']} measurements in {args.store} (sha256 {entry['sha256'][:12]})")
+    for task, cal in calibration.items():
+        print(
+            f"{task}: {cal.new_rows} new; old 90 % interval held {cal.covered_before:.0%} of "
+            f"them; conformal factor {cal.old:.3g} -> {cal.new:.3g}"
+        )
+    for task, what in refit.done.items():
+        print(f"{task}: {what}")
+    for task, why in refit.skipped.items():
+        print(f"{task}: members kept: {why}")
+    print(f"new bundle {out} (sha256 {sha}; parent {info.sha256})")
+    new = TaskPredictor(out, sha256=sha)
+    shown = records["composition"].unique(maintain_order=True) if plan is None else plan
+    moved = movement(old, new, shown, Ranking().condition, list(Ranking().tasks))
+    with pl.Config(tbl_rows=20, tbl_cols=-1, fmt_str_lengths=40, tbl_width_chars=200):
+        print(f"predictions at {Ranking().condition}, before -> after:")
+        print(moved.head(20))
+    return 0
+
+
 def _os_error(exc: OSError) -> str:
     """A system error (disk full, permission, ...) in one line, for ``error: ...``."""
     where = f" ({exc.filename})" if exc.filename else ""
@@ -693,6 +777,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_batch_command(argv[1:])
         if argv[:1] == ["plan"]:
             return run_plan(argv[1:])
+        if argv[:1] == ["update"]:
+            return run_update(argv[1:])
         return run_screen(argv)
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

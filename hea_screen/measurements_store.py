@@ -200,17 +200,22 @@ class MeasurementStore:
     def imports(self) -> list[dict[str, object]]:
         return list(self.manifest()["imports"])  # type: ignore[arg-type]
 
-    def add(self, records: pl.DataFrame, source: str) -> dict[str, object]:
-        """Store ``records`` as a new import; refuse one stored before (same SHA-256)."""
+    def check_new(self, records: pl.DataFrame) -> str:
+        """The SHA-256 of ``records``; refuse them if an earlier import holds the same."""
         digest = records_sha256(records)
-        manifest = self.manifest()
-        imports = list(manifest["imports"])  # type: ignore[arg-type]
-        for entry in imports:
+        for entry in self.imports():
             if entry["sha256"] == digest:
                 raise UserInputError(
                     f"these measurements were imported before ({entry['source']}, "
                     f"{entry['imported']}, sha256 {digest[:12]}): nothing stored"
                 )
+        return digest
+
+    def add(self, records: pl.DataFrame, source: str) -> dict[str, object]:
+        """Store ``records`` as a new import; refuse one stored before (same SHA-256)."""
+        digest = self.check_new(records)
+        manifest = self.manifest()
+        imports = list(manifest["imports"])  # type: ignore[arg-type]
         rel = f"imports/{digest}.parquet"
         atomic_write(self.path / rel, records.write_parquet)
         entry = {
