@@ -563,7 +563,7 @@ def plan_parser() -> argparse.ArgumentParser:
         "(default 0.05)",
     )
     p.add_argument(
-        "--diversity", type=_number, default=0.2, metavar="L", help="penalty length (0.2)"
+        "--diversity", type=_number, default=0.3, metavar="L", help="penalty length (0.3)"
     )
     p.add_argument(
         "--phase",

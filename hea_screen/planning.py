@@ -21,10 +21,10 @@ output, or :meth:`~hea_screen.task_predictor.TaskPredictor.predict`). Steps:
    ``solid-solution`` keeps Ω ≥ 1.1 and δ ≤ 6.6 %; ``fcc`` / ``bcc`` also need that VEC
    class).
 4. **Batch**: greedy local penalization. The acquisition is scaled to [0, 1] over the
-   feasible candidates; each step picks the largest ``a_i · Π_j (1 − exp(−d_ij / ell))`` over
-   the picks ``j`` so far (``d`` the L1 distance, ``ell`` the diversity length), and a
-   candidate within the minimum distance of a pick is excluded, so no two picks are
-   near-duplicates.
+   feasible candidates (divided by its maximum; shifted first if some is negative); each
+   step picks the largest ``a_i · Π_j (1 − exp(−d_ij / ell))`` over the picks ``j`` so far
+   (``d`` the L1 distance, ``ell`` the diversity length), and a candidate within the
+   minimum distance of a pick is excluded, so no two picks are near-duplicates.
 
 Everything is vectorized over candidates (numpy); 10⁵ candidates plan in well under a
 second beside reading the file (``benchmarks/planning_bench.py`` measures it).
@@ -86,7 +86,7 @@ class PlanOptions:
     acquisition: str = "ei"
     beta: float = 2.0
     min_distance: float = 0.05
-    diversity: float = 0.2
+    diversity: float = 0.3
     phase: str = "solid-solution"
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -346,6 +346,7 @@ def select(
     picks, d_picks = _greedy(x, value, ok, options)
     why = _why(objective, mu, sigma, incumbent, d_measured, picks, options)
     plan = candidates[picks].with_columns(
+        table.take(picks).canonical_texts().alias("composition"),
         pl.Series("pick", np.arange(1, len(picks) + 1), dtype=pl.Int64),
         pl.Series("reason", reasons(exploit[picks], explore[picks]), dtype=pl.Utf8),
         pl.Series("why", why, dtype=pl.Utf8),
@@ -364,6 +365,7 @@ def _greedy(
     """Greedy local penalization (module docstring): pick indices and each pick's L1
     distance to the earlier picks (inf for the first)."""
     lo, hi = np.min(value[ok]), np.max(value[ok])
+    lo = min(lo, 0.0)  # EI >= 0 scales by its maximum; a UCB below 0 is shifted
     scaled = (value - lo) / (hi - lo) if hi > lo else np.ones(len(value))
     alive = ok.copy()
     penalty = np.ones(len(value))
@@ -484,7 +486,9 @@ def with_predictions(
         feats = featurize(table)
         predicted = predictor.predict(table, condition, list(dict.fromkeys(wanted)), feats)
         keep = frame.drop([c for c in predicted.columns if c in frame.columns])
-        frame = keep.hstack(predicted.drop("composition")).with_columns(
+        frame = predicted.select("composition").hstack(keep).hstack(
+            predicted.drop("composition")
+        ).with_columns(
             pl.lit(sha256).alias("model_sha256")
         )
         return phase_flags(frame, feats)
