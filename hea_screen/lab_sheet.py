@@ -3,10 +3,10 @@
 The HTML opens from disk in any browser: no script, no external file, no network. It holds
 
 - the condition, the objective, the model's SHA-256 and the phase rules' references;
-- a scatter plot of predicted strength against ductility of the candidates (at most
-  :data:`MAX_POINTS`, the best by acquisition), the picks highlighted and numbered with
-  their calibrated intervals as error bars on both axes, and the Pareto front of the
-  candidates drawn as a step line;
+- a scatter plot of predicted strength against ductility of the candidates (a seeded
+  sample of :data:`MAX_POINTS` when there are more), the picks highlighted and numbered with
+  their calibrated intervals as error bars on both axes, and the Pareto front of all
+  candidates drawn as a line;
 - one row per pick: why it was picked, predictions, phase flags and the weigh-out masses.
 """
 
@@ -22,7 +22,7 @@ import polars as pl
 from hea_screen.output import atomic_write
 from hea_screen.phase_rules import REFERENCES
 
-#: Candidates drawn in the plot (the best by acquisition; the picks always).
+#: Candidates drawn in the plot (a seeded sample beyond; the front and picks always).
 MAX_POINTS = 2000
 
 _W, _H, _PAD = 720, 480, 60
@@ -46,13 +46,11 @@ _TABLE_COLUMNS: tuple[str, ...] = (
 
 def front_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Points no other point beats on both x and y (larger is better)."""
-    order = np.lexsort((-y, -x))
+    order = np.lexsort((-y, -x))  # x descending, then y descending
+    ys = y[order]
+    before = np.r_[-np.inf, np.maximum.accumulate(ys)[:-1]]
     keep = np.zeros(len(x), dtype=bool)
-    best = -np.inf
-    for i in order:
-        if y[i] > best:
-            keep[i] = True
-            best = y[i]
+    keep[order] = ys > before
     return keep
 
 
@@ -81,7 +79,15 @@ def scatter_svg(
     cand: pl.DataFrame, plan: pl.DataFrame, x_task: str, y_task: str, labels: Sequence[str]
 ) -> str:
     """Strength (x) against ductility (y): candidates, Pareto front, picks with intervals."""
-    xs, ys = cand[f"{x_task}_mean"].to_numpy(), cand[f"{y_task}_mean"].to_numpy()
+    all_x, all_y = cand[f"{x_task}_mean"].to_numpy(), cand[f"{y_task}_mean"].to_numpy()
+    ok = np.isfinite(all_x) & np.isfinite(all_y)
+    front = np.flatnonzero(ok)[front_mask(all_x[ok], all_y[ok])]
+    front = front[np.argsort(all_x[front])]
+    fx, fy = all_x[front], all_y[front]
+    shown = np.flatnonzero(ok)
+    if len(shown) > MAX_POINTS:
+        shown = np.random.default_rng(0).choice(shown, MAX_POINTS, replace=False)
+    xs, ys = all_x[shown], all_y[shown]
     px_, py_ = plan[f"{x_task}_mean"].to_numpy(), plan[f"{y_task}_mean"].to_numpy()
     ax = _Axes(
         np.r_[xs, plan[f"{x_task}_lo"].to_numpy(), plan[f"{x_task}_hi"].to_numpy()],
@@ -97,12 +103,8 @@ def scatter_svg(
     parts += [
         f'<circle cx="{ax.px(a):.1f}" cy="{ax.py(b):.1f}" r="2" fill="#9ab"/>'
         for a, b in zip(xs, ys)
-        if np.isfinite(a) and np.isfinite(b)
     ]
-    ok = np.isfinite(xs) & np.isfinite(ys)
-    front = np.flatnonzero(ok)[front_mask(xs[ok], ys[ok])]
-    front = front[np.argsort(xs[front])]
-    steps = " ".join(f"{ax.px(xs[i]):.1f},{ax.py(ys[i]):.1f}" for i in front)
+    steps = " ".join(f"{ax.px(a):.1f},{ax.py(b):.1f}" for a, b in zip(fx, fy))
     parts.append(f'<polyline class="front" points="{steps}" fill="none" stroke="#d62"/>')
     for j, (a, b) in enumerate(zip(px_, py_)):
         xl, xh = plan[f"{x_task}_lo"][j], plan[f"{x_task}_hi"][j]
@@ -169,14 +171,11 @@ def report_html(
     labels: Sequence[str],
 ) -> str:
     """The self-contained report (module docstring); ``header`` lines go on top."""
-    shown = candidates
-    if "acquisition" in candidates.columns and candidates.height > MAX_POINTS:
-        shown = candidates.sort("acquisition", descending=True, nulls_last=True).head(MAX_POINTS)
     have_axes = all(
         f"{t}_{s}" in plan.columns for t in (strength, ductility) for s in ("mean", "lo", "hi")
     )
     plot = (
-        scatter_svg(shown, plan, strength, ductility, labels)
+        scatter_svg(candidates, plan, strength, ductility, labels)
         if have_axes
         else "<p>(no strength and ductility predictions to plot)</p>"
     )
@@ -188,8 +187,9 @@ def report_html(
 td,th{{border:1px solid #bbb;padding:3px 6px;vertical-align:top}}</style></head>
 <body><h1>Experimental plan: {plan.height} alloys</h1><ul>{lines}</ul>
 <h2>Predicted strength vs ductility</h2>
-<p>Grey: candidates (best {min(shown.height, MAX_POINTS)} by acquisition); red line: their
-Pareto front; yellow, numbered: the picks, with calibrated intervals as error bars.</p>
+<p>Grey: {min(candidates.height, MAX_POINTS):,} of the {candidates.height:,} candidates;
+red line: the Pareto front of all of them; yellow, numbered: the picks, with their
+calibrated intervals as error bars.</p>
 {plot}
 <h2>Picks and weigh-outs</h2>
 {_table(plan, (strength, ductility))}

@@ -70,9 +70,6 @@ PLAN_COLUMNS: tuple[str, ...] = (
 
 _ROWS_PER_BLOCK = 4096
 
-#: Distances to measured alloys are computed up to this L1 distance (farther: infinite).
-REPORTED_DISTANCE = 0.5
-
 
 @dataclass(frozen=True)
 class PlanOptions:
@@ -327,10 +324,10 @@ def select(
     table = table_of(candidates["composition"])
     palette = table.elements
     x = table.fractions
-    done = CompositionTable.from_compositions(measured.compositions or ["Fe"])
+    done = table_of(pl.Series(measured.compositions or ["Fe1"], dtype=pl.Utf8))
     done_x = fractions_over(done, palette)[: len(measured.compositions)]
     outside = 1.0 - done_x.sum(axis=1)
-    near = outside < max(options.min_distance, REPORTED_DISTANCE)  # the others are farther
+    near = outside < options.min_distance  # only these can lie within the minimum distance
     d_measured = min_l1_distance(x, done_x[near], outside[near])
     best = measured.incumbent(objective)
     incumbent = float(np.nanmax(mu)) if best is None else best
@@ -344,9 +341,10 @@ def select(
             f"{len(measured.compositions)} measured alloys): relax them"
         )
     picks, d_picks = _greedy(x, value, ok, options)
+    d_measured[picks] = min_l1_distance(x[picks], done_x, outside)
     why = _why(objective, mu, sigma, incumbent, d_measured, picks, options)
     plan = candidates[picks].with_columns(
-        table.take(picks).canonical_texts().alias("composition"),
+        pl.Series("composition", [str(table.composition(int(i))) for i in picks]),
         pl.Series("pick", np.arange(1, len(picks) + 1), dtype=pl.Int64),
         pl.Series("reason", reasons(exploit[picks], explore[picks]), dtype=pl.Utf8),
         pl.Series("why", why, dtype=pl.Utf8),
@@ -397,7 +395,7 @@ def _why(
     out = []
     for i in picks:
         near = (
-            f"no measured alloy within L1 {REPORTED_DISTANCE:g}"
+            "no measured alloy"
             if np.isinf(d_measured[i])
             else f"L1 {d_measured[i]:.2f} from the nearest measured alloy"
         )
