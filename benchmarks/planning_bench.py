@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,9 @@ from hea_screen.table import CompositionTable
 
 TARGETS = {"uts_tension_mpa": "uts", "ys_tension_mpa": "ys"}
 STRATEGIES = ("random", "greedy", "planner")
+
+#: The planner's settings (``--acquisition``, ``--beta``, ``--diversity`` change them).
+PLANNER = PlanOptions(min_distance=0.0, phase="any")
 Z90 = 1.6448536269514722
 
 
@@ -77,10 +81,11 @@ def pick(
     rng: np.random.Generator,
     seed: int,
     objective: Objective,
-    batch: int,
+    planner: PlanOptions,
 ) -> np.ndarray:
     """Indices of the next batch (not yet measured)."""
     free = np.flatnonzero(~measured)
+    batch = planner.k
     if strategy == "random":
         return rng.choice(free, size=min(batch, len(free)), replace=False)
     y = data["value"].to_numpy()
@@ -100,13 +105,12 @@ def pick(
     done = data.filter(pl.Series(measured))
     known = Measured(tuple(done["composition"]), {task: dict(done.select("composition", "value")
                                                              .iter_rows())})
-    options = PlanOptions(k=batch, min_distance=0.0, phase="any")
-    return select(cand, objective, known, options)["index"].to_numpy()
+    return select(cand, objective, known, planner)["index"].to_numpy()
 
 
 def campaign(
     data: pl.DataFrame, x: np.ndarray, task: str, strategy: str, seed: int, rounds: int,
-    batch: int,
+    planner: PlanOptions,
 ) -> tuple[list[float], list[float]]:
     """Best measured value and share of the top 10 % found, after the start and each round."""
     y = data["value"].to_numpy()
@@ -119,22 +123,25 @@ def campaign(
     best, found = [], []
     for r in range(rounds + 1):
         if r:
-            measured[pick(strategy, data, x, measured, rng, seed, objective, batch)] = True
+            measured[pick(strategy, data, x, measured, rng, seed, objective, planner)] = True
         best.append(float(y[measured].max()))
         found.append(len(top & set(np.flatnonzero(measured))) / len(top))
     return best, found
 
 
-def run(seeds: int, rounds: int, batch: int) -> pl.DataFrame:
+def run(
+    seeds: int, rounds: int, strategies: tuple[str, ...], planner: PlanOptions
+) -> pl.DataFrame:
+    """Every campaign: one row per target, strategy, seed and round."""
     out = []
     for task in TARGETS:
         data = pool(task)
         x = design_matrix(
             featurize(data["composition"]), ROOM_TEMPERATURE_C, data["processing"].to_list()
         )
-        for strategy in STRATEGIES:
+        for strategy in strategies:
             for seed in range(seeds):
-                best, found = campaign(data, x, task, strategy, seed, rounds, batch)
+                best, found = campaign(data, x, task, strategy, seed, rounds, planner)
                 out += [
                     {"task": task, "alloys": data.height, "strategy": strategy, "seed": seed,
                      "round": r, "best": b, "top10_found": f}
@@ -188,7 +195,7 @@ def plan_timing(n: int, tmp: Path) -> float:
     return time.perf_counter() - t0
 
 
-def plot(table: pl.DataFrame, path: Path) -> None:
+def plot(table: pl.DataFrame, path: Path, strategies: tuple[str, ...]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,7 +203,7 @@ def plot(table: pl.DataFrame, path: Path) -> None:
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
     for i, task in enumerate(TARGETS):
-        for strategy in STRATEGIES:
+        for strategy in strategies:
             part = table.filter(pl.col("task") == task, pl.col("strategy") == strategy)
             axes[0, i].plot(part["round"], part["best_mean"], marker="o", label=strategy)
             axes[1, i].plot(part["round"], part["top10_share"], marker="o", label=strategy)
@@ -216,15 +223,25 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=5)
     p.add_argument("--plan-rows", type=int, default=100_000)
     p.add_argument("--png", type=Path, help="write the curves here")
+    p.add_argument("--acquisition", default=PLANNER.acquisition, choices=("ei", "ucb"))
+    p.add_argument("--beta", type=float, default=PLANNER.beta)
+    p.add_argument("--diversity", type=float, default=PLANNER.diversity)
+    p.add_argument("--strategies", default=",".join(STRATEGIES))
     args = p.parse_args()
+    planner = replace(PLANNER, k=args.batch, acquisition=args.acquisition, beta=args.beta,
+                      diversity=args.diversity)
+    strategies = tuple(args.strategies.split(","))
+    print(f"planner: {planner}")
     t0 = time.perf_counter()
-    table = summary(run(args.seeds, args.rounds, args.batch))
+    table = summary(run(args.seeds, args.rounds, strategies, planner))
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=160):
         print(table.pivot("strategy", index=["task", "round"], values="top10_share"))
         print(table.pivot("strategy", index=["task", "round"], values="best_mean"))
     print(f"campaigns: {time.perf_counter() - t0:.0f} s")
     if args.png:
-        plot(table, args.png)
+        plot(table, args.png, strategies)
+    if not args.plan_rows:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         seconds = plan_timing(args.plan_rows, Path(tmp))
     print(f"hea-screen plan on {args.plan_rows:,} candidates: {seconds:.1f} s (whole command)")
