@@ -237,6 +237,7 @@ def main() -> None:
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=160):
         print(table.pivot("strategy", index=["task", "round"], values="top10_share"))
         print(table.pivot("strategy", index=["task", "round"], values="best_mean"))
+        print(table.pivot("strategy", index=["task", "round"], values="top10_sd"))
     print(f"campaigns: {time.perf_counter() - t0:.0f} s")
     if args.png:
         plot(table, args.png, strategies)
