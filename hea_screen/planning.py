@@ -55,7 +55,7 @@ from hea_screen.task_predictor import TaskPredictor
 ACQUISITIONS: tuple[str, ...] = ("ei", "ucb")
 PHASE_SCREENS: tuple[str, ...] = ("any", "solid-solution", "fcc", "bcc")
 
-#: Columns of a plan after the candidate's own columns are dropped to these plus the rest.
+#: The first columns of a plan; the candidate's own columns follow.
 PLAN_COLUMNS: tuple[str, ...] = (
     "pick",
     "composition",

@@ -197,3 +197,20 @@ def test_lab_sheet_renders_in_headless_chromium(screened, tmp_path, capsys):
     subprocess.run(["chromium", *flags, f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
+
+
+def test_plan_from_a_spec_uses_its_space_and_condition(tmp_path, capsys):
+    spec = tmp_path / "small.yaml"
+    spec.write_text(
+        "name: small\nspace:\n  elements: [Co, Cr, Fe, Ni]\n  step: 0.25\n"
+        "ranking:\n  objective: ys\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "p.csv"
+    assert main(["plan", "--spec", str(spec), "-k", "3", "--phase", "any", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "objective ys_tension_mpa" in err
+    plan = pl.read_csv(out)
+    assert plan.height == 3
+    assert set(table_of(plan["composition"]).elements) <= {"Co", "Cr", "Fe", "Ni"}
+    assert "ys_tension_mpa_mean" in plan.columns
