@@ -21,7 +21,7 @@ output, or :meth:`~hea_screen.task_predictor.TaskPredictor.predict`). Steps:
    ``solid-solution`` keeps Ω ≥ 1.1 and δ ≤ 6.6 %; ``fcc`` / ``bcc`` also need that VEC
    class).
 4. **Batch**: greedy local penalization. The acquisition is scaled to [0, 1] over the
-   feasible candidates (divided by its maximum; shifted first if some is negative); each
+   feasible candidates (EI divided by its maximum, UCB min-max scaled); each
    step picks the largest ``a_i · Π_j (1 − exp(−d_ij / ell))`` over the picks ``j`` so far
    (``d`` the L1 distance, ``ell`` the diversity length), and a candidate within the
    minimum distance of a pick is excluded, so no two picks are near-duplicates.
@@ -363,7 +363,8 @@ def _greedy(
     """Greedy local penalization (module docstring): pick indices and each pick's L1
     distance to the earlier picks (inf for the first)."""
     lo, hi = np.min(value[ok]), np.max(value[ok])
-    lo = min(lo, 0.0)  # EI >= 0 scales by its maximum; a UCB below 0 is shifted
+    if options.acquisition == "ei":
+        lo = 0.0  # EI >= 0 scales by its maximum; UCB (in the objective's unit) by its range
     scaled = (value - lo) / (hi - lo) if hi > lo else np.ones(len(value))
     alive = ok.copy()
     penalty = np.ones(len(value))
