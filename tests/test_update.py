@@ -139,3 +139,20 @@ def test_recalibration_only_keeps_the_members(tmp_path, bundle_copy, capsys):
     assert all(new.manifest["files"][r] == old.manifest["files"][r] for r in onnx)
     factors = {t: new.task(t).interval_factor for t in ("uts_tension_mpa", "hardness_hv")}
     assert factors != {t: old.task(t).interval_factor for t in factors}
+
+
+def test_plan_counts_the_store_as_measured(tmp_path, capsys):
+    store = MeasurementStore(tmp_path / "store")
+    store.add(read_results(results(tmp_path, GOOD)), "r.csv")
+    comps = tmp_path / "c.csv"
+    pl.DataFrame({"composition": ["Co25Cr30Ni45", "Co26Cr30Ni44", "CoCrNi", "Co2CrNi"]}).write_csv(
+        comps
+    )
+    args = ["plan", str(comps), "-k", "4", "--objective", "uts", "--phase", "any"]
+    assert main([*args, "--out", str(tmp_path / "a.csv")]) == 0
+    without = pl.read_csv(tmp_path / "a.csv")["composition"].to_list()
+    assert main([*args, "--store", str(tmp_path / "store"), "--out", str(tmp_path / "b.csv")]) == 0
+    capsys.readouterr()
+    with_store = pl.read_csv(tmp_path / "b.csv")["composition"].to_list()
+    assert "Co0.25 Cr0.3 Ni0.45" in without
+    assert "Co0.25 Cr0.3 Ni0.45" not in with_store and "Co0.26 Cr0.3 Ni0.44" not in with_store
