@@ -24,6 +24,17 @@ from pathlib import Path
 
 import polars as pl
 
+from hea_screen.applicability import TrainingSet
+from hea_screen.bundle_update import (
+    Refit,
+    check_against_model,
+    default_version_path,
+    movement,
+    new_scores,
+    recalibrate,
+    refit_trees,
+    write_version,
+)
 from hea_screen.conditions import TASKS_BY_NAME, Condition, Processing, TestType
 from hea_screen.engine import (
     DEFAULT_BATCH,
@@ -40,7 +51,21 @@ from hea_screen.engine import (
 )
 from hea_screen.errors import UserInputError
 from hea_screen.jobs import run_batch
+from hea_screen.lab import lab_columns
+from hea_screen.lab_sheet import write_lab_sheet
+from hea_screen.measurements_store import MeasurementStore, read_results
 from hea_screen.output import check_output_path, check_writable_dir, write_table
+from hea_screen.planning import (
+    ACQUISITIONS,
+    PHASE_SCREENS,
+    Objective,
+    PlanOptions,
+    measured_from_training,
+    merge_measured,
+    read_candidates,
+    select,
+    with_predictions,
+)
 from hea_screen.predict_file import ORDERS, parse_inputs, predict_rows, read_texts
 from hea_screen.predictor import DEVICES, PRECISIONS
 from hea_screen.ranking import OBJECTIVES, RISKS, Ranking
@@ -55,6 +80,8 @@ from hea_screen.spec import (
     parse_elements,
     parse_weights,
 )
+from hea_screen.task_bundle import load_task_bundle
+from hea_screen.task_predictor import TaskPredictor
 
 log = logging.getLogger("hea_screen")
 
@@ -644,6 +671,219 @@ def run_batch_command(argv: Sequence[str]) -> int:
     )
     return 0
 
+#: Largest space ``plan --spec`` enumerates and predicts itself (beyond: screen it first).
+PLAN_MAX_SPACE = 200_000
+
+
+def plan_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="hea-screen plan",
+        description="Choose the next k alloys for the lab from a screen's output (or a spec): "
+        "acquisition on the calibrated mean and uncertainty, batch diversity, constraints; "
+        "writes the plan as CSV and a self-contained HTML report.",
+    )
+    p.add_argument(
+        "candidates",
+        nargs="?",
+        metavar="FILE",
+        help="hea-screen output or compositions (.csv, .parquet, .json)",
+    )
+    p.add_argument("--spec", metavar="YAML", help="plan over a spec's space instead")
+    p.add_argument("-k", "--batch", type=_positive_int, default=8, help="picks (default 8)")
+    p.add_argument(
+        "--objective",
+        choices=[o for o in OBJECTIVES if o != "pareto"],
+        help="what to improve (default: the spec's, else weighted)",
+    )
+    p.add_argument("--weights", metavar="W_UTS,W_EL", help="weights of weighted (0.5,0.5)")
+    p.add_argument("--test", choices=[t.value for t in TestType], help="default tension")
+    p.add_argument("--temperature", metavar="C", help="test temperature in °C (default 25)")
+    p.add_argument("--processing", metavar="ROUTE", help="processing route (default cast)")
+    p.add_argument("--acquisition", choices=ACQUISITIONS, default="ei", help="default ei")
+    p.add_argument("--beta", type=_number, default=2.0, help="UCB's beta (default 2)")
+    p.add_argument(
+        "--min-distance",
+        type=_number,
+        default=0.05,
+        metavar="D",
+        help="least L1 distance in atomic fractions to a measured alloy and between picks "
+        "(default 0.05)",
+    )
+    p.add_argument(
+        "--diversity", type=_number, default=0.3, metavar="L", help="penalty length (0.3)"
+    )
+    p.add_argument(
+        "--phase",
+        choices=PHASE_SCREENS,
+        default="solid-solution",
+        help="phase screen: solid-solution (Omega >= 1.1, delta <= 6.6 %%), fcc or bcc (and "
+        "that VEC class), any (default solid-solution)",
+    )
+    p.add_argument(
+        "--bounds", action="append", default=[], metavar="EL:LO-HI", help="e.g. Al:0-0.2"
+    )
+    p.add_argument("--store", metavar="DIR", help="measurement store (hea-screen update)")
+    p.add_argument("--ingot-mass", type=_number, default=50.0, metavar="G", help="grams (50)")
+    p.add_argument("--out", required=True, metavar="CSV", help="the plan as CSV")
+    p.add_argument("--html", metavar="FILE", help="the HTML report")
+    p.add_argument("--model", metavar="BUNDLE", help="model bundle directory (default: shipped)")
+    p.add_argument("--model-sha256", type=_sha256, metavar="HEX", help="pin the bundle")
+    return p
+
+
+def _plan_inputs(args: argparse.Namespace) -> tuple[pl.DataFrame, Ranking]:
+    """Candidates (a file, or a spec's space) and the ranking the plan is about."""
+    if (args.candidates is None) == (args.spec is None):
+        raise UserInputError("give a candidates FILE (a hea-screen output) or --spec YAML")
+    base = load_spec(args.spec).ranking if args.spec else Ranking()
+    ranking = Ranking(
+        objective=args.objective or (base.objective if base.objective != "pareto" else "weighted"),
+        weights=base.weights if args.weights is None else parse_weights(args.weights),
+        condition=parse_condition(
+            args.test or base.condition.test_type,
+            base.condition.temperature_c if args.temperature is None else args.temperature,
+            args.processing or base.condition.processing,
+        ),
+    )
+    if args.candidates is not None:
+        return read_candidates(args.candidates), ranking
+    candidates = load_spec(args.spec).candidates()
+    if candidates.size > PLAN_MAX_SPACE:
+        raise UserInputError(
+            f"the spec's space has {candidates.size:,} candidates; plan enumerates up to "
+            f"{PLAN_MAX_SPACE:,}: screen it first (hea-screen --spec ... --top N --out FILE)"
+        )
+    texts = candidates.table(0, candidates.size).canonical_texts()
+    return pl.DataFrame({"composition": texts}), ranking
+
+
+def run_plan(argv: Sequence[str]) -> int:
+    args = plan_parser().parse_args(_join_signed_values(argv))
+    check_output_path(args.out)
+    if args.html:
+        check_writable_dir(Path(args.html).resolve().parent, f"--html {args.html!r}")
+    bounds = {el: (float(lo), float(hi)) for el, (lo, hi) in parse_bounds(args.bounds).items()}
+    options = PlanOptions(
+        args.batch,
+        args.acquisition,
+        args.beta,
+        args.min_distance,
+        args.diversity,
+        args.phase,
+        bounds,
+    )
+    frame, ranking = _plan_inputs(args)
+    info = inspect_model(args.model, args.model_sha256)
+    check_ranking(ranking, info)
+    bundle = load_task_bundle(info.path, info.sha256)
+    objective = Objective.of(ranking, info.reference)
+    measured = measured_from_training(TrainingSet.from_json(bundle.training_set_text()))
+    if args.store:
+        measured = merge_measured(measured, MeasurementStore(args.store).measured())
+    frame = with_predictions(frame, info.path, info.sha256, ranking.condition, ranking.tasks)
+    plan = select(frame, objective, measured, options, bundle.interval)
+    plan = lab_columns(plan, args.ingot_mass)
+    strength, ductility = ranking.strength, ranking.ductility
+    header = [
+        f"condition: {ranking.condition}; objective {objective.name} "
+        f"({', '.join(objective.tasks)}); acquisition {options.acquisition}",
+        f"constraints: phase {options.phase}; bounds {args.bounds or 'none'}; minimum L1 "
+        f"distance {options.min_distance:g}; {len(measured.compositions)} measured alloys",
+        f"model: {info.path} (sha256 {info.sha256}); ingot {args.ingot_mass:g} g",
+    ]
+    write_lab_sheet(
+        plan,
+        frame,
+        args.out,
+        args.html,
+        (strength.name, ductility.name),
+        header,
+        (strength.label, ductility.label),
+    )
+    print("\n".join(header), file=sys.stderr)
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
+        print(plan.select("pick", "composition", "reason", "acquisition", "objective_mean",
+                          "objective_sigma", "distance_to_measured"))
+    print(
+        f"planned {plan.height} of {frame.height:,} candidates; written to {args.out}"
+        + (f" and {args.html}" if args.html else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def update_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="hea-screen update",
+        description="Add the lab's measurements to the measurement store and write a new "
+        "bundle version beside the old one: recalibrated intervals, refitted tree members "
+        "(with the train extra), and how the new data move the next plan's predictions.",
+    )
+    p.add_argument(
+        "--measured",
+        required=True,
+        metavar="CSV",
+        help="results: composition, test_type, temperature_c, processing and any of uts_mpa, "
+        "ys_mpa, elongation_pct, hardness_hv",
+    )
+    p.add_argument(
+        "--store", default="measurements", metavar="DIR", help="store (default ./measurements)"
+    )
+    p.add_argument("--model", metavar="BUNDLE", help="bundle to update (default: shipped)")
+    p.add_argument("--model-sha256", type=_sha256, metavar="HEX", help="pin that bundle")
+    p.add_argument("--out", metavar="DIR", help="new bundle (default: BUNDLE.vN beside it)")
+    p.add_argument("--plan", metavar="FILE", help="plan (or candidates) to report movement on")
+    p.add_argument("--no-refit", action="store_true", help="recalibrate only")
+    return p
+
+
+def run_update(argv: Sequence[str]) -> int:
+    args = update_parser().parse_args(argv)
+    records = read_results(args.measured)
+    store = MeasurementStore(args.store)
+    store.check_new(records)
+    info = inspect_model(args.model, args.model_sha256)
+    out = Path(args.out) if args.out else default_version_path(info.path)
+    if out.exists():
+        raise UserInputError(f"--out {str(out)!r} exists: a new bundle never overwrites one")
+    check_writable_dir(out.resolve().parent, f"--out {str(out)!r}")
+    old = TaskPredictor(info.path, sha256=info.sha256)
+    check_against_model(records, old)
+    plan = read_candidates(args.plan)["composition"] if args.plan else None
+    calibration = recalibrate(old.bundle, new_scores(records, old))
+    tasks = sorted(calibration)
+    everything = pl.concat([store.records(), records], how="vertical_relaxed")
+    refit = Refit(skipped=dict.fromkeys(tasks, "--no-refit"))
+    if not args.no_refit:
+        refit = refit_trees(old.bundle, everything, tasks)
+        refit.calibrate(calibration, old.bundle.interval)
+    update = {
+        "store": str(Path(args.store).resolve()),
+        "imports": [*(e["sha256"] for e in store.imports()), store.check_new(records)],
+        "refitted": refit.done,
+        "not_refitted": refit.skipped,
+    }
+    sha = write_version(old.bundle, out, calibration, refit.files, everything, update)
+    entry = store.add(records, str(args.measured))
+    print(f"stored {entry['rows']} measurements in {args.store} (sha256 {entry['sha256'][:12]})")
+    for task, cal in calibration.items():
+        print(
+            f"{task}: {cal.new_rows} new; old 90 % interval held {cal.covered_before:.0%} of "
+            f"them; conformal factor {cal.old:.3g} -> {cal.new:.3g}"
+        )
+    for task, what in refit.done.items():
+        print(f"{task}: {what}")
+    for task, why in refit.skipped.items():
+        print(f"{task}: members kept: {why}")
+    print(f"new bundle {out} (sha256 {sha}; parent {info.sha256})")
+    new = TaskPredictor(out, sha256=sha)
+    shown = records["composition"].unique(maintain_order=True) if plan is None else plan
+    moved = movement(old, new, shown, Ranking().condition, list(Ranking().tasks))
+    with pl.Config(tbl_rows=20, tbl_cols=-1, fmt_str_lengths=40, tbl_width_chars=200):
+        print(f"predictions at {Ranking().condition}, before -> after:")
+        print(moved.head(20))
+    return 0
+
 
 def _os_error(exc: OSError) -> str:
     """A system error (disk full, permission, ...) in one line, for ``error: ...``."""
@@ -690,6 +930,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_batch_command(argv[1:])
         if argv[:1] == ["predict"]:
             return run_predict_command(argv[1:])
+        if argv[:1] == ["plan"]:
+            return run_plan(argv[1:])
+        if argv[:1] == ["update"]:
+            return run_update(argv[1:])
         return run_screen(argv)
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

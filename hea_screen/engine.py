@@ -52,6 +52,7 @@ from hea_screen.elements import check_elements, mixing_matrix
 from hea_screen.errors import BundleError, ElementDataError, SpaceError, UserInputError
 from hea_screen.features import featurize
 from hea_screen.lab import lab_columns
+from hea_screen.phase_rules import PHASE_FLAG_COLUMNS, phase_flags
 from hea_screen.predictor import bundle_format, bundle_root, load_model
 from hea_screen.ranking import Partial, Ranking, Reference, final_ranking, score
 from hea_screen.space import Candidates, SampledSpace
@@ -92,7 +93,8 @@ CONDITION_COLUMNS: tuple[str, ...] = ("test_type", "temperature_c", "processing"
 
 def result_columns(ranking: Ranking) -> tuple[str, ...]:
     """Column order of the ranked table: rank and score, each ranked task's prediction
-    (mean, std, calibrated interval, risk-adjusted value), phase probabilities, lab columns,
+    (mean, std, calibrated interval, risk-adjusted value), phase probabilities, the empirical
+    phase rules (:mod:`hea_screen.phase_rules`), lab columns,
     the condition, per-task nearest training data, flags and the model's identity."""
     tasks = ranking.tasks
     return (
@@ -102,6 +104,7 @@ def result_columns(ranking: Ranking) -> tuple[str, ...]:
         "pareto",
         *(f"{t}_{s}" for t in tasks for s in ("mean", "std", "lo", "hi", "adj")),
         *(phase_column(p) for p in PHASES),
+        *PHASE_FLAG_COLUMNS,
         *LAB_COLUMNS,
         *CONDITION_COLUMNS,
         *(f"{t}_{s}" for t in tasks for s in ("nearest_composition", "nearest_distance",
@@ -581,7 +584,7 @@ def result_table(
 ) -> pl.DataFrame:
     """Ranked rows with lab columns and the condition, in :func:`result_columns` order (then
     any others); ``model_sha256`` (the bundle's identity) fills the ``model_sha256`` column."""
-    table = lab_columns(final_ranking(merged, ranking), ingot_mass_g)
+    table = lab_columns(phase_flags(final_ranking(merged, ranking)), ingot_mass_g)
     condition = ranking.condition.describe()
     table = table.with_columns(
         *(pl.lit(condition[c]).alias(c) for c in CONDITION_COLUMNS),

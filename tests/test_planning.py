@@ -1,0 +1,216 @@
+"""hea-screen plan: acquisition, batch diversity, constraints, reasons, the lab sheet."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hea_screen.cli import main
+from hea_screen.planning import (
+    Measured,
+    Objective,
+    PlanOptions,
+    acquisition,
+    normal_cdf,
+    reasons,
+    select,
+    table_of,
+)
+from hea_screen.ranking import Ranking
+from hea_screen.table import CompositionTable
+
+UTS = "uts_tension_mpa"
+Z90 = 1.6448536269514722
+
+
+def candidates(rows: list[tuple[str, float, float]], ss: bool = True) -> pl.DataFrame:
+    """Candidates with a UTS mean and a 1-sigma spread (as a calibrated 90 % interval)."""
+    comps, mean, sigma = zip(*rows)
+    m, s = np.array(mean), np.array(sigma)
+    return pl.DataFrame(
+        {
+            "composition": [str(c) for c in comps],
+            f"{UTS}_mean": m,
+            f"{UTS}_lo": m - Z90 * s,
+            f"{UTS}_hi": m + Z90 * s,
+            "solid_solution": [ss] * len(m),
+            "vec_phase": ["FCC"] * len(m),
+        }
+    )
+
+
+UTS_OBJECTIVE = Objective.of(Ranking(objective="uts"), None)
+NOTHING = Measured((), {})
+
+
+def test_expected_improvement_closed_form():
+    mu, sigma, best = np.array([110.0, 90.0, 100.0]), np.array([10.0, 30.0, 0.0]), 100.0
+    value, exploit, explore = acquisition(mu, sigma, best, "ei")
+    u = (mu[:2] - best) / sigma[:2]
+    pdf = np.exp(-u * u / 2) / math.sqrt(2 * math.pi)
+    expected = (mu[:2] - best) * normal_cdf(u) + sigma[:2] * pdf
+    assert value[:2] == pytest.approx(expected)
+    assert value[2] == 0.0 and np.all(value >= 0)
+    assert normal_cdf(np.array([1.6448536269514722]))[0] == pytest.approx(0.95)
+    assert reasons(exploit, explore)[:2] == ["exploit", "explore"]
+
+
+def test_sigma_comes_from_the_calibrated_interval():
+    frame = candidates([("Fe1", 100.0, 20.0)])
+    mu, sigma = UTS_OBJECTIVE.mean_sigma(frame, 0.9)
+    assert mu[0] == 100.0 and sigma[0] == pytest.approx(20.0)
+
+
+def cluster_space() -> pl.DataFrame:
+    """A cluster of near-duplicates with the best predictions, and distant alloys."""
+    rows = [(f"Co{50 + i}Ni{50 - i}", 900.0 - i, 50.0) for i in range(6)]  # L1 <= 0.1 apart
+    rows += [("Cr1", 880.0, 50.0), ("Fe1", 870.0, 50.0), ("Mn1", 860.0, 50.0)]
+    return candidates(rows)
+
+
+def test_batch_spreads_instead_of_crowding_one_corner():
+    crowded = select(cluster_space(), UTS_OBJECTIVE, NOTHING, PlanOptions(k=4, min_distance=0,
+                                                                          diversity=0))
+    assert all(c.startswith("Co") for c in crowded["composition"])  # what a ranking picks
+    plan = select(cluster_space(), UTS_OBJECTIVE, NOTHING, PlanOptions(k=4, min_distance=0.05))
+    x = table_of(plan["composition"]).fractions
+    d = np.abs(x[:, None, :] - x[None, :, :]).sum(axis=2)[np.triu_indices(len(x), 1)]
+    assert d.min() >= 0.05  # no near-duplicates
+    assert sum(c.startswith("Co") for c in plan["composition"]) == 1
+    assert plan["pick"].to_list() == [1, 2, 3, 4]
+    assert set(plan["reason"]) <= {"exploit", "explore", "both"}
+    assert plan["why"].str.contains("predicted uts_tension_mpa").all()
+
+
+def test_constraints_bounds_measured_distance_and_phase():
+    frame = cluster_space()
+    bounded = select(frame, UTS_OBJECTIVE, NOTHING, PlanOptions(k=9, bounds={"Co": (0, 0.52)}))
+    x = table_of(bounded["composition"])
+    co = x.fractions[:, x.elements.index("Co")]
+    assert co.max() <= 0.52 and "Co0.5 Ni0.5" in bounded["composition"].to_list()
+    measured = Measured(("Co0.5 Ni0.5",), {UTS: {"Co0.5 Ni0.5": 650.0}})
+    far = select(frame, UTS_OBJECTIVE, measured, PlanOptions(k=9, min_distance=0.15))
+    assert not far["composition"].str.starts_with("Co").any()
+    assert far["distance_to_measured"].min() >= 0.15
+    brittle = frame.with_columns(
+        pl.when(pl.col("composition") == "Cr1").then(False).otherwise(True).alias("solid_solution")
+    )
+    screened = select(brittle, UTS_OBJECTIVE, NOTHING, PlanOptions(k=9))
+    assert "Cr1" not in screened["composition"].to_list()
+    anything = select(brittle, UTS_OBJECTIVE, NOTHING, PlanOptions(k=9, phase="any"))
+    assert "Cr1" in anything["composition"].to_list()
+
+
+def test_no_feasible_candidate_is_a_clear_error():
+    with pytest.raises(ValueError, match="no candidate passes the constraints"):
+        select(cluster_space(), UTS_OBJECTIVE, NOTHING, PlanOptions(bounds={"Co": (0.9, 1)},
+                                                                    phase="bcc"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["Al", "Co", "Cr", "Fe", "Ni"]),
+                                st.integers(1, 50), min_size=1), min_size=1, max_size=8))
+def test_fast_table_matches_the_parser(amounts):
+    texts = [" ".join(f"{el}{n}" for el, n in a.items()) for a in amounts]
+    canonical = [str(c) for c in CompositionTable.from_compositions(texts).canonical_texts()]
+    for given_texts in (texts, canonical):
+        fast = table_of(pl.Series(given_texts))
+        slow = CompositionTable.from_compositions(given_texts)
+        assert fast.elements == slow.elements and np.array_equal(fast.micro, slow.micro)
+
+
+@pytest.fixture(scope="module")
+def screened(tmp_path_factory) -> Path:
+    """A hea-screen output of the Cantor palette with the shipped model."""
+    out = tmp_path_factory.mktemp("plan") / "screen.parquet"
+    args = ["--elements", "Co,Cr,Fe,Mn,Ni", "--step", "0.1", "--workers", "1", "--quiet"]
+    assert main([*args, "--top", "500", "--show", "0", "--out", str(out)]) == 0
+    return out
+
+
+def test_plan_command_writes_csv_and_self_contained_html(screened, tmp_path, capsys):
+    csv, page = tmp_path / "plan.csv", tmp_path / "plan.html"
+    code = main(["plan", str(screened), "-k", "5", "--out", str(csv), "--html", str(page),
+                 "--ingot-mass", "20"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    plan = pl.read_csv(csv)
+    assert plan.height == 5 and set(plan["reason"]) <= {"exploit", "explore", "both"}
+    assert plan["solid_solution"].all()  # the default phase screen
+    assert {"omega", "vec_phase", "phase_fcc_prob", "weigh_out_g"} <= set(plan.columns)
+    grams = [sum(float(p.split()[1]) for p in w.split(", ")) for w in plan["weigh_out_g"]]
+    assert grams == pytest.approx([20.0] * 5)
+    html = page.read_text(encoding="utf-8")
+    assert "<svg" in html and html.count('class="pick"') == 5 and 'class="front"' in html
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert "https://" not in html and "<script" not in html  # opens from disk, no network
+    assert "Yang" in html and "Guo" in html
+
+
+def test_plan_from_compositions_only_predicts_them(tmp_path, capsys):
+    comps = tmp_path / "mine.csv"
+    pl.DataFrame({"composition": ["CoCrFeNi", "CoCrFeMnNi", "Co2CrFeNi", "CoCr2FeNi"]}).write_csv(
+        comps
+    )
+    code = main(["plan", str(comps), "-k", "2", "--objective", "uts", "--phase", "any",
+                 "--min-distance", "0", "--out", str(tmp_path / "p.csv")])
+    assert code == 0, capsys.readouterr().err
+    plan = pl.read_csv(tmp_path / "p.csv")
+    assert plan.height == 2 and plan[f"{UTS}_mean"].is_not_null().all()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"alloy": ["CoCrFeNi"]}, "no 'composition' column"),
+        ({"composition": ["CoCrFeNi", "CoXxFe"]}, "row 1: 'CoXxFe'"),
+    ],
+)
+def test_plan_bad_candidates_exit_2_naming_the_problem(tmp_path, capsys, content, message):
+    path = tmp_path / "c.csv"
+    pl.DataFrame(content).write_csv(path)
+    assert main(["plan", str(path), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_lab_sheet_renders_in_headless_chromium(screened, tmp_path, capsys):
+    page = tmp_path / "plan.html"
+    assert main(["plan", str(screened), "--out", str(tmp_path / "p.csv"), "--html", str(page)]) == 0
+    capsys.readouterr()
+    shot = tmp_path / "shot.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,1400"]
+    dom = subprocess.run(
+        ["chromium", *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+        timeout=120,
+    ).stdout
+    assert dom.count('class="pick-row"') == 8 and "<svg" in dom
+    subprocess.run(["chromium", *flags, f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
+
+
+def test_plan_from_a_spec_uses_its_space_and_condition(tmp_path, capsys):
+    spec = tmp_path / "small.yaml"
+    spec.write_text(
+        "name: small\nspace:\n  elements: [Co, Cr, Fe, Ni]\n  step: 0.25\n"
+        "ranking:\n  objective: ys\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "p.csv"
+    assert main(["plan", "--spec", str(spec), "-k", "3", "--phase", "any", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "objective ys_tension_mpa" in err
+    plan = pl.read_csv(out)
+    assert plan.height == 3
+    assert set(table_of(plan["composition"]).elements) <= {"Co", "Cr", "Fe", "Ni"}
+    assert "ys_tension_mpa_mean" in plan.columns

@@ -1,0 +1,158 @@
+"""hea-screen update: results validation, the measurement store, the new bundle version."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from hea_screen.bundle import default_bundle_path
+from hea_screen.cli import main
+from hea_screen.errors import UserInputError
+from hea_screen.measurements_store import MeasurementStore, read_results
+from hea_screen.task_bundle import load_task_bundle
+
+HEADER = "composition,test_type,temperature_c,processing,uts_mpa,ys_mpa,elongation_pct,hardness_hv"
+GOOD = [
+    "Co0.2 Cr0.2 Fe0.3 Ni0.3,tension,25,cast,640,300,55,",
+    "Co0.25 Cr0.3 Ni0.45,tension,25,cast,720,350,48,180",
+    "Co35Cr15Fe30Ni20,T,25,as-cast,600,280,60,",
+]
+
+
+def results(tmp_path: Path, rows: list[str], header: str = HEADER, name: str = "r.csv") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def test_results_become_task_records(tmp_path):
+    rec = read_results(results(tmp_path, GOOD))
+    assert rec.height == 10  # 3 x (UTS, YS, elongation) + 1 hardness
+    assert set(rec["task"]) == {
+        "uts_tension_mpa", "ys_tension_mpa", "elongation_tension_pct", "hardness_hv"
+    }
+    assert rec.filter(pl.col("source_row") == 2)["composition"][0] == "Co0.35 Cr0.15 Fe0.3 Ni0.2"
+
+
+@pytest.mark.parametrize(
+    "rows, header, message",
+    [
+        (["CoCrXxNi,tension,25,cast,600,,,"], HEADER, "row 0 (line 2): unknown element symbol"),
+        ([GOOD[0], "CoCrFeNi,tension,25,cast,-5,,,"], HEADER, "row 1 (line 3): uts_mpa '-5'"),
+        ([GOOD[0], "CoCrFeNi,tension,25,cast,90000,,,"], HEADER, "row 1 (line 3): uts_mpa"),
+        ([GOOD[0], "CoCrFeNi,tension,25,cast,,,abc,"], HEADER, "elongation_pct 'abc' is not"),
+        (["CoCrFeNi,shear,25,cast,600,,,"], HEADER, "row 0 (line 2): unknown test type"),
+        (["CoCrFeNi,tension,25,cast,,,,"], HEADER, "row 0 (line 2): no measured value"),
+        (["Te1Fe1,tension,25,cast,600,,,"], HEADER, "row 0 (line 2)"),
+        (["CoCrFeNi,25,600"], "composition,temperature_c,uts_mpa", "lack test_type, processing"),
+        (["CoCrFeNi,tension,25,cast"], "composition,test_type,temperature_c,processing",
+         "lack a property column"),
+    ],
+)
+def test_bad_results_name_the_row(tmp_path, rows, header, message):
+    with pytest.raises(UserInputError, match=None) as err:
+        read_results(results(tmp_path, rows, header))
+    assert message in str(err.value)
+
+
+def test_store_refuses_a_duplicate_and_ignores_a_half_written_import(tmp_path):
+    store = MeasurementStore(tmp_path / "store")
+    first = read_results(results(tmp_path, GOOD))
+    store.add(first, "r.csv")
+    # a crash after writing an import's Parquet file but before the manifest leaves an
+    # unlisted file: the store reads as before
+    (tmp_path / "store" / "imports" / f"{'0' * 64}.parquet").write_bytes(b"PAR1 half")
+    assert store.records().height == 10
+    same = read_results(results(tmp_path, list(reversed(GOOD)), name="again.csv"))
+    with pytest.raises(UserInputError, match="imported before"):
+        store.add(same, "again.csv")
+    assert len(store.imports()) == 1
+    assert not list((tmp_path / "store").glob(".*tmp"))  # atomic writes leave no temp file
+    measured = store.measured()
+    assert measured.values["uts_tension_mpa"]["Co0.25 Cr0.3 Ni0.45"] == 720.0
+
+
+@pytest.fixture
+def bundle_copy(tmp_path) -> Path:
+    dst = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), dst)
+    return dst
+
+
+def test_update_writes_a_new_version_beside_the_old(tmp_path, bundle_copy, capsys):
+    old_manifest = (bundle_copy / "manifest.json").read_bytes()
+    old = load_task_bundle(bundle_copy)
+    args = ["update", "--measured", str(results(tmp_path, GOOD)), "--store",
+            str(tmp_path / "store"), "--model", str(bundle_copy)]
+    assert main(args) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    new_path = tmp_path / "bundle.v2"
+    new = load_task_bundle(new_path)  # verifies every file's SHA-256
+    assert (bundle_copy / "manifest.json").read_bytes() == old_manifest  # never overwritten
+    assert new.manifest["parent"]["sha256"] == old.sha256 != new.sha256
+    for task in ("uts_tension_mpa", "ys_tension_mpa", "elongation_tension_pct", "hardness_hv"):
+        cal = new.manifest["tasks"][task]["calibration"]
+        assert cal["new_rows"] >= 1 and cal["previous_factor"] == old.task(task).interval_factor
+        assert "conformal factor" in out
+    assert "uts_compression_mpa" not in new.manifest["update"]["refitted"]
+    changed = [r for r, e in new.manifest["files"].items() if e != old.manifest["files"][r]]
+    assert "training_set.json" in changed
+    if importlib.util.find_spec("sklearn") and importlib.util.find_spec("skl2onnx"):
+        assert "uts_tension_mpa" in new.manifest["update"]["refitted"]
+        assert "uts_tension_mpa/fold_0.onnx" in changed
+    else:  # the light install says what it could not do
+        why = new.manifest["update"]["not_refitted"]["uts_tension_mpa"]
+        assert "training extra" in why and "training extra" in out
+    assert "uts_compression_mpa/fold_0.onnx" not in changed
+    training = json.loads((new_path / "training_set.json").read_text())
+    assert "Co0.25 Cr0.3 Ni0.45" in training["targets"]["uts_tension_mpa"]["compositions"]
+    assert "before -> after" in out
+    # the same results again: refused, and no third bundle is written
+    assert main(args) == 2
+    assert "imported before" in capsys.readouterr().err
+    assert not (tmp_path / "bundle.v3").exists()
+
+
+def test_update_refuses_a_condition_the_model_lacks(tmp_path, bundle_copy, capsys):
+    rows = [GOOD[0], "CoCrFeNi,tension,1500,cast,300,,,"]
+    args = ["update", "--measured", str(results(tmp_path, rows)), "--store",
+            str(tmp_path / "store"), "--model", str(bundle_copy), "--no-refit"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "row 1 (line 3)" in err and "1500" in err and "lacks this condition" in err
+    assert not (tmp_path / "store").exists() and not (tmp_path / "bundle.v2").exists()
+
+
+def test_recalibration_only_keeps_the_members(tmp_path, bundle_copy, capsys):
+    args = ["update", "--measured", str(results(tmp_path, GOOD)), "--store",
+            str(tmp_path / "store"), "--model", str(bundle_copy), "--no-refit",
+            "--out", str(tmp_path / "v2")]
+    assert main(args) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    old, new = load_task_bundle(bundle_copy), load_task_bundle(tmp_path / "v2")
+    onnx = [r for r in old.manifest["files"] if r.endswith(".onnx")]
+    assert all(new.manifest["files"][r] == old.manifest["files"][r] for r in onnx)
+    factors = {t: new.task(t).interval_factor for t in ("uts_tension_mpa", "hardness_hv")}
+    assert factors != {t: old.task(t).interval_factor for t in factors}
+
+
+def test_plan_counts_the_store_as_measured(tmp_path, capsys):
+    store = MeasurementStore(tmp_path / "store")
+    store.add(read_results(results(tmp_path, GOOD)), "r.csv")
+    comps = tmp_path / "c.csv"
+    pl.DataFrame({"composition": ["Co25Cr30Ni45", "Co26Cr30Ni44", "CoCrNi", "Co2CrNi"]}).write_csv(
+        comps
+    )
+    args = ["plan", str(comps), "-k", "4", "--objective", "uts", "--phase", "any"]
+    assert main([*args, "--out", str(tmp_path / "a.csv")]) == 0
+    without = pl.read_csv(tmp_path / "a.csv")["composition"].to_list()
+    assert main([*args, "--store", str(tmp_path / "store"), "--out", str(tmp_path / "b.csv")]) == 0
+    capsys.readouterr()
+    with_store = pl.read_csv(tmp_path / "b.csv")["composition"].to_list()
+    assert "Co0.25 Cr0.3 Ni0.45" in without
+    assert "Co0.25 Cr0.3 Ni0.45" not in with_store and "Co0.26 Cr0.3 Ni0.44" not in with_store
