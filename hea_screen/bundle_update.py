@@ -5,10 +5,10 @@
 old one is never touched) with:
 
 - **recalibrated intervals** (always; needs only the core install): per task with new
-  measurements, the conformal factor ``c`` of ``mean ± c·std`` becomes the split-conformal
-  quantile (at the bundle's interval, e.g. 90 %) of the old out-of-fold scores
-  (``oof_predictions.csv`` of the bundle, shipped seed: ``|measured − mean| / std``) together
-  with the new scores ``|measured − mean| / std`` of the *old* fold ensemble on the new
+  measurements, the conformal factor ``c`` of ``mean ± c·(std + offset)`` becomes the
+  split-conformal quantile (at the bundle's interval, e.g. 90 %) of the old out-of-fold
+  scores (``oof_predictions.csv`` of the bundle, shipped seed: ``|measured − mean| /
+  (std + offset)``) together with the new scores of the *old* fold ensemble on the new
   measurements (honest test residuals: the old model never saw them);
 - **refitted tree members** when the ``train`` extra (scikit-learn, skl2onnx) and the MPEA
   data are available: each fold model of an ExtraTrees / random forest / gradient boosting
@@ -16,9 +16,9 @@ old one is never touched) with:
   settings are not in the manifest) on its fold's old training rows (the grouped folds of
   ``oof_predictions.csv``) plus the new alloys (each new alloy is left out of one fold,
   chosen by its SHA-256). The members' spread changes, so such a task is recalibrated on
-  the refitted ensemble: scores ``|y − the fold model that left the row out| / std over the
-  fold models`` of every old and new row (conservative: the std includes the models that
-  saw the row). Other model kinds (GP, K-NN, the transformer) keep their members and get
+  the refitted ensemble: scores ``|y − the fold model that left the row out| / (offset +
+  std over the fold models)`` of every old and new row (conservative: the std includes the
+  models that saw the row). Other model kinds (GP, K-NN, the transformer) keep their members and get
   the recalibration above;
 - the new alloys in ``training_set.json`` (nearest-measured-alloy columns know them);
 - a manifest with its own SHA-256 and ``parent`` (the old manifest's SHA-256 and path) and
@@ -107,7 +107,7 @@ def _condition(row: Mapping[str, Any]) -> Condition:
 def new_scores(
     records: pl.DataFrame, predictor: TaskPredictor
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per task: conformal scores ``|y − mean| / std`` of the records under the current
+    """Per task: conformal scores ``|y − mean| / (std + offset)`` of the records under the current
     ensemble, and whether each lies in the current calibrated interval."""
     out: dict[str, tuple[list[float], list[bool]]] = {}
     keys = ["task", "test_type", "temperature_c", "processing"]
@@ -118,8 +118,9 @@ def new_scores(
         mean, y = got[f"{task}_mean"].to_numpy(), part["value"].to_numpy()
         lo, hi = got[f"{task}_lo"].to_numpy(), got[f"{task}_hi"].to_numpy()
         std = np.maximum(got[f"{task}_std"].to_numpy(), 1e-9 * (1 + np.abs(mean)))
+        scale = std + predictor.bundle.task(task).interval_offset
         scores, inside = out.setdefault(task, ([], []))
-        scores.extend(np.abs(y - mean) / std)
+        scores.extend(np.abs(y - mean) / scale)
         inside.extend((y >= lo) & (y <= hi))
     return {t: (np.asarray(s), np.asarray(i)) for t, (s, i) in out.items()}
 
@@ -131,8 +132,8 @@ def old_scores(bundle: TaskBundle, task: str) -> np.ndarray:
     oof = pl.read_csv(bundle.read(OOF_FILE))
     seed = bundle.manifest.get("protocol", {}).get("shipped_seed", oof["seed"].min())
     part = oof.filter(pl.col("property") == task, pl.col("seed") == seed)
-    std = part["predicted_std"].to_numpy()
-    score = np.abs(part["measured"].to_numpy() - part["predicted_mean"].to_numpy()) / std
+    scale = part["predicted_std"].to_numpy() + bundle.task(task).interval_offset
+    score = np.abs(part["measured"].to_numpy() - part["predicted_mean"].to_numpy()) / scale
     return score[np.isfinite(score)]
 
 
@@ -257,7 +258,8 @@ def _refit_task(
     held = fold >= 0
     own = values[fold[held], np.flatnonzero(held)]
     std = values[:, held].std(axis=0, ddof=1)
-    return out, np.abs(y[held] - own) / np.maximum(std, 1e-9 * (1 + np.abs(own)))
+    scale = np.maximum(std, 1e-9 * (1 + np.abs(own))) + model.interval_offset
+    return out, np.abs(y[held] - own) / scale
 
 
 def _training_set(text: str, store_records: pl.DataFrame) -> str:

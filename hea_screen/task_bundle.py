@@ -113,6 +113,11 @@ class TaskModel:
     coverage: Coverage
     cv: Mapping[str, Any]
     scalers: tuple[tuple[float, float], ...] = ()
+    interval_offset: float = 0.0
+
+    def half_width(self, std: Any) -> Any:
+        """Half the calibrated interval, ``c·(std + offset)``, in the task's unit."""
+        return self.interval_factor * (std + self.interval_offset)
 
     @property
     def output(self) -> int:
@@ -200,11 +205,17 @@ def _task_model(name: str, info: Any, used: set[str], shared: set[str]) -> TaskM
                     raise BundleError(f"{MANIFEST_FILE}: {where} fold {k} scaler {scaler}")
                 scalers.append((mean, std))
         files.append(rel)
-    factor = 0.0
+    factor = offset = 0.0
     if spec is not PHASE:
-        factor = float(_get(_get(info, "calibration", dict, where), "factor", (int, float), where))
+        calibration = _get(info, "calibration", dict, where)
+        factor = float(_get(calibration, "factor", (int, float), where))
         if not (math.isfinite(factor) and factor > 0):
             raise BundleError(f"{MANIFEST_FILE}: {where} has conformal factor {factor}")
+        offset = float(calibration.get("offset", 0.0))
+        if isinstance(calibration.get("offset", 0.0), bool) or not (
+            math.isfinite(offset) and offset >= 0
+        ):
+            raise BundleError(f"{MANIFEST_FILE}: {where} has interval offset {offset}")
     cond = _get(info, "conditions", dict, where)
     temps = _get(cond, "temperature_c", list, where)
     if len(temps) != 2 or not all(isinstance(t, (int, float)) for t in temps):
@@ -219,6 +230,7 @@ def _task_model(name: str, info: Any, used: set[str], shared: set[str]) -> TaskM
         Coverage((float(temps[0]), float(temps[1])), routes),
         info.get("cv", {}),
         tuple(scalers),
+        offset,
     )
 
 

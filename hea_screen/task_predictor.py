@@ -6,8 +6,9 @@ runs each task's fold models and reports, per regression task, in the task's uni
 
 - ``<task>_mean``: mean over the fold models;
 - ``<task>_std``: their standard deviation (``ddof=1``);
-- ``<task>_lo`` / ``<task>_hi``: the calibrated interval ``mean ∓ c·std``, where ``c`` is the
-  conformal factor the bundle's manifest holds (measured coverage in the manifest);
+- ``<task>_lo`` / ``<task>_hi``: the calibrated interval ``mean ∓ c·(std + offset)``, with the
+  conformal factor ``c`` and the offset (the task's median spread) the bundle's manifest holds
+  (measured coverage in the manifest);
 
 and for the phase task ``phase_<class>_prob`` (mean class probability over folds). A task
 whose training data do not cover the condition (test temperature outside their range, or a
@@ -206,7 +207,7 @@ class TaskPredictor:
         name = model.task.name
         mean = values.mean(axis=0)
         std = values.std(axis=0, ddof=1 if len(values) > 1 else 0)
-        half = model.interval_factor * std
+        half = model.half_width(std)
         return {
             f"{name}_mean": mean,
             f"{name}_std": std,
