@@ -18,7 +18,8 @@ Selection (:func:`select`): per task, the model with the lowest mean validation 
 all folds and seeds. Calibration (:func:`calibrate`): a row's uncertainty is the standard
 deviation of its out-of-fold predictions over the seeds (each made by a model that never
 saw the alloy, as the shipped fold models never saw a candidate); the 90 % interval is
-``mean ± c·std`` with ``c`` the split-conformal quantile of ``|y − mean| / std``; its
+``mean ± c·(std + offset)`` with ``offset`` the task's median spread and ``c`` the
+split-conformal quantile of ``|y − mean| / (std + offset)`` (see :func:`calibrate`); its
 coverage is measured cross-conformally (``c`` from the other folds, applied to each fold).
 
 Outputs in ``RUN/conditions/`` (written atomically; a finished seed is not redone):
