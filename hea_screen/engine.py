@@ -584,7 +584,15 @@ def result_table(
 ) -> pl.DataFrame:
     """Ranked rows with lab columns and the condition, in :func:`result_columns` order (then
     any others); ``model_sha256`` (the bundle's identity) fills the ``model_sha256`` column."""
-    table = lab_columns(phase_flags(final_ranking(merged, ranking)), ingot_mass_g)
+    return decorate(final_ranking(merged, ranking), ranking, ingot_mass_g, model_sha256)
+
+
+def decorate(
+    ranked: pl.DataFrame, ranking: Ranking, ingot_mass_g: float, model_sha256: str | None
+) -> pl.DataFrame:
+    """Phase flags, lab columns, the condition and the model identity added to ranked rows,
+    in :func:`result_columns` order (then any others): what every ranked output holds."""
+    table = lab_columns(phase_flags(ranked), ingot_mass_g)
     condition = ranking.condition.describe()
     table = table.with_columns(
         *(pl.lit(condition[c]).alias(c) for c in CONDITION_COLUMNS),

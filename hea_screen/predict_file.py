@@ -21,14 +21,12 @@ import polars as pl
 from hea_screen.bulk_parse import parse_texts
 from hea_screen.elements import mixing_matrix, supported_elements
 from hea_screen.engine import (
-    CONDITION_COLUMNS,
     ModelRef,
+    decorate,
     predicted_tasks,
     predictor_for,
-    result_columns,
 )
 from hea_screen.errors import UserInputError
-from hea_screen.lab import lab_columns
 from hea_screen.ranking import (
     FRONT_X,
     FRONT_Y,
@@ -173,11 +171,6 @@ def predict_rows(
         pl.int_range(1, scored.height + 1, dtype=pl.Int64).alias("rank"),
         pl.col("row").is_in(front.implode()).alias("pareto"),
     )
-    table = lab_columns(ranked.drop(FRONT_X, FRONT_Y), ingot_mass_g)
-    condition = ranking.condition.describe()
-    table = table.with_columns(*(pl.lit(condition[c]).alias(c) for c in CONDITION_COLUMNS))
-    if model_sha256 is not None:
-        table = table.with_columns(pl.lit(model_sha256, dtype=pl.Utf8).alias("model_sha256"))
-    first = ["row", *(c for c in result_columns(ranking) if c in table.columns)]
-    table = table.select(*first, pl.exclude(first))
+    table = decorate(ranked.drop(FRONT_X, FRONT_Y), ranking, ingot_mass_g, model_sha256)
+    table = table.select("row", pl.exclude("row"))
     return table.sort("row") if order_by == "input" else table
