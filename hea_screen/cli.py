@@ -172,9 +172,11 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 def screen_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="hea-screen",
-        description="Rank high-entropy alloy candidates by predicted UTS and elongation. "
+        description="Rank high-entropy alloy candidates by predicted strength and ductility at a "
+        "stated condition (default: tensile UTS and elongation at 25 °C, as-cast). "
         "Batch jobs: hea-screen batch SPEC --out DIR (see hea-screen batch --help); your own "
-        "compositions: hea-screen predict FILE (see hea-screen predict --help).",
+        "compositions: hea-screen predict FILE; the lab's next batch: hea-screen plan; "
+        "measured results: hea-screen update (each with --help).",
     )
     s = p.add_argument_group("candidate space")
     s.add_argument("--elements", metavar="EL,EL,...", help="palette, e.g. Co,Cr,Fe,Ni,Mn")
