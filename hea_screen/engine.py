@@ -204,13 +204,7 @@ def check_ranking(ranking: Ranking, model: ModelInfo) -> None:
             f"{', '.join(model.tasks)}"
         )
     for name in ranking.tasks:
-        gaps = model.coverage[name].gaps(ranking.condition)
-        if gaps:
-            raise UserInputError(
-                f"{name} at {ranking.condition}: {'; '.join(gaps)} in the model's training "
-                "data; the model would extrapolate. Choose a covered --temperature/--processing "
-                "(see the bundle's README)"
-            )
+        model.coverage[name].check(name, ranking.condition)
 
 
 def check_inputs(candidates: Candidates, model: ModelInfo) -> None:

@@ -50,7 +50,7 @@ from hea_screen.conditions import (
     task,
 )
 from hea_screen.design import DESIGN_COLUMNS
-from hea_screen.errors import BundleError
+from hea_screen.errors import BundleError, UserInputError
 from hea_screen.tokens import TokenEncoder
 
 FORMAT_VERSION = 2
@@ -99,6 +99,17 @@ class Coverage:
             seen = ", ".join(sorted(p.value.lower() for p in self.processing))
             out.append(f"processing {condition.processing.value.lower()} not among {seen}")
         return out
+
+    def check(self, task_name: str, condition: Condition) -> None:
+        """Refuse predicting ``task_name`` at a condition these data do not cover (the model
+        would extrapolate silently)."""
+        gaps = self.gaps(condition)
+        if gaps:
+            raise UserInputError(
+                f"{task_name} at {condition}: {'; '.join(gaps)} in the model's training data; "
+                "the model would extrapolate. Choose a covered condition (--temperature, "
+                "--processing; see the bundle's README)"
+            )
 
 
 @dataclass(frozen=True)

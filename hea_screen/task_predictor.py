@@ -36,7 +36,6 @@ import polars as pl
 from hea_screen.applicability import TrainingSet
 from hea_screen.conditions import PHASE, PHASES, Condition
 from hea_screen.design import condition_matrix
-from hea_screen.errors import UserInputError
 from hea_screen.features import featurize
 from hea_screen.predictor import as_table, session_options
 from hea_screen.table import CompositionTable
@@ -90,12 +89,7 @@ class TaskPredictor:
     def check_condition(self, condition: Condition, tasks: Sequence[str]) -> None:
         """Refuse ranking ``tasks`` at a condition their training data do not cover."""
         for name in tasks:
-            gaps = self.bundle.task(name).coverage.gaps(condition)
-            if gaps:
-                raise UserInputError(
-                    f"{name} at {condition}: {'; '.join(gaps)} in its training data. The model "
-                    "would extrapolate: choose a covered condition (see the bundle README)"
-                )
+            self.bundle.task(name).coverage.check(name, condition)
 
     def _fold_sessions(self, files: Sequence[str], folds: int | None) -> list[ort.InferenceSession]:
         """Sessions of the first ``folds`` (default: all) of ``files``, opened once each."""
