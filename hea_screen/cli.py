@@ -40,6 +40,7 @@ from hea_screen.engine import (
     DEFAULT_BATCH,
     IN_PROCESS_SPACE,
     LARGE_SPACE,
+    MIN_SHORTLIST,
     SHORTLIST_FACTOR,
     ModelRef,
     check_inputs,
@@ -248,13 +249,14 @@ def screen_parser() -> argparse.ArgumentParser:
         "--exact",
         action="store_true",
         help="run every fold model on every candidate (default: fold 0 scores all, the full "
-        f"ensemble re-scores the best {SHORTLIST_FACTOR} x --top)",
+        f"ensemble re-scores the best {SHORTLIST_FACTOR} x --top, at least {MIN_SHORTLIST:,})",
     )
     r.add_argument(
         "--shortlist",
         type=_positive_int,
         metavar="N",
-        help=f"candidates the full ensemble re-scores (default {SHORTLIST_FACTOR} x --top)",
+        help=f"candidates the full ensemble re-scores (default {SHORTLIST_FACTOR} x --top, at "
+        f"least {MIN_SHORTLIST:,})",
     )
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="FILE", help="write the ranking as .csv, .parquet or .json")
@@ -431,8 +433,8 @@ def _describe_space(spec: ScreenSpec) -> str:
 
 
 def _display(table: pl.DataFrame, rows: int, ranking: Ranking) -> pl.DataFrame:
-    """The printed table: score, each ranked task as mean ± std and the nearest measured
-    alloy of that task's own training data."""
+    """The printed table: score, each ranked task as its mean and calibrated 90 % interval,
+    and the nearest measured alloy of that task's own training data."""
     columns = [
         "rank",
         "composition",
@@ -444,8 +446,9 @@ def _display(table: pl.DataFrame, rows: int, ranking: Ranking) -> pl.DataFrame:
         digits = 1 if task.unit == "%" else 0
         columns.append(
             pl.format(
-                "{} ± {}", pl.col(f"{name}_mean").round(digits), pl.col(f"{name}_std").round(digits)
-            ).alias(f"{name} ({task.unit})")
+                "{} [{}, {}]",
+                *(pl.col(f"{name}_{s}").round(digits) for s in ("mean", "lo", "hi")),
+            ).alias(f"{name} ({task.unit}, 90 % interval)")
         )
     for name in ranking.tasks:
         columns.append(

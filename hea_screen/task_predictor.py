@@ -8,7 +8,8 @@ runs each task's fold models and reports, per regression task, in the task's uni
 - ``<task>_std``: their standard deviation (``ddof=1``);
 - ``<task>_lo`` / ``<task>_hi``: the calibrated interval ``mean ∓ c·(std + offset)``, with the
   conformal factor ``c`` and the offset (the task's median spread) the bundle's manifest holds
-  (measured coverage in the manifest);
+  (measured coverage in the manifest); ``_lo`` is clipped at 0 (strengths, strains and
+  hardness are non-negative);
 
 and for the phase task ``phase_<class>_prob`` (mean class probability over folds). A task
 whose training data do not cover the condition (test temperature outside their range, or a
@@ -205,6 +206,6 @@ class TaskPredictor:
         return {
             f"{name}_mean": mean,
             f"{name}_std": std,
-            f"{name}_lo": mean - half,
+            f"{name}_lo": np.maximum(mean - half, 0.0),  # strengths, strains, HV are >= 0
             f"{name}_hi": mean + half,
         }

@@ -10,6 +10,7 @@ import pytest
 from hea_screen.cli import main
 from hea_screen.engine import (
     CHEAP_FOLDS,
+    MIN_SHORTLIST,
     SHORTLIST_FACTOR,
     ModelRef,
     Stage,
@@ -38,7 +39,8 @@ def run(space, ranking: Ranking, **kwargs) -> pl.DataFrame:
 
 def test_first_stage_choice():
     ranking = Ranking(top=10)
-    assert first_stage(ranking, 10**6) == Stage(CHEAP_FOLDS, SHORTLIST_FACTOR * 10)
+    assert first_stage(ranking, 10**6) == Stage(CHEAP_FOLDS, MIN_SHORTLIST)  # 100 x 10 < 10,000
+    assert first_stage(Ranking(top=500), 10**6) == Stage(CHEAP_FOLDS, SHORTLIST_FACTOR * 500)
     assert first_stage(ranking, 10**6, exact=True) == Stage(None, 10)
     assert first_stage(ranking, 50, shortlist=100) == Stage(None, 10)  # whole space: exact
     with pytest.raises(UserInputError, match="shortlist 5"):
@@ -52,9 +54,9 @@ def test_default_and_exact_screens_agree(cantor, objective):
     float32 rounding: ONNX Runtime's tree ensembles sum their trees in an order that depends
     on the batch size."""
     ranking = Ranking(objective, top=10)
-    assert first_stage(ranking, cantor.size).folds == CHEAP_FOLDS
+    assert first_stage(ranking, cantor.size, shortlist=1000).folds == CHEAP_FOLDS
     exact = run(cantor, ranking, exact=True)
-    default = run(cantor, ranking)
+    default = run(cantor, ranking, shortlist=1000)
     assert default.columns == exact.columns
     for column in exact.columns:
         if exact[column].dtype.is_float():
@@ -67,14 +69,14 @@ def test_default_and_exact_screens_agree(cantor, objective):
 
 
 def test_exact_flag_on_the_command_line(tmp_path: Path, capsys):
-    """--exact gives the library's exact screen; the default (shortlist 500 of the space's
-    candidates) lists the same compositions; a shortlist below --top is refused."""
+    """--exact gives the library's exact screen; a two-stage screen (shortlist 500 of the
+    space's candidates) lists the same compositions; a shortlist below --top is refused."""
     space = build_space(parse_elements("Co,Cr,Fe,Ni"))
-    assert first_stage(Ranking(top=5), space.size).folds == CHEAP_FOLDS
+    assert first_stage(Ranking(top=5), space.size, shortlist=500).folds == CHEAP_FOLDS
     out_exact, out_default = tmp_path / "exact.csv", tmp_path / "default.csv"
     base = ["--elements", "Co,Cr,Fe,Ni", "--top", "5", "--show", "0", "--quiet"]
     assert main([*base, "--exact", "--out", str(out_exact)]) == 0
-    assert main([*base, "--out", str(out_default)]) == 0
+    assert main([*base, "--shortlist", "500", "--out", str(out_default)]) == 0
     exact, default = pl.read_csv(out_exact), pl.read_csv(out_default)
     library = run(space, Ranking(top=5), exact=True)
     assert exact["composition"].to_list() == library["composition"].to_list()
