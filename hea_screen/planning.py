@@ -5,9 +5,10 @@ Input is a frame of candidates with ``composition`` and, for every task of the o
 output, or :meth:`~hea_screen.task_predictor.TaskPredictor.predict`). Steps:
 
 1. **Objective** ``mu`` and its uncertainty ``sigma`` per candidate. ``sigma`` comes from the
-   calibrated interval: ``sigma = (hi − lo) / (2 z)`` with ``z`` the normal quantile of the
-   bundle's interval (1.645 for 90 %). A single-task objective (``uts``, ``ys``,
-   ``elongation``, ``hardness``) is in the task's unit; ``weighted`` is
+   calibrated interval: ``sigma = (hi − mean) / z`` (its upper half: the lower bound is
+   clipped at 0) with ``z`` the normal quantile of the bundle's interval (1.645 for 90 %).
+   A single-task objective (``uts``, ``ys``, ``elongation``, ``hardness``) is in the task's
+   unit; ``weighted`` is
    ``Σ w_t (mean_t − m_t) / s_t`` with the training scales of the ranking
    (:class:`~hea_screen.ranking.Reference`) and ``sigma² = Σ (w_t sigma_t / s_t)²``.
 2. **Acquisition** against the incumbent ``best`` (the best measured value):
@@ -161,7 +162,8 @@ class Objective:
         mu = self.of_values({t: frame[f"{t}_mean"].to_numpy() for t in self.tasks})
         var = np.zeros(frame.height)
         for t, w in self.weights.items():
-            sigma_t = (frame[f"{t}_hi"].to_numpy() - frame[f"{t}_lo"].to_numpy()) / (2 * z)
+            # the upper half of the interval: ``_lo`` is clipped at 0, ``_hi`` never is
+            sigma_t = (frame[f"{t}_hi"].to_numpy() - frame[f"{t}_mean"].to_numpy()) / z
             var += (w * sigma_t / self._scale(t)[1]) ** 2
         return mu, np.sqrt(var)
 

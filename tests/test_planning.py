@@ -67,6 +67,9 @@ def test_sigma_comes_from_the_calibrated_interval():
     frame = candidates([("Fe1", 100.0, 20.0)])
     mu, sigma = UTS_OBJECTIVE.mean_sigma(frame, 0.9)
     assert mu[0] == 100.0 and sigma[0] == pytest.approx(20.0)
+    # the predictor clips the lower bound at 0 (a strength is >= 0): sigma must not shrink
+    clipped = candidates([("Fe1", 10.0, 20.0)]).with_columns(pl.lit(0.0).alias(f"{UTS}_lo"))
+    assert UTS_OBJECTIVE.mean_sigma(clipped, 0.9)[1][0] == pytest.approx(20.0)
 
 
 def cluster_space() -> pl.DataFrame:
