@@ -170,6 +170,30 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO)")
 
 
+def _condition_options(group: argparse._ActionsContainer) -> None:
+    """``--test``, ``--temperature``, ``--processing``: the condition of every command."""
+    group.add_argument(
+        "--test",
+        choices=[t.value for t in TestType],
+        help="test type of the predicted strength and ductility (default tension)",
+    )
+    group.add_argument("--temperature", metavar="C", help="test temperature in °C (default 25)")
+    group.add_argument(
+        "--processing",
+        metavar="ROUTE",
+        help=f"processing route: {', '.join(r.value.lower() for r in Processing)} (default cast)",
+    )
+
+
+def _condition(args: argparse.Namespace, base: Condition) -> Condition:
+    """The condition the flags give, each flag left out taken from ``base``."""
+    return parse_condition(
+        args.test or base.test_type,
+        base.temperature_c if args.temperature is None else args.temperature,
+        args.processing or base.processing,
+    )
+
+
 def screen_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="hea-screen",
@@ -209,21 +233,10 @@ def screen_parser() -> argparse.ArgumentParser:
     fam.add_argument("--non-equimolar-only", action="store_true")
     s.add_argument("--sample", type=_positive_int, metavar="N", help="screen a random sample")
     s.add_argument("--seed", type=int, metavar="N", help="seed of --sample (default 0)")
-    c = p.add_argument_group(
-        "condition (what the predicted values mean; a spec's condition: section)"
-    )
-    c.add_argument(
-        "--test",
-        choices=[t.value for t in TestType],
-        help="test type of the predicted strength and ductility (default tension)",
-    )
-    c.add_argument(
-        "--temperature", metavar="C", help="test temperature in °C (default 25)"
-    )
-    c.add_argument(
-        "--processing",
-        metavar="ROUTE",
-        help=f"processing route: {', '.join(r.value.lower() for r in Processing)} (default cast)",
+    _condition_options(
+        p.add_argument_group(
+            "condition (what the predicted values mean; a spec's condition: section)"
+        )
     )
     r = p.add_argument_group("ranking")
     r.add_argument(
@@ -332,13 +345,7 @@ def predict_parser() -> argparse.ArgumentParser:
         "--ingot-mass", type=_number, default=50.0, metavar="G", help="ingot mass in g (50)"
     )
     c = p.add_argument_group("condition and ranking (as for a screen)")
-    c.add_argument("--test", choices=[t.value for t in TestType], help="default tension")
-    c.add_argument("--temperature", metavar="C", help="test temperature in °C (default 25)")
-    c.add_argument(
-        "--processing",
-        metavar="ROUTE",
-        help=f"{', '.join(r.value.lower() for r in Processing)} (default cast)",
-    )
+    _condition_options(c)
     c.add_argument("--objective", choices=OBJECTIVES, default="weighted")
     c.add_argument("--weights", metavar="W_UTS,W_EL", help="default 0.5,0.5")
     c.add_argument("--risk", choices=RISKS, default="mean")
@@ -390,18 +397,13 @@ def spec_from_args(args: argparse.Namespace) -> ScreenSpec:
             "screen", space, Ranking(), sample=args.sample, seed=args.seed or DEFAULTS["seed"]
         )
     r = base.ranking
-    given = r.condition
     ranking = Ranking(
         objective=args.objective or r.objective,
         risk=args.risk or r.risk,
         kappa=r.kappa if args.kappa is None else args.kappa,
         weights=r.weights if args.weights is None else parse_weights(args.weights),
         top=args.top or r.top,
-        condition=parse_condition(
-            args.test or given.test_type,
-            given.temperature_c if args.temperature is None else args.temperature,
-            args.processing or given.processing,
-        ),
+        condition=_condition(args, r.condition),
     )
     return replace(
         base,
@@ -576,17 +578,12 @@ def run_predict_command(argv: Sequence[str]) -> int:
     bad_path = Path(args.bad_rows or Path(args.file).name + ".bad.csv")
     if args.skip_bad:
         check_output_path(bad_path)
-    given = Condition()
     ranking = Ranking(
         objective=args.objective,
         risk=args.risk,
         kappa=args.kappa,
         weights=(0.5, 0.5) if args.weights is None else parse_weights(args.weights),
-        condition=parse_condition(
-            args.test or given.test_type,
-            given.temperature_c if args.temperature is None else args.temperature,
-            args.processing or given.processing,
-        ),
+        condition=_condition(args, Condition()),
     )
     info = inspect_model(args.model, args.model_sha256)
     check_ranking(ranking, info)
@@ -700,9 +697,7 @@ def plan_parser() -> argparse.ArgumentParser:
         help="what to improve (default: the spec's, else weighted)",
     )
     p.add_argument("--weights", metavar="W_UTS,W_EL", help="weights of weighted (0.5,0.5)")
-    p.add_argument("--test", choices=[t.value for t in TestType], help="default tension")
-    p.add_argument("--temperature", metavar="C", help="test temperature in °C (default 25)")
-    p.add_argument("--processing", metavar="ROUTE", help="processing route (default cast)")
+    _condition_options(p)
     p.add_argument("--acquisition", choices=ACQUISITIONS, default="ei", help="default ei")
     p.add_argument("--beta", type=_number, default=2.0, help="UCB's beta (default 2)")
     p.add_argument(
@@ -743,11 +738,7 @@ def _plan_inputs(args: argparse.Namespace) -> tuple[pl.DataFrame, Ranking]:
     ranking = Ranking(
         objective=args.objective or (base.objective if base.objective != "pareto" else "weighted"),
         weights=base.weights if args.weights is None else parse_weights(args.weights),
-        condition=parse_condition(
-            args.test or base.condition.test_type,
-            base.condition.temperature_c if args.temperature is None else args.temperature,
-            args.processing or base.condition.processing,
-        ),
+        condition=_condition(args, base.condition),
     )
     if args.candidates is not None:
         return read_candidates(args.candidates), ranking
