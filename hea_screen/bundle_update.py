@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 from collections.abc import Mapping
@@ -49,7 +48,13 @@ from hea_screen.design import design_matrix
 from hea_screen.errors import UserInputError
 from hea_screen.extras import missing_train_extra
 from hea_screen.features import featurize
-from hea_screen.task_bundle import OOF_FILE, TABULAR, TaskBundle, task_relpath
+from hea_screen.task_bundle import (
+    OOF_FILE,
+    TABULAR,
+    TaskBundle,
+    conformal_quantile,
+    task_relpath,
+)
 from hea_screen.task_predictor import TaskPredictor
 
 #: Model families whose fold members ``update`` refits (with the train extra).
@@ -135,13 +140,6 @@ def old_scores(bundle: TaskBundle, task: str) -> np.ndarray:
     scale = part["predicted_std"].to_numpy() + bundle.task(task).interval_offset
     score = np.abs(part["measured"].to_numpy() - part["predicted_mean"].to_numpy()) / scale
     return score[np.isfinite(score)]
-
-
-def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
-    """Split-conformal quantile: the ``ceil((n + 1)·coverage)``-th smallest score."""
-    s = np.sort(scores[np.isfinite(scores)])
-    k = min(len(s), math.ceil((len(s) + 1) * coverage))
-    return float(s[k - 1])
 
 
 def recalibrate(

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hea_screen.applicability import TrainingSet
 from hea_screen.bundle import (
     MANIFEST_FILE,
@@ -68,6 +70,16 @@ TRANSFORMER_OUTPUTS: tuple[str, ...] = (
     *(t.name for t in REGRESSION_TASKS),
     *(f"{PHASE.name}_{p}" for p in PHASES),
 )
+
+
+def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
+    """Split-conformal quantile: the ``ceil((n + 1)·coverage)``-th smallest finite score
+    (NaN when there is none)."""
+    scores = np.sort(scores[np.isfinite(scores)])
+    if len(scores) == 0:
+        return math.nan
+    k = min(len(scores), math.ceil((len(scores) + 1) * coverage))
+    return float(scores[k - 1])
 
 
 def task_relpath(task_name: str, fold: int) -> str:

@@ -59,6 +59,7 @@ from hea_screen.features import featurize
 from hea_screen.measurements import measurements
 from hea_screen.output import atomic_write
 from hea_screen.table import CompositionTable
+from hea_screen.task_bundle import conformal_quantile
 from pretrain.atomic import write_csv_atomic, write_text_atomic
 from pretrain.config import ConditionsConfig
 from pretrain.folds import Split
@@ -312,15 +313,6 @@ def select(predictions: pl.DataFrame) -> dict[str, dict[str, Any]]:
                 "loss": "log-loss" if task is PHASE else "MSE (task units²)",
             }
     return out
-
-
-def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
-    """Split-conformal quantile: the ``ceil((n + 1)·coverage)``-th smallest score."""
-    scores = np.sort(scores[np.isfinite(scores)])
-    if len(scores) == 0:
-        return math.nan
-    k = min(len(scores), math.ceil((len(scores) + 1) * coverage))
-    return float(scores[k - 1])
 
 
 def with_spread(predictions: pl.DataFrame, frame: pl.DataFrame) -> pl.DataFrame:
