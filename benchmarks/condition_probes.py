@@ -1,6 +1,6 @@
 """Probes of ideas for the condition-aware model that were measured and not kept.
 
-Each probe compares ExtraTrees on the :mod:`hea_screen.design` inputs (the shipped family)
+Each probe compares ExtraTrees on the :mod:`hea_screen.inference.design` inputs (the shipped family)
 with the same ExtraTrees on those inputs plus something more, on the run's grouped folds
 (:func:`pretrain.protocol.grouped_splits`, the seeds given), scored on the held-out alloys at
 25 °C:
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.ensemble import ExtraTreesRegressor
 
-from hea_screen.datasets import data_dir
+from hea_screen.datasets.sources import data_dir
 from pretrain.condition_run import Data, load_data
 from pretrain.config import ConditionsConfig
 from pretrain.folds import Split

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hea_screen.composition import SCALE
-from hea_screen.table import CompositionTable
+from hea_screen.compositions.composition import SCALE
+from hea_screen.compositions.table import CompositionTable
 
 CANTOR = ("Co", "Cr", "Fe", "Mn", "Ni")
 REPEATS = 3  # each implementation is timed this many times; the best time is reported
@@ -32,7 +32,7 @@ REPEATS = 3  # each implementation is timed this many times; the best time is re
 
 def make_table(workload: str, rows: int, seed: int = 0) -> CompositionTable:
     """Random 5-element compositions (Dirichlet fractions, exact millionths)."""
-    from hea_screen.elements import supported_elements
+    from hea_screen.compositions.elements import supported_elements
 
     rng = np.random.default_rng(seed)
     frac = rng.dirichlet(np.ones(5), size=rows)
@@ -54,7 +54,7 @@ def _rss_mb() -> float:
 def _measure(impl: str, workload: str, rows: int, queue: mp.Queue) -> None:
     table = make_table(workload, rows)
     if impl == "vectorized":
-        from hea_screen.features import featurize
+        from hea_screen.compositions.features import featurize
 
         featurize(table.take(np.arange(1000)))  # warm-up: builds the fraction-text lookup once
         before = _rss_mb()

@@ -55,8 +55,8 @@ def bound_run(session: ort.InferenceSession, feed: dict[str, ort.OrtValue]) -> N
 
 def sweep(bundle, sessions, space, batches: list[int], repeats: int) -> list[dict]:
     """candidates/s and model share per batch size (best of ``repeats``)."""
+    from hea_screen.compositions.features import featurize
     from hea_screen.conditions import Condition
-    from hea_screen.features import featurize
 
     rows = []
     for batch in batches:
@@ -88,7 +88,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    from hea_screen.predictor import cuda_usable
+    from hea_screen.inference.paper_predictor import cuda_usable
 
     if CUDA not in ort.get_available_providers() or not cuda_usable():
         fail(
@@ -96,9 +96,9 @@ def main() -> int:
             f"{', '.join(ort.get_available_providers())}; an NVIDIA GPU must be visible): "
             "run this on a GPU machine; the GPU figures stay unmeasured (docs/benchmarks.md)"
         )
-    from hea_screen.space import SampledSpace
-    from hea_screen.spec import build_space, parse_elements
-    from hea_screen.task_bundle import TRANSFORMER, load_task_bundle
+    from hea_screen.inference.bundle import TRANSFORMER, load_task_bundle
+    from hea_screen.screening.space import SampledSpace
+    from hea_screen.screening.spec import build_space, parse_elements
 
     bundle = load_task_bundle(args.bundle)
     files = next((t.files for t in bundle.tasks if t.kind == TRANSFORMER), None)

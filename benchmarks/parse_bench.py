@@ -20,10 +20,10 @@ from pathlib import Path
 
 import polars as pl
 
-from hea_screen.bulk_parse import parse_texts
-from hea_screen.composition import parse
-from hea_screen.datasets import load_mpea
-from hea_screen.table import CompositionTable
+from hea_screen.compositions.bulk_parse import parse_texts
+from hea_screen.compositions.composition import parse
+from hea_screen.compositions.table import CompositionTable
+from hea_screen.datasets.sources import load_mpea
 
 SYMBOLS = ["Al", "Co", "Cr", "Cu", "Fe", "Mn", "Mo", "Nb", "Ni", "Ti", "V", "Zr"]
 

@@ -6,12 +6,12 @@ pick batches of 5 unmeasured alloys, "measure" them (their true values) and refi
 
 - ``random``: 5 alloys at random;
 - ``greedy``: the 5 best predicted means;
-- ``planner``: :func:`hea_screen.planning.select` (expected improvement over the best
+- ``planner``: :func:`hea_screen.planning.acquisition.select` (expected improvement over the best
   measured value, greedy local penalization for diversity; no phase screen, no minimum
   distance, since the pool holds real alloys).
 
 The model, refitted every round on the measured alloys, is ExtraTrees (100 trees) on the
-:mod:`hea_screen.design` inputs (14 features, 25 °C, the alloy's most common processing
+:mod:`hea_screen.inference.design` inputs (14 features, 25 °C, the alloy's most common processing
 route); its mean is the trees' mean and its uncertainty the trees' standard deviation
 (passed to the planner as a 90 % interval ``mean ± 1.645 std``). Printed per target and
 strategy, averaged over seeds: the best measured value after each round and the share of
@@ -37,13 +37,13 @@ import numpy as np
 import polars as pl
 from sklearn.ensemble import ExtraTreesRegressor
 
+from hea_screen.compositions.features import featurize
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.conditions import ROOM_TEMPERATURE_C
-from hea_screen.design import design_matrix
-from hea_screen.features import featurize
-from hea_screen.measurements import measurements
-from hea_screen.planning import Measured, Objective, PlanOptions, select
-from hea_screen.ranking import Ranking
-from hea_screen.table import CompositionTable
+from hea_screen.datasets.measurements import measurements
+from hea_screen.inference.design import design_matrix
+from hea_screen.planning.acquisition import Measured, Objective, PlanOptions, select
+from hea_screen.screening.ranking import Ranking
 
 TARGETS = {"uts_tension_mpa": "uts", "ys_tension_mpa": "ys"}
 STRATEGIES = ("random", "greedy", "planner")
@@ -170,7 +170,7 @@ def plan_timing(n: int, tmp: Path) -> float:
     micro = np.floor(x * 1_000_000).astype(np.int32)
     micro[np.arange(n), micro.argmax(axis=1)] += 1_000_000 - micro.sum(axis=1)
     texts = CompositionTable(elements, micro).canonical_texts()
-    from hea_screen.phase_rules import phase_flags
+    from hea_screen.compositions.phase_rules import phase_flags
 
     mean_u, mean_e = rng.normal(800, 150, n), rng.normal(30, 10, n)
     frame = phase_flags(

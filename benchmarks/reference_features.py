@@ -1,6 +1,6 @@
 """Textbook per-row implementation of the 14 Table 1 features, in plain Python.
 
-Written independently of :mod:`hea_screen.features` (explicit loops, the double sums of
+Written independently of :mod:`hea_screen.compositions.features` (explicit loops, the double sums of
 the paper's formulas, no identities, no polars) to cross-check it and to serve as the
 per-row baseline of ``benchmarks/featurize_bench.py``. It shares only the element tables.
 """

@@ -25,16 +25,16 @@ import sys
 import time
 from pathlib import Path
 
-from hea_screen.engine import (
+from hea_screen.screening.engine import (
     SHORTLIST_FACTOR,
     ModelRef,
     inspect_model,
     predictor_for,
     screen,
 )
-from hea_screen.ranking import Ranking
-from hea_screen.space import SampledSpace
-from hea_screen.spec import build_space, parse_elements
+from hea_screen.screening.ranking import Ranking
+from hea_screen.screening.space import SampledSpace
+from hea_screen.screening.spec import build_space, parse_elements
 
 SEVEN = "Al,Co,Cr,Cu,Fe,Mn,Ni"
 

@@ -46,7 +46,11 @@ from export.parity import (
     torch_outputs,
 )
 from export.variants import make_fp16, make_int8, optimize_fp32
-from hea_screen.bundle import (
+from hea_screen.compositions.features import featurize
+from hea_screen.compositions.table import CompositionTable
+from hea_screen.datasets.sources import TARGETS, sha256_file
+from hea_screen.errors import UserInputError
+from hea_screen.inference.paper_bundle import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     README_FILE,
@@ -56,11 +60,7 @@ from hea_screen.bundle import (
     load_bundle,
     onnx_relpath,
 )
-from hea_screen.datasets import TARGETS, sha256_file
-from hea_screen.errors import UserInputError
-from hea_screen.features import featurize
-from hea_screen.table import CompositionTable
-from hea_screen.tokens import TokenEncoder
+from hea_screen.inference.tokens import TokenEncoder
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from hea_screen.bundle import VARIANTS
-from hea_screen.datasets import TARGETS
+from hea_screen.datasets.sources import TARGETS
 from hea_screen.errors import UserInputError
 from hea_screen.extras import missing_train_extra
+from hea_screen.inference.paper_bundle import VARIANTS
 
 
 def parser() -> argparse.ArgumentParser:

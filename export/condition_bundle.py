@@ -27,15 +27,13 @@ import polars as pl
 
 import hea_screen
 from export.bundle_writer import _install
-from hea_screen.bundle import MANIFEST_FILE, README_FILE, TOKENIZER_DIR, TRAINING_SET_FILE
+from hea_screen.compositions.features import featurize
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.conditions import PHASE, PHASES, TASKS_BY_NAME
-from hea_screen.datasets import MPEA_FILE, sha256_file
-from hea_screen.datasets import data_dir as hea_screen_data_dir
-from hea_screen.design import DESIGN_COLUMNS
+from hea_screen.datasets.sources import MPEA_FILE, sha256_file
+from hea_screen.datasets.sources import data_dir as hea_screen_data_dir
 from hea_screen.errors import UserInputError
-from hea_screen.features import featurize
-from hea_screen.table import CompositionTable
-from hea_screen.task_bundle import (
+from hea_screen.inference.bundle import (
     FORMAT_VERSION,
     OOF_FILE,
     TABULAR,
@@ -43,7 +41,14 @@ from hea_screen.task_bundle import (
     task_relpath,
     transformer_relpath,
 )
-from hea_screen.task_bundle import TRANSFORMER as TRANSFORMER_KIND
+from hea_screen.inference.bundle import TRANSFORMER as TRANSFORMER_KIND
+from hea_screen.inference.design import DESIGN_COLUMNS
+from hea_screen.inference.paper_bundle import (
+    MANIFEST_FILE,
+    README_FILE,
+    TOKENIZER_DIR,
+    TRAINING_SET_FILE,
+)
 from pretrain.condition_run import OUT_DIR, TRANSFORMER, onnx_predict
 from pretrain.tabular import LABELS
 

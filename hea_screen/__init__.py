@@ -4,10 +4,10 @@ stated test condition (see :mod:`hea_screen.conditions`).
 Data flow: compositions -> features -> tokens -> predictions -> ranking.
 """
 
-from hea_screen.composition import Composition, parse
+from hea_screen.compositions.composition import Composition, parse
+from hea_screen.compositions.features import FEATURE_NAMES, FEATURE_UNITS, featurize
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.errors import CompositionError, ElementDataError, UserInputError
-from hea_screen.features import FEATURE_NAMES, FEATURE_UNITS, featurize
-from hea_screen.table import CompositionTable
 
 __version__ = "0.1.0"
 
@@ -29,7 +29,7 @@ __all__ = [
 def __getattr__(name: str) -> object:
     """``load_model`` is imported on first use, so ``import hea_screen`` skips ONNX Runtime."""
     if name == "load_model":
-        from hea_screen.predictor import load_model
+        from hea_screen.inference.paper_predictor import load_model
 
         return load_model
     raise AttributeError(f"module 'hea_screen' has no attribute {name!r}")

@@ -7,7 +7,7 @@ from typing import Any
 
 from transformers import BertConfig
 
-from hea_screen.tokens import TokenEncoder
+from hea_screen.inference.tokens import TokenEncoder
 from pretrain.config import MAX_POSITION_EMBEDDINGS, ModelConfig
 
 

@@ -3,7 +3,8 @@
 For one composition and a pre-trained or fine-tuned model directory (``save_pretrained``
 of any BERT model; the encoder is loaded as ``BertModel`` with eager attention):
 
-1. encode the composition with the run's tokenizer (:class:`~hea_screen.tokens.TokenEncoder`,
+1. encode the composition with the run's tokenizer
+(:class:`~hea_screen.inference.tokens.TokenEncoder`,
    features included unless the model is composition-only: ``--inputs auto`` follows
    :func:`model_uses_features`),
 2. take the attention probabilities of the last layer (or ``layer``) and average them over
@@ -37,11 +38,11 @@ import numpy as np
 import torch
 from transformers import BertModel
 
-from hea_screen.composition import parse
+from hea_screen.compositions.composition import parse
+from hea_screen.compositions.features import featurize
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.errors import UserInputError
-from hea_screen.features import featurize
-from hea_screen.table import CompositionTable
-from hea_screen.tokens import TOKENIZER_FILE, TokenEncoder
+from hea_screen.inference.tokens import TOKENIZER_FILE, TokenEncoder
 from pretrain.figures import plot_attention
 
 log = logging.getLogger(__name__)

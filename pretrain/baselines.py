@@ -72,10 +72,10 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeRegressor
 
-from hea_screen.datasets import sha256_file
+from hea_screen.compositions.features import FEATURE_NAMES, featurize
+from hea_screen.compositions.table import CompositionTable
+from hea_screen.datasets.sources import sha256_file
 from hea_screen.errors import UserInputError
-from hea_screen.features import FEATURE_NAMES, featurize
-from hea_screen.table import CompositionTable
 from pretrain.atomic import write_csv_atomic, write_text_atomic
 from pretrain.cv_results import CV_COLUMNS, CV_SCHEMA, HONEST, merge_cv_results
 from pretrain.finetune_data import FinetuneDataset

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import polars as pl
 
-from hea_screen.datasets import data_dir
+from hea_screen.datasets.sources import data_dir
 from hea_screen.errors import UserInputError
 from hea_screen.extras import missing_train_extra
 from pretrain.atomic import write_text_atomic

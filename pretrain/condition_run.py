@@ -1,10 +1,10 @@
 """The condition-aware run: every model on the whole MPEA database, scored per task.
 
 ``hea-train conditions`` (after ``pretrain``) evaluates, on the measurement table of
-:func:`hea_screen.measurements.measurements` (one row per alloy, task, condition, value):
+:func:`hea_screen.datasets.measurements.measurements` (one row per alloy, task, condition, value):
 
 - the tabular families of :mod:`pretrain.tabular` (one model per task on
-  :mod:`hea_screen.design` inputs: 14 features, test temperature, processing route), and
+  :mod:`hea_screen.inference.design` inputs: 14 features, test temperature, processing route), and
 - the multi-task transformer of :mod:`pretrain.multitask` (one network for every task,
   condition tokens, pre-trained by MLM), where ``conditions.transformer`` is on,
 
@@ -52,14 +52,14 @@ import onnxruntime as ort
 import polars as pl
 from skl2onnx import to_onnx
 
+from hea_screen.compositions.features import featurize
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.conditions import PHASE, PHASES, ROOM_TEMPERATURE_C, TASKS
-from hea_screen.datasets import MPEA_FILE, load_mpea, sha256_file
-from hea_screen.design import DESIGN_COLUMNS, design_matrix
-from hea_screen.features import featurize
-from hea_screen.measurements import measurements
+from hea_screen.datasets.measurements import measurements
+from hea_screen.datasets.sources import MPEA_FILE, load_mpea, sha256_file
+from hea_screen.inference.bundle import conformal_quantile
+from hea_screen.inference.design import DESIGN_COLUMNS, design_matrix
 from hea_screen.output import atomic_write
-from hea_screen.table import CompositionTable
-from hea_screen.task_bundle import conformal_quantile
 from pretrain.atomic import write_csv_atomic, write_text_atomic
 from pretrain.config import ConditionsConfig
 from pretrain.folds import Split

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import yaml
 
-from hea_screen.datasets import TARGETS
+from hea_screen.datasets.sources import TARGETS
 from hea_screen.errors import UserInputError
 
 #: Named BERT sizes: hidden size, layers, attention heads, feed-forward size.

@@ -47,7 +47,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from hea_screen.features import FEATURE_NAMES, featurize
+from hea_screen.compositions.features import FEATURE_NAMES, featurize
 from hea_screen.output import atomic_write
 from pretrain.config import CorpusConfig
 

@@ -15,8 +15,8 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.output import atomic_write
-from hea_screen.table import CompositionTable
 from pretrain.atomic import write_text_atomic
 from pretrain.corpus import ELEMENT_WEIGHTS, EXCLUDED_ELEMENTS, CorpusResult
 

@@ -47,7 +47,7 @@ from transformers import BertForSequenceClassification, get_linear_schedule_with
 from transformers.utils import logging as hf_logging
 
 from hea_screen.errors import UserInputError
-from hea_screen.tokens import TokenEncoder
+from hea_screen.inference.tokens import TokenEncoder
 from pretrain.architecture import bert_config
 from pretrain.atomic import write_text_atomic
 from pretrain.config import ExperimentConfig, FinetuneConfig, ModelConfig, TrainConfig

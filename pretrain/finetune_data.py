@@ -2,7 +2,7 @@
 ``RUN/finetune/<target>/dataset.csv`` (composition, target) with ``dataset.json`` (source
 path, its SHA-256, rows) and featurized.
 
-Sources: the paper's sets by target name (:func:`hea_screen.datasets.load_paper_dataset`,
+Sources: the paper's sets by target name (:func:`hea_screen.datasets.sources.load_paper_dataset`,
 Kamnis & Delibasis; derived from the MPEA database, Borg et al., Sci. Data 7 (2020) 430) or
 any CSV with a composition column and a numeric target column. Every later step (the
 transformer folds, the baselines, the export) reads ``dataset.csv``, so all of them see
@@ -19,11 +19,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from hea_screen.composition import parse
-from hea_screen.datasets import data_dir, load_paper_dataset, paper_dataset_path, sha256_file
+from hea_screen.compositions.composition import parse
+from hea_screen.compositions.features import featurize
+from hea_screen.compositions.table import CompositionTable
+from hea_screen.datasets.sources import (
+    data_dir,
+    load_paper_dataset,
+    paper_dataset_path,
+    sha256_file,
+)
 from hea_screen.errors import UserInputError
-from hea_screen.features import featurize
-from hea_screen.table import CompositionTable
 from pretrain.atomic import write_csv_atomic, write_text_atomic
 from pretrain.config import FinetuneConfig, TargetSpec
 from pretrain.run_dir import RunDir

@@ -1,7 +1,8 @@
 """Masked-language-model pre-training of BERT on the corpus (``BertForMaskedLM``).
 
 Input: every corpus alloy as a sentence pair, composition tokens (segment A) and its 14
-feature-bin tokens (segment B), encoded with the run's :class:`~hea_screen.tokens.TokenEncoder`
+feature-bin tokens (segment B), encoded with the run's
+:class:`~hea_screen.inference.tokens.TokenEncoder`
 (the path screening uses). 15 % of the non-special tokens are masked (of those 80 % become
 ``[MASK]``, 10 % a random token, 10 % stay) by the Hugging Face
 ``DataCollatorForLanguageModeling`` (loaded with ``PreTrainedTokenizerFast`` from
@@ -42,10 +43,10 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from hea_screen.features import FEATURE_NAMES
+from hea_screen.compositions.features import FEATURE_NAMES
+from hea_screen.compositions.table import CompositionTable
+from hea_screen.inference.tokens import SPECIAL_TOKENS, TokenEncoder
 from hea_screen.output import atomic_write
-from hea_screen.table import CompositionTable
-from hea_screen.tokens import SPECIAL_TOKENS, TokenEncoder
 from pretrain.architecture import bert_config
 from pretrain.atomic import write_csv_atomic
 from pretrain.checkpoint import load_checkpoint, save_checkpoint

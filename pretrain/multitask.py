@@ -2,7 +2,7 @@
 :mod:`hea_screen.conditions`, with the test temperature and processing route as input tokens.
 
 Input: composition tokens (segment A), then the 14 feature-bin tokens and the two condition
-tokens (segment B) of a :class:`~hea_screen.tokens.TokenEncoder` with ``use_features`` and
+tokens (segment B) of a :class:`~hea_screen.inference.tokens.TokenEncoder` with ``use_features`` and
 ``use_conditions``. Output: ``BertForSequenceClassification`` with
 ``len(OUTPUT_TASKS)`` logits (an ordinary sequence-classification head, so optimum exports
 it like the single-target models): one standardized value per regression task, in the order
@@ -10,7 +10,7 @@ of :data:`~hea_screen.conditions.REGRESSION_TASKS`, then one logit per phase of
 :data:`~hea_screen.conditions.PHASES`.
 
 Training (:func:`fit_fold`, on one :class:`~pretrain.folds.Split` of the measurement frame
-of :func:`hea_screen.measurements.measurements`):
+of :func:`hea_screen.datasets.measurements.measurements`):
 
 - the rows of a part (train or validation) become *examples* keyed by (canonical
   composition, test temperature, processing route): a target vector over the regression
@@ -56,11 +56,11 @@ import torch.nn.functional as F
 from transformers import BertForSequenceClassification, get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
+from hea_screen.compositions.features import featurize
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.conditions import PHASE, PHASES, REGRESSION_TASKS, Condition
 from hea_screen.errors import UserInputError
-from hea_screen.features import featurize
-from hea_screen.table import CompositionTable
-from hea_screen.tokens import TokenEncoder
+from hea_screen.inference.tokens import TokenEncoder
 from pretrain.architecture import bert_config
 from pretrain.config import ModelConfig
 from pretrain.finetune import param_groups

@@ -1,7 +1,7 @@
 """The product's evaluation protocol: folds grouped by alloy, per-task metrics.
 
 Every model of a condition-aware run (transformer and baselines) is scored on the same
-splits of the measurement table (:func:`hea_screen.measurements.measurements`):
+splits of the measurement table (:func:`hea_screen.datasets.measurements.measurements`):
 
 - :func:`grouped_splits`: K folds **grouped by canonical composition**, so every
   measurement of a held-out alloy (all its tasks, conditions and repeats) is held out

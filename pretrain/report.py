@@ -40,10 +40,10 @@ from sklearn.manifold import TSNE
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from hea_screen.datasets import TARGETS
+from hea_screen.compositions.features import FEATURE_NAMES, FEATURE_UNITS, featurize
+from hea_screen.compositions.table import CompositionTable
+from hea_screen.datasets.sources import TARGETS
 from hea_screen.errors import UserInputError
-from hea_screen.features import FEATURE_NAMES, FEATURE_UNITS, featurize
-from hea_screen.table import CompositionTable
 from pretrain import figures
 from pretrain.atomic import write_text_atomic
 from pretrain.baselines import (
@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 Z_OUTLIER = 3.0
 
-#: Long name of each known target (units come from :data:`hea_screen.datasets.TARGETS`).
+#: Long name of each known target (units come from :data:`hea_screen.datasets.sources.TARGETS`).
 TARGET_NAMES: dict[str, str] = {"uts_mpa": "UTS", "elongation_pct": "elongation"}
 
 #: The paper's table of each target's model comparison.

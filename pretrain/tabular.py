@@ -1,4 +1,5 @@
-"""Tabular members and baselines of the condition-aware run, on :mod:`hea_screen.design` inputs.
+"""Tabular members and baselines of the condition-aware run, on :mod:`hea_screen.inference.design`
+inputs.
 
 Families (:data:`FAMILIES`), each a scikit-learn estimator that skl2onnx converts to ONNX:
 

@@ -1,6 +1,7 @@
 """Fit the run's tokenizer: the shared vocabulary plus feature-bin edges.
 
-The bin edges (:class:`hea_screen.tokens.FeatureBins`, quantiles per feature) are fitted on
+The bin edges (:class:`hea_screen.inference.tokens.FeatureBins`, quantiles per feature) are fitted
+on
 compositions only, never on targets: the features of the pre-training corpus stacked with
 the features of every distinct MPEA formula that the featurizer covers (all elements with
 property data and a Takeuchi–Inoue enthalpy for every pair). Including the measured alloys
@@ -16,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from hea_screen.composition import Composition, parse
-from hea_screen.datasets import load_mpea
-from hea_screen.elements import mixing_matrix, supported_elements
+from hea_screen.compositions.composition import Composition, parse
+from hea_screen.compositions.elements import mixing_matrix, supported_elements
+from hea_screen.compositions.features import FEATURE_NAMES, featurize
+from hea_screen.compositions.table import CompositionTable
+from hea_screen.datasets.sources import load_mpea
 from hea_screen.errors import CompositionError
-from hea_screen.features import FEATURE_NAMES, featurize
-from hea_screen.table import CompositionTable
-from hea_screen.tokens import FeatureBins, TokenEncoder, build_tokenizer
+from hea_screen.inference.tokens import FeatureBins, TokenEncoder, build_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from hea_screen import CompositionTable, featurize
 from hea_screen.errors import UserInputError
-from hea_screen.tokens import FeatureBins, TokenEncoder, build_tokenizer
+from hea_screen.inference.tokens import FeatureBins, TokenEncoder, build_tokenizer
 from pretrain.attention import (
     attention_map,
     group_attention,

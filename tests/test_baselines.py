@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-from hea_screen.datasets import load_paper_dataset
+from hea_screen.datasets.sources import load_paper_dataset
 from hea_screen.errors import UserInputError
 from pretrain.baselines import (
     MODEL_LABELS,

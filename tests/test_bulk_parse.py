@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hea_screen.bulk_parse import parse_texts
-from hea_screen.composition import PERIODIC_TABLE, parse
-from hea_screen.datasets import load_mpea
+from hea_screen.compositions.bulk_parse import parse_texts
+from hea_screen.compositions.composition import PERIODIC_TABLE, parse
+from hea_screen.compositions.table import CompositionTable
+from hea_screen.datasets.sources import load_mpea
 from hea_screen.errors import CompositionError
-from hea_screen.table import CompositionTable
 
 SYMBOLS = sorted(PERIODIC_TABLE)
 AMOUNTS = st.one_of(

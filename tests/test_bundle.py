@@ -13,10 +13,15 @@ from pathlib import Path
 import pytest
 
 from hea_screen import load_model
-from hea_screen.bundle import MANIFEST_FILE, default_bundle_path, load_bundle, onnx_relpath
 from hea_screen.conditions import TASKS
 from hea_screen.errors import BundleError
-from hea_screen.task_bundle import load_task_bundle
+from hea_screen.inference.bundle import load_task_bundle
+from hea_screen.inference.paper_bundle import (
+    MANIFEST_FILE,
+    default_bundle_path,
+    load_bundle,
+    onnx_relpath,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 from hea_screen.cli import main
-from hea_screen.engine import result_columns
-from hea_screen.ranking import Ranking
+from hea_screen.screening.engine import result_columns
+from hea_screen.screening.ranking import Ranking
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--elements", "Co,Cr,Fe,Ni", "--step", "0.1", "--workers", "1", "--quiet"]

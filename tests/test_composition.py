@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hea_screen import Composition, CompositionError, parse
-from hea_screen.composition import SCALE
+from hea_screen.compositions.composition import SCALE
 
 METALS = ["Al", "Co", "Cr", "Cu", "Fe", "Mn", "Mo", "Nb", "Ni", "Ta", "Ti", "V", "W", "Zr"]
 

@@ -11,13 +11,13 @@ import onnxruntime as ort
 import polars as pl
 import pytest
 
-from hea_screen.bundle import default_bundle_path
+from hea_screen.compositions.features import featurize
 from hea_screen.conditions import PHASE, TASKS, Condition
-from hea_screen.design import design_matrix
 from hea_screen.errors import BundleError, UserInputError
-from hea_screen.features import featurize
-from hea_screen.task_bundle import OOF_FILE, load_task_bundle
-from hea_screen.task_predictor import TaskPredictor
+from hea_screen.inference.bundle import OOF_FILE, load_task_bundle
+from hea_screen.inference.design import design_matrix
+from hea_screen.inference.paper_bundle import default_bundle_path
+from hea_screen.inference.predictor import TaskPredictor
 from pretrain.condition_run import RECORD_SCHEMA, conformal_quantile, select
 
 pytestmark = pytest.mark.slow
@@ -190,7 +190,7 @@ def test_a_task_that_picks_the_transformer_ships_its_fold_networks(
     texts = ["CoCrFeMnNi", "Al0.5CoCrFeNi", "HfNbTaTiZr"]
     got = predictor.predict(texts, condition, tasks=["ys_compression_mpa", "phase", "hardness_hv"])
     folds = sorted((run / "conditions" / "transformer" / "seed_0").glob("fold_*"))
-    from hea_screen.table import CompositionTable
+    from hea_screen.compositions.table import CompositionTable
 
     table = CompositionTable.from_compositions(texts)
     torch_out = np.stack([predict_outputs(f, run / "tokenizer", table, None, condition)

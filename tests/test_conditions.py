@@ -17,10 +17,10 @@ from hea_screen.conditions import (
     task,
     task_for,
 )
-from hea_screen.datasets import load_mpea, load_paper_dataset
-from hea_screen.design import DESIGN_COLUMNS, condition_matrix, design_matrix
+from hea_screen.datasets.measurements import COLUMNS, measurements
+from hea_screen.datasets.sources import load_mpea, load_paper_dataset
 from hea_screen.errors import UserInputError
-from hea_screen.measurements import COLUMNS, measurements
+from hea_screen.inference.design import DESIGN_COLUMNS, condition_matrix, design_matrix
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_design_matrix_columns_and_condition_broadcast() -> None:
 
 def test_spec_condition_section() -> None:
     from hea_screen.errors import SpaceError
-    from hea_screen.spec import spec_from_dict
+    from hea_screen.screening.spec import spec_from_dict
 
     base = {"space": {"elements": ["Co", "Cr", "Fe", "Ni"]}}
     spec = spec_from_dict(

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hea_screen.composition import parse
-from hea_screen.datasets import data_dir
-from hea_screen.elements import mixing_matrix
-from hea_screen.features import FEATURE_NAMES
+from hea_screen.compositions.composition import parse
+from hea_screen.compositions.elements import mixing_matrix
+from hea_screen.compositions.features import FEATURE_NAMES
+from hea_screen.datasets.sources import data_dir
 from pretrain import corpus
 from pretrain.config import CorpusConfig
 from pretrain.corpus import (
@@ -108,7 +108,7 @@ def test_corpus_rows_are_unique_canonical_and_complete(small_corpus: corpus.Corp
 
 
 def test_corpus_strata_match_quotas(small_corpus: corpus.CorpusResult) -> None:
-    from hea_screen.table import CompositionTable
+    from hea_screen.compositions.table import CompositionTable
 
     table = CompositionTable.from_compositions(small_corpus.frame["composition"].to_list())
     counts = {(r["n_elements"], r["equimolar"]): r["rows"]

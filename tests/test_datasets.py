@@ -2,7 +2,7 @@
 
 import pytest
 
-from hea_screen.datasets import (
+from hea_screen.datasets.sources import (
     compare_with_paper,
     filter_mpea,
     load_mpea,

@@ -12,8 +12,10 @@ import polars as pl
 import pytest
 
 from hea_screen.cli import main
+from hea_screen.compositions.features import featurize
 from hea_screen.conditions import Condition
-from hea_screen.engine import (
+from hea_screen.errors import BundleError, SpaceError, UserInputError
+from hea_screen.screening.engine import (
     ModelRef,
     check_ranking,
     estimate,
@@ -28,11 +30,9 @@ from hea_screen.engine import (
     result_table,
     screen,
 )
-from hea_screen.errors import BundleError, SpaceError, UserInputError
-from hea_screen.features import featurize
-from hea_screen.ranking import Partial, Ranking, score
-from hea_screen.space import SampledSpace
-from hea_screen.spec import build_space, parse_elements
+from hea_screen.screening.ranking import Partial, Ranking, score
+from hea_screen.screening.space import SampledSpace
+from hea_screen.screening.spec import build_space, parse_elements
 
 BATCH = 32
 

@@ -19,11 +19,11 @@ from export.cli import main as export_main
 from export.onnx_export import INPUT_NAMES, check_graph
 from export.parity import ParityBounds, compare
 from hea_screen import featurize
-from hea_screen.bundle import MANIFEST_FILE, load_bundle, onnx_relpath
-from hea_screen.datasets import sha256_file
+from hea_screen.compositions.table import CompositionTable
+from hea_screen.datasets.sources import sha256_file
 from hea_screen.errors import BundleError, UserInputError
-from hea_screen.table import CompositionTable
-from hea_screen.tokens import TokenEncoder
+from hea_screen.inference.paper_bundle import MANIFEST_FILE, load_bundle, onnx_relpath
+from hea_screen.inference.tokens import TokenEncoder
 
 pytestmark = pytest.mark.slow
 

@@ -6,13 +6,13 @@ import numpy as np
 import polars as pl
 import pytest
 
+import hea_screen.compositions.features as features_module
 from benchmarks.featurize_bench import make_table
 from benchmarks.reference_features import features_row, load_tables
 from hea_screen import FEATURE_NAMES, CompositionTable, ElementDataError, featurize, parse
-from hea_screen import features as features_module
-from hea_screen.composition import Composition
-from hea_screen.datasets import load_mpea, load_paper_dataset
-from hea_screen.elements import column_sources, mixing_enthalpy, supported_elements
+from hea_screen.compositions.composition import Composition
+from hea_screen.compositions.elements import column_sources, mixing_enthalpy, supported_elements
+from hea_screen.datasets.sources import load_mpea, load_paper_dataset
 from hea_screen.errors import CompositionError, UserInputError
 
 PAPER_GENERATOR = [
@@ -123,7 +123,7 @@ def test_element_coverage() -> None:
 
 
 def test_standard_element_values() -> None:
-    from hea_screen.elements import element_table
+    from hea_screen.compositions.elements import element_table
 
     t = element_table()
     # VEC of 5d elements (the paper's release had Hf 8, Ta 9, W 10, Au 5).

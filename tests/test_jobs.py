@@ -9,11 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from hea_screen.engine import ModelRef, inspect_model, screen
 from hea_screen.errors import UserInputError
-from hea_screen.jobs import MANIFEST, SUMMARY, part_file, run_batch
-from hea_screen.ranking import Ranking
-from hea_screen.spec import ScreenSpec, build_space, parse_elements
+from hea_screen.screening.engine import ModelRef, inspect_model, screen
+from hea_screen.screening.jobs import MANIFEST, SUMMARY, part_file, run_batch
+from hea_screen.screening.ranking import Ranking
+from hea_screen.screening.spec import ScreenSpec, build_space, parse_elements
 
 BATCH = 32
 

@@ -15,12 +15,12 @@ from transformers import BertForMaskedLM
 
 from export.onnx_export import INPUT_NAMES, check_graph, export_multitask_fold
 from hea_screen import featurize
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.conditions import PHASE, PHASES, REGRESSION_TASKS, Condition, TestType
-from hea_screen.datasets import load_mpea
+from hea_screen.datasets.measurements import COLUMNS, measurements
+from hea_screen.datasets.sources import load_mpea
 from hea_screen.errors import UserInputError
-from hea_screen.measurements import COLUMNS, measurements
-from hea_screen.table import CompositionTable
-from hea_screen.tokens import (
+from hea_screen.inference.tokens import (
     CONDITION_TOKENS,
     FeatureBins,
     TokenEncoder,

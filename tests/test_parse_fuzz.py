@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hea_screen import Composition, parse
-from hea_screen.composition import PERIODIC_TABLE
+from hea_screen.compositions.composition import PERIODIC_TABLE
 from hea_screen.errors import UserInputError
 
 #: Per-input time bound: generous for a shared 2-core machine, far below the minutes that an

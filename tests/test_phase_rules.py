@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from hea_screen.cli import main
-from hea_screen.phase_rules import PHASE_FLAG_COLUMNS, phase_flags
+from hea_screen.compositions.phase_rules import PHASE_FLAG_COLUMNS, phase_flags
 
 
 def flags(*texts: str) -> dict[str, dict[str, object]]:

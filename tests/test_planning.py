@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hea_screen.cli import main
-from hea_screen.planning import (
+from hea_screen.compositions.table import CompositionTable
+from hea_screen.planning.acquisition import (
     Measured,
     Objective,
     PlanOptions,
@@ -24,8 +25,7 @@ from hea_screen.planning import (
     select,
     table_of,
 )
-from hea_screen.ranking import Ranking
-from hea_screen.table import CompositionTable
+from hea_screen.screening.ranking import Ranking
 
 UTS = "uts_tension_mpa"
 Z90 = 1.6448536269514722

@@ -10,8 +10,8 @@ import pytest
 from hea_screen import load_model, parse
 from hea_screen.cli import main
 from hea_screen.conditions import Condition, Processing, TestType
-from hea_screen.engine import result_columns
-from hea_screen.ranking import Ranking
+from hea_screen.screening.engine import result_columns
+from hea_screen.screening.ranking import Ranking
 
 TEXTS = ["CoCrFeNi", "Al0.5CoCrFeNi", "Co20Cr20Fe20Mn20Ni20", "(CoCrFeNi)90Al10", "Co1 Cr1 Ni1"]
 

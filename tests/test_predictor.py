@@ -16,11 +16,11 @@ import torch
 from transformers import BertForSequenceClassification
 
 from hea_screen import Composition, featurize, load_model, parse
-from hea_screen.bundle import default_bundle_path, load_bundle, onnx_relpath
-from hea_screen.elements import supported_elements
+from hea_screen.compositions.elements import supported_elements
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.errors import BundleError, CompositionError, ElementDataError, UserInputError
-from hea_screen.predictor import Predictor, cuda_usable
-from hea_screen.table import CompositionTable
+from hea_screen.inference.paper_bundle import default_bundle_path, load_bundle, onnx_relpath
+from hea_screen.inference.paper_predictor import Predictor, cuda_usable
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hea_screen.compositions.weighing import lab_columns, weigh_out_mg, weight_fractions
 from hea_screen.errors import UserInputError
-from hea_screen.lab import lab_columns, weigh_out_mg, weight_fractions
-from hea_screen.ranking import (
+from hea_screen.screening.ranking import (
     Partial,
     Ranking,
     Reference,

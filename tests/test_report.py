@@ -15,7 +15,7 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.preprocessing import StandardScaler
 
 from hea_screen import CompositionTable, featurize
-from hea_screen.datasets import load_paper_dataset
+from hea_screen.datasets.sources import load_paper_dataset
 from hea_screen.errors import UserInputError
 from pretrain.baselines import BaselineConfig, design_matrix, run_baselines
 from pretrain.cv_results import merge_cv_results

@@ -14,10 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hea_screen.composition import Composition, parse
+from hea_screen.compositions.composition import Composition, parse
 from hea_screen.errors import ElementDataError, SpaceError, UserInputError
-from hea_screen.space import CandidateSpace, SampledSpace
-from hea_screen.spec import build_space, load_spec, parse_bounds, parse_elements, spec_from_dict
+from hea_screen.screening.space import CandidateSpace, SampledSpace
+from hea_screen.screening.spec import (
+    build_space,
+    load_spec,
+    parse_bounds,
+    parse_elements,
+    spec_from_dict,
+)
 
 CANDIDATES = Path(__file__).resolve().parents[1] / "candidates"
 
@@ -346,7 +352,7 @@ def _load_guarded(path: Path) -> str:
     inputs hung or took gigabytes before); returns the error message it printed."""
     code = (
         "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
-        "from hea_screen.spec import load_spec\n"
+        "from hea_screen.screening.spec import load_spec\n"
         "try:\n    load_spec(sys.argv[1])\nexcept Exception as exc:\n    print(exc)\n"
     )
     proc = subprocess.run(

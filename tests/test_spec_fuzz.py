@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hea_screen.errors import UserInputError
-from hea_screen.spec import _SECTIONS, ScreenSpec, load_spec, spec_from_dict
+from hea_screen.screening.spec import _SECTIONS, ScreenSpec, load_spec, spec_from_dict
 
 #: Generous per-input bound: a spec is parsed in milliseconds; the defects this guards
 #: against (alias bombs, huge exponents, deep nesting) took minutes or gigabytes.

@@ -7,9 +7,9 @@ import pytest
 
 from hea_screen import CompositionTable, featurize
 from hea_screen.conditions import Condition, Processing
-from hea_screen.datasets import load_mpea, load_paper_dataset
+from hea_screen.datasets.sources import load_mpea, load_paper_dataset
 from hea_screen.errors import UserInputError
-from hea_screen.tokens import (
+from hea_screen.inference.tokens import (
     AMOUNT_LEVELS_PCT,
     CONDITION_TOKENS,
     FeatureBins,

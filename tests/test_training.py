@@ -15,10 +15,10 @@ import yaml
 from safetensors.torch import load_file
 from transformers import BertForSequenceClassification
 
+from hea_screen.compositions.features import featurize
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.errors import UserInputError
-from hea_screen.features import featurize
-from hea_screen.table import CompositionTable
-from hea_screen.tokens import TokenEncoder
+from hea_screen.inference.tokens import TokenEncoder
 from pretrain.cli import main
 from pretrain.config import ConfigError, ExperimentConfig, TrainConfig, load_config
 from pretrain.cv_results import CV_COLUMNS

@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 
 from hea_screen.cli import main
-from hea_screen.engine import (
+from hea_screen.errors import UserInputError
+from hea_screen.screening.engine import (
     CHEAP_FOLDS,
     MIN_SHORTLIST,
     SHORTLIST_FACTOR,
@@ -18,9 +19,8 @@ from hea_screen.engine import (
     inspect_model,
     screen,
 )
-from hea_screen.errors import UserInputError
-from hea_screen.ranking import Ranking
-from hea_screen.spec import build_space, parse_elements
+from hea_screen.screening.ranking import Ranking
+from hea_screen.screening.spec import build_space, parse_elements
 
 
 @pytest.fixture(scope="module")

@@ -51,11 +51,11 @@ from typing import Any
 
 import yaml
 
+from hea_screen.compositions.weighing import DEFAULT_INGOT_MASS_G
 from hea_screen.conditions import Condition
 from hea_screen.errors import SpaceError, UserInputError
-from hea_screen.lab import DEFAULT_INGOT_MASS_G
-from hea_screen.ranking import Ranking
-from hea_screen.space import Candidates, CandidateSpace, SampledSpace
+from hea_screen.screening.ranking import Ranking
+from hea_screen.screening.space import Candidates, CandidateSpace, SampledSpace
 
 #: Defaults shared by the command line and spec files.
 DEFAULTS: dict[str, Any] = {

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from hea_screen.composition import parse
+from hea_screen.compositions.composition import parse
 from hea_screen.conditions import (
     PHASE,
     PHASES,
@@ -38,7 +38,7 @@ from hea_screen.conditions import (
     ROOM_TEMPERATURE_C,
     Processing,
 )
-from hea_screen.datasets import load_mpea
+from hea_screen.datasets.sources import load_mpea
 
 COLUMNS: tuple[str, ...] = (
     "mpea_row",

@@ -18,7 +18,8 @@ of elements, then family (equimolar first), then the vector of grid units over t
 palette in lexicographic order. Every count comes from a small dynamic programme over
 (palette position, elements still to place, units still to place), so the size of a space
 is known without enumerating it, and any index range (a partition) or any set of indices
-(a random sample) is turned into a :class:`~hea_screen.table.CompositionTable` directly,
+(a random sample) is turned into a :class:`~hea_screen.compositions.table.CompositionTable`
+directly,
 vectorized with numpy, in memory proportional to the rows asked for. Spaces with more than
 :data:`MAX_INDEXABLE` candidates cannot be screened whole, but can be sampled: their counts
 are kept as exact Python integers. A grid finer than the storage resolution (millionths) or
@@ -39,10 +40,10 @@ from typing import Protocol
 
 import numpy as np
 
-from hea_screen.composition import PERIODIC_TABLE, SCALE
-from hea_screen.elements import check_elements
+from hea_screen.compositions.composition import PERIODIC_TABLE, SCALE
+from hea_screen.compositions.elements import check_elements
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.errors import SpaceError
-from hea_screen.table import CompositionTable
 
 #: Largest index a space may reach to be enumerated whole (int64 arithmetic); larger spaces
 #: can only be sampled.
@@ -456,7 +457,8 @@ def _below(
 def _to_micro(units: np.ndarray, total: int) -> np.ndarray:
     """Grid units (rows summing to ``total``) to millionths, rounded by largest remainder.
 
-    Same rule as :func:`hea_screen.composition.largest_remainder`: floor every share, give
+    Same rule as :func:`hea_screen.compositions.composition.largest_remainder`: floor every share,
+    give
     the missing millionths to the largest remainders, ties to the alphabetically first
     element (the lower palette position).
     """

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from hea_screen.compositions.phase_rules import REFERENCES
 from hea_screen.output import atomic_write
-from hea_screen.phase_rules import REFERENCES
 
 #: Candidates drawn in the plot (a seeded sample beyond; the front and picks always).
 MAX_POINTS = 2000

@@ -19,7 +19,7 @@ from typing import Literal
 
 import polars as pl
 
-from hea_screen.composition import parse
+from hea_screen.compositions.composition import parse
 from hea_screen.errors import UserInputError
 
 #: Target name -> (unit, paper file without features, paper file with features).
@@ -71,7 +71,7 @@ def data_dir() -> Path:
     candidates = [Path(env)] if env else []
     candidates += [
         Path.cwd() / ".." / "shared" / "data",
-        Path(__file__).resolve().parents[1] / ".." / "shared" / "data",
+        Path(__file__).resolve().parents[2] / ".." / "shared" / "data",
     ]
     for c in candidates:
         if (c / MPEA_FILE).exists():

@@ -1,7 +1,8 @@
 """Predict every task of a condition-aware bundle at a stated condition, on ONNX Runtime.
 
 ``TaskPredictor.predict(compositions, condition)`` featurizes the compositions once (polars),
-builds the :mod:`hea_screen.design` matrix at the condition (test temperature, processing),
+builds the :mod:`hea_screen.inference.design` matrix at the condition (test temperature,
+processing),
 runs each task's fold models and reports, per regression task, in the task's unit:
 
 - ``<task>_mean``: mean over the fold models;
@@ -18,7 +19,7 @@ such a task refuse it (:meth:`TaskPredictor.check_condition`). Per-task applicab
 (``<task>_nearest_composition``, ``_nearest_distance``, ``_nearest_measured``: the
 nearest alloy of that task's own training data, its L1 distance in atomic fractions and its
 measured value) comes from
-:mod:`hea_screen.applicability`.
+:mod:`hea_screen.inference.applicability`.
 
 A predictor pickles as its bundle path and options, so Dask workers reopen it on arrival.
 """
@@ -34,19 +35,19 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 
-from hea_screen.applicability import TrainingSet
+from hea_screen.compositions.features import featurize
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.conditions import PHASE, PHASES, Condition
-from hea_screen.design import condition_matrix
-from hea_screen.features import featurize
-from hea_screen.predictor import as_table, session_options
-from hea_screen.table import CompositionTable
-from hea_screen.task_bundle import (
+from hea_screen.inference.applicability import TrainingSet
+from hea_screen.inference.bundle import (
     TRANSFORMER,
     TRANSFORMER_OUTPUTS,
     TaskBundle,
     TaskModel,
     load_task_bundle,
 )
+from hea_screen.inference.design import condition_matrix
+from hea_screen.inference.paper_predictor import as_table, session_options
 
 
 def phase_column(phase: str) -> str:

@@ -11,7 +11,7 @@ condition-aware training run (``pretrain/condition_run.py``)::
                              the commit the bundle was built from
       README.md              the same for people, with the per-task table
       <task>/fold_<k>.onnx   a tabular task's fold models (skl2onnx; input ``X``, the
-                             :mod:`hea_screen.design` matrix)
+                             :mod:`hea_screen.inference.design` matrix)
       transformer/fold_<k>.onnx  the multi-task transformer's fold networks, shared by every
                              task that ships with it (output columns TRANSFORMER_OUTPUTS,
                              per-fold scalers in the manifest), and tokenizer/ (condition tokens)
@@ -33,15 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from hea_screen.applicability import TrainingSet
-from hea_screen.bundle import (
-    MANIFEST_FILE,
-    TRAINING_SET_FILE,
-    checked_encoder,
-    read_checked,
-    read_manifest,
-    verify_files,
-)
 from hea_screen.conditions import (
     PHASE,
     PHASES,
@@ -51,9 +42,18 @@ from hea_screen.conditions import (
     Task,
     task,
 )
-from hea_screen.design import DESIGN_COLUMNS
 from hea_screen.errors import BundleError, UserInputError
-from hea_screen.tokens import TokenEncoder
+from hea_screen.inference.applicability import TrainingSet
+from hea_screen.inference.design import DESIGN_COLUMNS
+from hea_screen.inference.paper_bundle import (
+    MANIFEST_FILE,
+    TRAINING_SET_FILE,
+    checked_encoder,
+    read_checked,
+    read_manifest,
+    verify_files,
+)
+from hea_screen.inference.tokens import TokenEncoder
 
 FORMAT_VERSION = 2
 OOF_FILE = "oof_predictions.csv"

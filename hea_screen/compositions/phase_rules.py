@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from hea_screen.features import featurize
+from hea_screen.compositions.features import featurize
 
 #: Thresholds of the rules (Yang & Zhang 2012; Guo et al. 2011).
 OMEGA_MIN = 1.1

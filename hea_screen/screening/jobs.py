@@ -36,8 +36,10 @@ from pathlib import Path
 import polars as pl
 
 from hea_screen import __version__
-from hea_screen.datasets import sha256_file
-from hea_screen.engine import (
+from hea_screen.datasets.sources import sha256_file
+from hea_screen.errors import UserInputError
+from hea_screen.output import write_json, write_table
+from hea_screen.screening.engine import (
     ModelRef,
     check_inputs,
     check_ranking,
@@ -47,10 +49,8 @@ from hea_screen.engine import (
     result_table,
     run_partitions,
 )
-from hea_screen.errors import UserInputError
-from hea_screen.output import write_json, write_table
-from hea_screen.ranking import Partial, merge_all
-from hea_screen.spec import ScreenSpec
+from hea_screen.screening.ranking import Partial, merge_all
+from hea_screen.screening.spec import ScreenSpec
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,11 @@
 
 A screen cuts the candidate positions ``0..size`` into contiguous partitions. On a worker,
 a partition is processed in batches of ``batch_size`` candidates: the batch is built
-directly from the space (:mod:`hea_screen.space`), featurized with polars, predicted with
-ONNX Runtime (the worker's cached :class:`~hea_screen.task_predictor.TaskPredictor`, at the
+directly from the space (:mod:`hea_screen.screening.space`), featurized with polars, predicted with
+ONNX Runtime (the worker's cached :class:`~hea_screen.inference.predictor.TaskPredictor`, at the
 ranking's condition), scored, and
-folded into the partition's running top-k and Pareto front (:class:`~hea_screen.ranking.Partial`).
+folded into the partition's running top-k and Pareto front
+(:class:`~hea_screen.screening.ranking.Partial`).
 Only that partial travels back; the driver folds partials together as they arrive, so
 memory stays bounded by a partition plus the top-k, whatever the size of the space.
 
@@ -46,19 +47,19 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from hea_screen.applicability import TrainingSet
+from hea_screen.compositions.elements import check_elements, mixing_matrix
+from hea_screen.compositions.features import featurize
+from hea_screen.compositions.phase_rules import PHASE_FLAG_COLUMNS, phase_flags
+from hea_screen.compositions.table import CompositionTable
+from hea_screen.compositions.weighing import lab_columns
 from hea_screen.conditions import PHASE, PHASES
-from hea_screen.elements import check_elements, mixing_matrix
 from hea_screen.errors import BundleError, ElementDataError, SpaceError, UserInputError
-from hea_screen.features import featurize
-from hea_screen.lab import lab_columns
-from hea_screen.phase_rules import PHASE_FLAG_COLUMNS, phase_flags
-from hea_screen.predictor import bundle_format, bundle_root, load_model
-from hea_screen.ranking import Partial, Ranking, Reference, final_ranking, score
-from hea_screen.space import Candidates, SampledSpace
-from hea_screen.table import CompositionTable
-from hea_screen.task_bundle import Coverage, load_task_bundle
-from hea_screen.task_predictor import TaskPredictor, phase_column
+from hea_screen.inference.applicability import TrainingSet
+from hea_screen.inference.bundle import Coverage, load_task_bundle
+from hea_screen.inference.paper_predictor import bundle_format, bundle_root, load_model
+from hea_screen.inference.predictor import TaskPredictor, phase_column
+from hea_screen.screening.ranking import Partial, Ranking, Reference, final_ranking, score
+from hea_screen.screening.space import Candidates, SampledSpace
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -99,7 +100,7 @@ CONDITION_COLUMNS: tuple[str, ...] = ("test_type", "temperature_c", "processing"
 def result_columns(ranking: Ranking) -> tuple[str, ...]:
     """Column order of the ranked table: rank and score, each ranked task's prediction
     (mean, std, calibrated interval, risk-adjusted value), phase probabilities, the empirical
-    phase rules (:mod:`hea_screen.phase_rules`), lab columns,
+    phase rules (:mod:`hea_screen.compositions.phase_rules`), lab columns,
     the condition, per-task nearest training data, flags and the model's identity."""
     tasks = ranking.tasks
     return (

@@ -2,7 +2,7 @@
 
 Input is a frame of candidates with ``composition`` and, for every task of the objective,
 ``<task>_mean`` and the calibrated interval ``<task>_lo`` / ``<task>_hi`` (a ``hea-screen``
-output, or :meth:`~hea_screen.task_predictor.TaskPredictor.predict`). Steps:
+output, or :meth:`~hea_screen.inference.predictor.TaskPredictor.predict`). Steps:
 
 1. **Objective** ``mu`` and its uncertainty ``sigma`` per candidate. ``sigma`` comes from the
    calibrated interval: ``sigma = (hi − mean) / z`` (its upper half: the lower bound is
@@ -10,7 +10,7 @@ output, or :meth:`~hea_screen.task_predictor.TaskPredictor.predict`). Steps:
    A single-task objective (``uts``, ``ys``, ``elongation``, ``hardness``) is in the task's
    unit; ``weighted`` is
    ``Σ w_t (mean_t − m_t) / s_t`` with the training scales of the ranking
-   (:class:`~hea_screen.ranking.Reference`) and ``sigma² = Σ (w_t sigma_t / s_t)²``.
+   (:class:`~hea_screen.screening.ranking.Reference`) and ``sigma² = Σ (w_t sigma_t / s_t)²``.
 2. **Acquisition** against the incumbent ``best`` (the best measured value):
    expected improvement ``EI = (mu − best) Φ(u) + sigma φ(u)``, ``u = (mu − best) / sigma``,
    or the upper confidence bound ``UCB = mu + beta · sigma``. Each splits into an *exploit*
@@ -18,7 +18,7 @@ output, or :meth:`~hea_screen.task_predictor.TaskPredictor.predict`). Steps:
    ``beta · sigma``); a pick whose exploit share is ≥ 2/3 is ``exploit``, ≤ 1/3
    ``explore``, otherwise ``both``.
 3. **Constraints**: per-element fraction bounds, a minimum L1 distance in atomic fractions
-   to every alloy already measured, and a phase screen (:mod:`hea_screen.phase_rules`:
+   to every alloy already measured, and a phase screen (:mod:`hea_screen.compositions.phase_rules`:
    ``solid-solution`` keeps Ω ≥ 1.1 and δ ≤ 6.6 %; ``fcc`` / ``bcc`` also need that VEC
    class).
 4. **Batch**: greedy local penalization. The acquisition is scaled to [0, 1] over the
@@ -42,16 +42,16 @@ from statistics import NormalDist
 import numpy as np
 import polars as pl
 
-from hea_screen.applicability import TrainingSet
-from hea_screen.composition import SCALE, Composition, parse
+from hea_screen.compositions.composition import SCALE, Composition, parse
+from hea_screen.compositions.elements import supported_elements
+from hea_screen.compositions.features import featurize
+from hea_screen.compositions.phase_rules import PHASE_FLAG_COLUMNS, phase_flags
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.conditions import Condition
-from hea_screen.elements import supported_elements
 from hea_screen.errors import CompositionError, UserInputError
-from hea_screen.features import featurize
-from hea_screen.phase_rules import PHASE_FLAG_COLUMNS, phase_flags
-from hea_screen.ranking import Ranking, Reference
-from hea_screen.table import CompositionTable
-from hea_screen.task_predictor import TaskPredictor
+from hea_screen.inference.applicability import TrainingSet
+from hea_screen.inference.predictor import TaskPredictor
+from hea_screen.screening.ranking import Ranking, Reference
 
 ACQUISITIONS: tuple[str, ...] = ("ei", "ucb")
 PHASE_SCREENS: tuple[str, ...] = ("any", "solid-solution", "fcc", "bcc")

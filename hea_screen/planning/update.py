@@ -1,7 +1,7 @@
 """A new version of a condition-aware bundle that has learned from the lab's measurements.
 
 ``hea-screen update --measured results.csv`` stores the measurements
-(:mod:`hea_screen.measurements_store`), then writes a new bundle **beside** the old one (the
+(:mod:`hea_screen.planning.store`), then writes a new bundle **beside** the old one (the
 old one is never touched) with:
 
 - **recalibrated intervals** (always; needs only the core install): per task with new
@@ -42,20 +42,20 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from hea_screen.bundle import MANIFEST_FILE, TRAINING_SET_FILE
+from hea_screen.compositions.features import featurize
 from hea_screen.conditions import Condition
-from hea_screen.design import design_matrix
 from hea_screen.errors import UserInputError
 from hea_screen.extras import missing_train_extra
-from hea_screen.features import featurize
-from hea_screen.task_bundle import (
+from hea_screen.inference.bundle import (
     OOF_FILE,
     TABULAR,
     TaskBundle,
     conformal_quantile,
     task_relpath,
 )
-from hea_screen.task_predictor import TaskPredictor
+from hea_screen.inference.design import design_matrix
+from hea_screen.inference.paper_bundle import MANIFEST_FILE, TRAINING_SET_FILE
+from hea_screen.inference.predictor import TaskPredictor
 
 #: Model families whose fold members ``update`` refits (with the train extra).
 TREE_FAMILIES: tuple[str, ...] = ("extra_trees", "random_forest", "gradient_boosting")
@@ -183,8 +183,8 @@ def refit_trees(bundle: TaskBundle, store_records: pl.DataFrame, tasks: list[str
     why = missing_train_extra("refitting tree members", ("sklearn", "skl2onnx"))
     if why is not None:
         return Refit(skipped=dict.fromkeys(tasks, why))
-    from hea_screen.datasets import load_mpea
-    from hea_screen.measurements import measurements
+    from hea_screen.datasets.measurements import measurements
+    from hea_screen.datasets.sources import load_mpea
 
     try:
         mpea = measurements(load_mpea())

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from hea_screen.composition import parse
-from hea_screen.elements import property_vector
+from hea_screen.compositions.composition import parse
+from hea_screen.compositions.elements import property_vector
 from hea_screen.errors import UserInputError
 
 #: Default ingot mass in grams (a typical arc-melted button).

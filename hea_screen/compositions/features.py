@@ -46,10 +46,15 @@ from collections.abc import Iterable
 import numpy as np
 import polars as pl
 
-from hea_screen.composition import SCALE, Composition
-from hea_screen.elements import check_elements, element_table, mixing_matrix, property_vector
+from hea_screen.compositions.composition import SCALE, Composition
+from hea_screen.compositions.elements import (
+    check_elements,
+    element_table,
+    mixing_matrix,
+    property_vector,
+)
+from hea_screen.compositions.table import CompositionTable, Slots, for_each_block, to_table
 from hea_screen.errors import ElementDataError
-from hea_screen.table import CompositionTable, Slots, for_each_block, to_table
 
 #: Universal gas constant, J/(mol·K).
 GAS_CONSTANT = 8.314
@@ -109,7 +114,8 @@ def featurize(
 
     ``compositions`` is a :class:`CompositionTable` (fast path, used by screening), one
     composition (text or :class:`Composition`: one row) or an ordered iterable of
-    compositions or composition texts (see :func:`~hea_screen.table.to_table`; a dict, a
+    compositions or composition texts (see :func:`~hea_screen.compositions.table.to_table`; a dict,
+    a
     set or bytes are refused). The result has a canonical ``composition`` column followed
     by :data:`FEATURE_NAMES`, all Float64 and finite.
 
@@ -118,7 +124,8 @@ def featurize(
     two terms not linear in x, Σ x ln x and the modulus mismatch), then polars expressions
     turn the moments into the features (e.g. δχ = sqrt(Σ x χ² − χ̄²)). The moments come
     from matrix products with the dense (elements × rows) fraction matrix when the palette
-    is narrow, and from the row-wise :class:`~hea_screen.table.Slots` (gathering properties
+    is narrow, and from the row-wise :class:`~hea_screen.compositions.table.Slots` (gathering
+    properties
     and ΔH_ij by element index) when rows hold at most a quarter of the palette's elements,
     e.g. 5 of 34: their cost then grows with the elements per row, not with the palette.
 
@@ -192,7 +199,7 @@ def _moments(table: CompositionTable, slots: Slots) -> dict[str, np.ndarray]:
     The names of :func:`_linear_properties` -> Σ x p and ``_h_mix`` = Σ_{i<j} 4 ΔH_ij x_i x_j,
     from the dense matrix or the slots (:func:`_prefers_slots`); then, from the slots,
     ``_x_ln_x`` = Σ x ln x (0 ln 0 = 0) and ``_modulus_mismatch`` = Σ x (2(G − Ḡ)/(G + Ḡ))².
-    The slot work goes by blocks of rows (:func:`~hea_screen.table.for_each_block`).
+    The slot work goes by blocks of rows (:func:`~hea_screen.compositions.table.for_each_block`).
     """
     columns = _linear_properties(table.elements)
     h = np.nan_to_num(mixing_matrix(table.elements))

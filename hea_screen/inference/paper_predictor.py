@@ -1,6 +1,7 @@
 """Predict UTS and elongation with the fold models of a bundle, on ONNX Runtime.
 
-``load_model(path)`` verifies a bundle (:mod:`hea_screen.bundle`), picks an execution
+``load_model(path)`` verifies a bundle (:mod:`hea_screen.inference.paper_bundle`), picks an
+execution
 provider and a precision, and opens one ONNX Runtime session per fold model, once, from the
 very bytes whose SHA-256 was checked. ``load_model(path, sha256=...)`` refuses any bundle but
 the one pinned; :attr:`Predictor.bundle_sha256` is the identity of the bundle loaded.
@@ -14,7 +15,7 @@ the one pinned; :attr:`Predictor.bundle_sha256` is the identity of the bundle lo
 3. runs every fold model of every target on each batch (``batch_size`` rows), undoes each
    fold's target scaler, and reports the mean and standard deviation over folds
    (sample standard deviation, ``ddof=1``) in the target's units;
-4. adds the applicability columns of :mod:`hea_screen.applicability`.
+4. adds the applicability columns of :mod:`hea_screen.inference.applicability`.
 
 Providers and precisions:
 
@@ -45,13 +46,18 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 
-from hea_screen.bundle import MANIFEST_FILE, Bundle, default_bundle_path, load_bundle
-from hea_screen.composition import Composition
+from hea_screen.compositions.composition import Composition
+from hea_screen.compositions.features import FEATURE_NAMES, featurize
+from hea_screen.compositions.table import CompositionTable, to_table
 from hea_screen.errors import BundleError, UserInputError
-from hea_screen.features import FEATURE_NAMES, featurize
-from hea_screen.table import CompositionTable, to_table
-from hea_screen.task_bundle import FORMAT_VERSION as TASK_FORMAT
-from hea_screen.tokens import Encoded
+from hea_screen.inference.bundle import FORMAT_VERSION as TASK_FORMAT
+from hea_screen.inference.paper_bundle import (
+    MANIFEST_FILE,
+    Bundle,
+    default_bundle_path,
+    load_bundle,
+)
+from hea_screen.inference.tokens import Encoded
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +94,13 @@ def load_model(
     and :class:`UserInputError` for an option that cannot be honoured.
 
     A condition-aware bundle (manifest format 2, the shipped kind) opens as a
-    :class:`~hea_screen.task_predictor.TaskPredictor` (tabular members on the CPU provider;
+    :class:`~hea_screen.inference.predictor.TaskPredictor` (tabular members on the CPU provider;
     ``predict(compositions, condition, tasks)``); a format-1 bundle (the paper's pooled
     targets, BERT folds) as a :class:`Predictor`.
     """
     root = bundle_root(path)
     if bundle_format(root) == TASK_FORMAT:
-        from hea_screen.task_predictor import TaskPredictor
+        from hea_screen.inference.predictor import TaskPredictor
 
         return TaskPredictor(root, threads, sha256)
     return Predictor(root, device, precision, batch_size, threads, io_binding, sha256)
@@ -327,7 +333,8 @@ def session_options(threads: int | None) -> ort.SessionOptions:
 def as_table(compositions: Any) -> CompositionTable:
     """A :class:`CompositionTable` from a table, one composition, or an iterable of them.
 
-    The same rules as ``featurize`` (:func:`~hea_screen.table.to_table`): a dict, a set,
+    The same rules as ``featurize`` (:func:`~hea_screen.compositions.table.to_table`): a dict, a
+    set,
     bytes or a non-iterable are refused, and a bad text raises naming its row.
     """
     if isinstance(compositions, pl.DataFrame):

@@ -43,11 +43,17 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from hea_screen.applicability import TrainingSet
-from hea_screen.datasets import sha256_file
+from hea_screen.compositions.features import FEATURE_NAMES
+from hea_screen.datasets.sources import sha256_file
 from hea_screen.errors import BundleError, UserInputError
-from hea_screen.features import FEATURE_NAMES
-from hea_screen.tokens import BINS_FILE, N_FEATURE_BINS, TOKENIZER_FILE, FeatureBins, TokenEncoder
+from hea_screen.inference.applicability import TrainingSet
+from hea_screen.inference.tokens import (
+    BINS_FILE,
+    N_FEATURE_BINS,
+    TOKENIZER_FILE,
+    FeatureBins,
+    TokenEncoder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +82,7 @@ def onnx_relpath(target: str, fold: int, variant: str) -> str:
 
 def default_bundle_path() -> Path:
     """Where the shipped default bundle lives: ``hea_screen/models/default``."""
-    return Path(__file__).resolve().parent / "models" / "default"
+    return Path(__file__).resolve().parents[1] / "models" / "default"
 
 
 @dataclass(frozen=True)

@@ -58,12 +58,12 @@ import numpy as np
 import polars as pl
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from hea_screen.composition import SCALE
+from hea_screen.compositions.composition import SCALE
+from hea_screen.compositions.elements import supported_elements
+from hea_screen.compositions.features import FEATURE_NAMES
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.conditions import Condition, Processing
-from hea_screen.elements import supported_elements
 from hea_screen.errors import UserInputError
-from hea_screen.features import FEATURE_NAMES
-from hea_screen.table import CompositionTable
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 

@@ -1,6 +1,7 @@
 """Many compositions at once: a dense matrix of atomic fractions over an element palette.
 
-:class:`CompositionTable` is the vectorized twin of :class:`~hea_screen.composition.Composition`.
+:class:`CompositionTable` is the vectorized twin of
+:class:`~hea_screen.compositions.composition.Composition`.
 Training builds one from parsed compositions; the screening enumerator builds one directly
 from a fraction grid. Both then flow through the same ``featurize`` and tokenizer.
 
@@ -20,8 +21,8 @@ from functools import cache
 import numpy as np
 import polars as pl
 
-from hea_screen.bulk_parse import parse_texts
-from hea_screen.composition import SCALE, Composition, parse
+from hea_screen.compositions.bulk_parse import parse_texts
+from hea_screen.compositions.composition import SCALE, Composition, parse
 from hea_screen.errors import CompositionError, UserInputError
 
 
@@ -56,7 +57,7 @@ class CompositionTable:
         One pass over ``items`` that stops at the first bad one: its
         :class:`~hea_screen.errors.CompositionError` names the row (counting from 0) and
         the item. A text repeated in ``items`` is parsed once. A list, tuple or polars
-        Series of texts is parsed in bulk (:mod:`hea_screen.bulk_parse`).
+        Series of texts is parsed in bulk (:mod:`hea_screen.compositions.bulk_parse`).
         """
         if isinstance(items, (list, tuple, pl.Series)) and all(isinstance(t, str) for t in items):
             return cls._from_texts(items)
@@ -144,7 +145,8 @@ def to_table(compositions: object) -> CompositionTable:
     """A :class:`CompositionTable` from what ``featurize`` and ``Predictor.predict`` accept.
 
     Accepted: a :class:`CompositionTable`; one composition (a text or a
-    :class:`~hea_screen.composition.Composition`), as one row; or an ordered iterable of
+    :class:`~hea_screen.compositions.composition.Composition`), as one row; or an ordered iterable
+    of
     them (list, tuple, polars Series, numpy array, generator), one row each. Refused with a
     :class:`~hea_screen.errors.UserInputError` naming the type: a mapping (a dict is not a
     list of compositions), a set (no row order), bytes, a DataFrame, and non-iterables.

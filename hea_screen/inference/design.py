@@ -23,9 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from hea_screen.compositions.features import FEATURE_NAMES
 from hea_screen.conditions import Condition, Processing
 from hea_screen.errors import UserInputError
-from hea_screen.features import FEATURE_NAMES
 
 CONDITION_COLUMNS: tuple[str, ...] = (
     "temperature_c",

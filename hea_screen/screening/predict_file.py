@@ -3,9 +3,11 @@
 The file is a CSV or Parquet table (the compositions in the column ``--column``; default
 ``composition``, or the only column) or any other file read as text, one composition per
 line. Rows are numbered from 1: the line number in a text file, the data row (header not
-counted) in a table. Texts are parsed in bulk (:mod:`hea_screen.bulk_parse`); a row is bad
+counted) in a table. Texts are parsed in bulk (:mod:`hea_screen.compositions.bulk_parse`); a row is
+bad
 when it does not parse or holds an element (or element pair) without property data. The
-output has the columns of a screen (:func:`hea_screen.engine.result_columns`) after ``row``,
+output has the columns of a screen (:func:`hea_screen.screening.engine.result_columns`) after
+``row``,
 at the stated condition, every row ranked (``rank``, ``pareto`` on the front of the file's
 rows), in input or rank order.
 """
@@ -18,16 +20,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from hea_screen.bulk_parse import parse_texts
-from hea_screen.elements import mixing_matrix, supported_elements
-from hea_screen.engine import (
+from hea_screen.compositions.bulk_parse import parse_texts
+from hea_screen.compositions.elements import mixing_matrix, supported_elements
+from hea_screen.compositions.table import CompositionTable
+from hea_screen.errors import UserInputError
+from hea_screen.screening.engine import (
     ModelRef,
     decorate,
     predicted_tasks,
     predictor_for,
 )
-from hea_screen.errors import UserInputError
-from hea_screen.ranking import (
+from hea_screen.screening.ranking import (
     FRONT_X,
     FRONT_Y,
     Ranking,
@@ -36,7 +39,6 @@ from hea_screen.ranking import (
     pareto_front,
     score,
 )
-from hea_screen.table import CompositionTable
 
 ORDERS: tuple[str, ...] = ("input", "ranked")
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from hea_screen.composition import SCALE
+from hea_screen.compositions.composition import SCALE
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.errors import BundleError, CompositionError
-from hea_screen.table import CompositionTable
 
 #: Candidate rows per chunk of the nearest-neighbour search (bounds the temporary array).
 _CHUNK_CELLS = 1 << 23

@@ -4,7 +4,8 @@ the full parser (:func:`hea_screen.parse`) for every other row.
 The fast path takes a text made only of ``Symbol[amount]`` tokens separated by nothing or by
 spaces, with plain decimal amounts (``Co1 Cr1 Fe1 Ni1``, ``CoCrFeNi``, ``Al0.5CoCrFeNi``,
 ``Co20Cr20Fe20Mn20Ni20``; at most 6 digits before and 6 after the point, at most
-:data:`MAX_TOKENS` tokens). It reproduces :func:`~hea_screen.composition.parse` exactly:
+:data:`MAX_TOKENS` tokens). It reproduces :func:`~hea_screen.compositions.composition.parse`
+exactly:
 each amount becomes an integer over the row's common power of ten (``0.5`` and ``20`` over
 10 are ``5`` and ``200``), and the shares are rounded to
 millionths by the same largest-remainder rule (floors, then one unit each to the largest
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from hea_screen.composition import PERIODIC_TABLE, SCALE, parse
+from hea_screen.compositions.composition import PERIODIC_TABLE, SCALE, parse
 from hea_screen.errors import CompositionError
 
 #: Most ``Symbol[amount]`` tokens in a row of the fast path (bounds the int64 arithmetic).

@@ -40,12 +40,12 @@ from pathlib import Path
 
 import polars as pl
 
-from hea_screen.composition import parse
+from hea_screen.compositions.composition import parse
+from hea_screen.compositions.features import featurize
 from hea_screen.conditions import HARDNESS, ROOM_TEMPERATURE_C, Condition, task_for
 from hea_screen.errors import UserInputError
-from hea_screen.features import featurize
 from hea_screen.output import atomic_write
-from hea_screen.planning import Measured
+from hea_screen.planning.acquisition import Measured
 
 STORE_FORMAT = 1
 MANIFEST = "manifest.json"

@@ -1,0 +1,222 @@
+"""What every ``hea-screen`` subcommand shares: the parser class, argument types, the model
+and condition flags, the printed table, messages and logging."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+
+import polars as pl
+
+from hea_screen.conditions import TASKS_BY_NAME, Condition, Processing, TestType
+from hea_screen.inference.paper_predictor import DEVICES, PRECISIONS
+from hea_screen.screening.engine import (
+    DEFAULT_BATCH,
+    IN_PROCESS_SPACE,
+    ModelRef,
+)
+from hea_screen.screening.ranking import Ranking
+from hea_screen.screening.spec import parse_condition
+
+log = logging.getLogger("hea_screen")
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+YEAR = 365.25 * 86400
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as ``error: ...`` with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"error: {message}\n")
+
+
+def whole(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text!r}: need a whole number >= {low}")
+        return value
+
+    return parse
+
+
+positive_int = whole(1)
+
+
+count = whole(0)
+
+
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def sha256(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{12,64}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a SHA-256: give 64 hex digits (or a prefix of at least 12)"
+        )
+    return text.lower()
+
+
+def model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and machines")
+    g.add_argument("--model", metavar="BUNDLE", help="model bundle directory (default: shipped)")
+    g.add_argument(
+        "--model-sha256",
+        type=sha256,
+        metavar="HEX",
+        help="refuse any bundle whose manifest.json has another SHA-256 (64 hex digits, or a "
+        "prefix of at least 12); printed by every run",
+    )
+    g.add_argument("--device", choices=DEVICES, default="auto", help="default: auto")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto", help="default: auto")
+    g.add_argument(
+        "--batch-size",
+        type=positive_int,
+        metavar="N",
+        default=DEFAULT_BATCH,
+        help=f"candidates per model call (default {DEFAULT_BATCH})",
+    )
+    g.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="local Dask worker processes (default: one per core for spaces above "
+        f"{IN_PROCESS_SPACE:,} candidates; smaller ones run in this process)",
+    )
+    g.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (or DASK_SCHEDULER_ADDRESS)",
+    )
+    g.add_argument("--yes", action="store_true", help="confirm a space above 1,000,000 candidates")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO)")
+
+
+def condition_options(group: argparse._ActionsContainer) -> None:
+    """``--test``, ``--temperature``, ``--processing``: the condition of every command."""
+    group.add_argument(
+        "--test",
+        choices=[t.value for t in TestType],
+        help="test type of the predicted strength and ductility (default tension)",
+    )
+    group.add_argument("--temperature", metavar="C", help="test temperature in °C (default 25)")
+    group.add_argument(
+        "--processing",
+        metavar="ROUTE",
+        help=f"processing route: {', '.join(r.value.lower() for r in Processing)} (default cast)",
+    )
+
+
+def condition_from_args(args: argparse.Namespace, base: Condition) -> Condition:
+    """The condition the flags give, each flag left out taken from ``base``."""
+    return parse_condition(
+        args.test or base.test_type,
+        base.temperature_c if args.temperature is None else args.temperature,
+        args.processing or base.processing,
+    )
+
+
+def model_ref(args: argparse.Namespace) -> ModelRef:
+    return ModelRef(
+        args.model, args.device, args.precision, args.batch_size, sha256=args.model_sha256
+    )
+
+
+SIGNED_VALUES = ("--weights", "--temperature")
+
+
+def join_signed_values(argv: Sequence[str]) -> list[str]:
+    """``--weights -1,2`` -> ``--weights=-1,2``, so the value reaches its own check."""
+    out: list[str] = []
+    items = iter(argv)
+    for item in items:
+        nxt = next(items, None) if item in SIGNED_VALUES else None
+        if nxt is not None and nxt.startswith("-") and nxt[1:2].isdigit():
+            out.append(f"{item}={nxt}")
+        else:
+            out.extend(x for x in (item, nxt) if x is not None)
+    return out
+
+
+def os_error(exc: OSError) -> str:
+    """A system error (disk full, permission, ...) in one line, for ``error: ...``."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return (
+        f"{exc.strerror or exc}{where}; the run stopped (a batch job keeps its finished "
+        "partitions and resumes when run again)"
+    )
+
+
+def workers(given: int | None, candidates: int) -> int:
+    """``--workers``, or by default one per core above :data:`IN_PROCESS_SPACE` candidates
+    and 1 (this process, no cluster start) up to it."""
+    if given is not None:
+        return given
+    return 1 if candidates <= IN_PROCESS_SPACE else os.cpu_count() or 1
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 10 * YEAR:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / YEAR:.3g} years"
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # importing distributed (when a cluster starts) sets its own logger to INFO; the
+    # engine keeps that chatter for --verbose (quiet_distributed)
+
+
+def display_table(table: pl.DataFrame, rows: int, ranking: Ranking) -> pl.DataFrame:
+    """The printed table: score, each ranked task as its mean and calibrated 90 % interval,
+    and the nearest measured alloy of that task's own training data."""
+    columns = [
+        "rank",
+        "composition",
+        pl.col("score").round(4),
+        "pareto",
+    ]
+    for name in ranking.tasks:
+        task = TASKS_BY_NAME[name]
+        digits = 1 if task.unit == "%" else 0
+        columns.append(
+            pl.format(
+                "{} [{}, {}]",
+                *(pl.col(f"{name}_{s}").round(digits) for s in ("mean", "lo", "hi")),
+            ).alias(f"{name} ({task.unit}, 90 % interval)")
+        )
+    for name in ranking.tasks:
+        columns.append(
+            pl.format(
+                "{}: {} (d {})",
+                pl.col(f"{name}_nearest_composition"),
+                pl.col(f"{name}_nearest_measured").round(1),
+                pl.col(f"{name}_nearest_distance").round(2),
+            ).alias(f"nearest {name} datum")
+        )
+    return table.head(rows).select(columns)

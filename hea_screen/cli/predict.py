@@ -1,0 +1,147 @@
+"""``hea-screen predict FILE``: score a user's own compositions at a stated condition."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import polars as pl
+
+from hea_screen.cli.common import (
+    Parser,
+    condition_from_args,
+    condition_options,
+    count,
+    display_table,
+    join_signed_values,
+    model_options,
+    model_ref,
+    number,
+    setup_logging,
+)
+from hea_screen.conditions import Condition
+from hea_screen.errors import UserInputError
+from hea_screen.output import check_output_path, write_table
+from hea_screen.screening.engine import (
+    check_ranking,
+    inspect_model,
+)
+from hea_screen.screening.predict_file import ORDERS, parse_inputs, predict_rows, read_texts
+from hea_screen.screening.ranking import OBJECTIVES, RISKS, Ranking
+from hea_screen.screening.spec import (
+    parse_weights,
+)
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="hea-screen predict",
+        description="Predict and rank your own compositions at a stated condition: the "
+        "columns of a screen, one row per input row.",
+    )
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        help="CSV or Parquet table, or a text file with one composition per line",
+    )
+    p.add_argument(
+        "--column", metavar="NAME", help="column of a table (default: composition, or the only one)"
+    )
+    p.add_argument("--out", metavar="FILE", help="write the rows as .csv, .parquet or .json")
+    p.add_argument("--order", choices=ORDERS, default="input", help="input (default) or ranked")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="write bad rows (row, text, reason) to --bad-rows and go on (default: stop at "
+        "the first, before any model runs)",
+    )
+    p.add_argument(
+        "--bad-rows",
+        metavar="FILE",
+        help="where --skip-bad writes bad rows (default: FILE's name + .bad.csv, here)",
+    )
+    p.add_argument(
+        "--show", type=count, default=20, metavar="N", help="rows printed (default 20; 0: none)"
+    )
+    p.add_argument(
+        "--ingot-mass", type=number, default=50.0, metavar="G", help="ingot mass in g (50)"
+    )
+    c = p.add_argument_group("condition and ranking (as for a screen)")
+    condition_options(c)
+    c.add_argument("--objective", choices=OBJECTIVES, default="weighted")
+    c.add_argument("--weights", metavar="W_UTS,W_EL", help="default 0.5,0.5")
+    c.add_argument("--risk", choices=RISKS, default="mean")
+    c.add_argument("--kappa", type=number, default=1.0, metavar="K")
+    model_options(p)
+    return p
+
+
+def run_predict_command(argv: Sequence[str]) -> int:
+    args = predict_parser().parse_args(join_signed_values(argv))
+    setup_logging(args.verbose)
+    if args.out:
+        check_output_path(args.out)
+    bad_path = Path(args.bad_rows or Path(args.file).name + ".bad.csv")
+    if args.skip_bad:
+        check_output_path(bad_path)
+    ranking = Ranking(
+        objective=args.objective,
+        risk=args.risk,
+        kappa=args.kappa,
+        weights=(0.5, 0.5) if args.weights is None else parse_weights(args.weights),
+        condition=condition_from_args(args, Condition()),
+    )
+    info = inspect_model(args.model, args.model_sha256)
+    check_ranking(ranking, info)
+    inputs = parse_inputs(read_texts(args.file, args.column))
+    if inputs.bad.height and not args.skip_bad:
+        row, text, reason = inputs.bad.row(0)
+        raise UserInputError(
+            f"{args.file}: row {row}: {text!r}: {reason} ({inputs.bad.height} bad row(s) in "
+            "all; fix them or pass --skip-bad to write them to a side file and go on)"
+        )
+    if inputs.bad.height:
+        write_table(inputs.bad, bad_path)
+        print(f"skipped {inputs.bad.height} bad row(s): written to {bad_path}", file=sys.stderr)
+    if not len(inputs.table):
+        raise UserInputError(f"{args.file}: no composition to predict")
+    print(
+        f"condition: {ranking.condition}; ranking {ranking.objective} on "
+        f"{', '.join(ranking.tasks)}\nmodel: {info.path} (sha256 {info.sha256})",
+        file=sys.stderr,
+    )
+    model = replace(model_ref(args), sha256=info.sha256)
+    table = predict_rows(
+        inputs,
+        model,
+        ranking,
+        info.reference,
+        order_by=args.order,
+        ingot_mass_g=args.ingot_mass,
+        model_sha256=info.sha256,
+    )
+    if args.out:
+        write_table(table, args.out)
+    if args.show > 0:
+        shown = pl.concat(
+            [table.select("row").head(args.show), display_table(table, args.show, ranking)],
+            how="horizontal",
+        )
+        with pl.Config(
+            tbl_rows=args.show,
+            tbl_cols=-1,
+            fmt_str_lengths=100,
+            tbl_width_chars=250,
+            tbl_hide_dataframe_shape=True,
+            tbl_hide_column_data_types=True,
+        ):
+            print(shown)
+    print(
+        f"predicted {table.height:,} row(s) of {args.file}"
+        + (f"; written to {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,316 @@
+"""``hea-screen [--elements ... | --spec FILE]``: rank a candidate space at a stated condition."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+import polars as pl
+
+from hea_screen.cli.common import (
+    Parser,
+    condition_from_args,
+    condition_options,
+    count,
+    display_table,
+    duration,
+    join_signed_values,
+    model_options,
+    model_ref,
+    number,
+    positive_int,
+    setup_logging,
+    workers,
+)
+from hea_screen.errors import UserInputError
+from hea_screen.output import check_output_path, write_table
+from hea_screen.screening.engine import (
+    LARGE_SPACE,
+    MIN_SHORTLIST,
+    SHORTLIST_FACTOR,
+    check_inputs,
+    check_ranking,
+    estimate,
+    guard_size,
+    inspect_model,
+    screen,
+)
+from hea_screen.screening.ranking import OBJECTIVES, RISKS, Ranking
+from hea_screen.screening.space import MAX_INDEXABLE, SampledSpace
+from hea_screen.screening.spec import (
+    DEFAULTS,
+    ScreenSpec,
+    build_space,
+    load_spec,
+    parse_bounds,
+    parse_elements,
+    parse_weights,
+)
+
+log = logging.getLogger("hea_screen")
+
+
+def screen_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="hea-screen",
+        description="Rank high-entropy alloy candidates by predicted strength and ductility at a "
+        "stated condition (default: tensile UTS and elongation at 25 °C, as-cast). "
+        "Batch jobs: hea-screen batch SPEC --out DIR (see hea-screen batch --help); your own "
+        "compositions: hea-screen predict FILE; the lab's next batch: hea-screen plan; "
+        "measured results: hea-screen update (each with --help).",
+    )
+    s = p.add_argument_group("candidate space")
+    s.add_argument("--elements", metavar="EL,EL,...", help="palette, e.g. Co,Cr,Fe,Ni,Mn")
+    s.add_argument("--spec", metavar="YAML", help="take the space and ranking from a spec file")
+    s.add_argument(
+        "--min-elements", type=positive_int, metavar="N", help="default 3 (or palette size)"
+    )
+    s.add_argument("--max-elements", type=positive_int, metavar="N", help="default: palette size")
+    s.add_argument("--step", metavar="X", help=f"fraction grid step (default {DEFAULTS['step']})")
+    s.add_argument(
+        "--min-fraction", metavar="X", help="lowest fraction of an element present (default 0)"
+    )
+    s.add_argument(
+        "--max-fraction",
+        metavar="X",
+        help=f"highest fraction of any element (default {DEFAULTS['max_fraction']})",
+    )
+    s.add_argument(
+        "--bounds",
+        action="append",
+        default=[],
+        metavar="EL:LO-HI",
+        help="per-element fraction bounds, e.g. Al:0-0.2 (repeatable or comma-separated); "
+        "a low bound above 0 makes the element required",
+    )
+    s.add_argument("--require", metavar="EL,EL", help="elements present in every candidate")
+    fam = s.add_mutually_exclusive_group()
+    fam.add_argument("--equimolar-only", action="store_true")
+    fam.add_argument("--non-equimolar-only", action="store_true")
+    s.add_argument("--sample", type=positive_int, metavar="N", help="screen a random sample")
+    s.add_argument("--seed", type=int, metavar="N", help="seed of --sample (default 0)")
+    condition_options(
+        p.add_argument_group(
+            "condition (what the predicted values mean; a spec's condition: section)"
+        )
+    )
+    r = p.add_argument_group("ranking")
+    r.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        help="uts, ys, elongation (fracture strain in compression), hardness (HV), weighted "
+        "(strength and ductility z-scores) or pareto (default weighted)",
+    )
+    r.add_argument(
+        "--weights",
+        metavar="W_UTS,W_EL",
+        help="UTS,elongation weights >= 0 of weighted and pareto, e.g. 0.7,0.3 (default 0.5,0.5)",
+    )
+    r.add_argument(
+        "--risk", choices=RISKS, help="mean, safe (mean - k*std) or explore (mean + k*std)"
+    )
+    r.add_argument("--kappa", type=number, metavar="K", help="k of --risk (default 1)")
+    r.add_argument(
+        "--top", type=positive_int, metavar="N", help="rows in the ranking (default 100)"
+    )
+    r.add_argument(
+        "--exact",
+        action="store_true",
+        help="run every fold model on every candidate (default: fold 0 scores all, the full "
+        f"ensemble re-scores the best {SHORTLIST_FACTOR} x --top, at least {MIN_SHORTLIST:,})",
+    )
+    r.add_argument(
+        "--shortlist",
+        type=positive_int,
+        metavar="N",
+        help=f"candidates the full ensemble re-scores (default {SHORTLIST_FACTOR} x --top, at "
+        f"least {MIN_SHORTLIST:,})",
+    )
+    o = p.add_argument_group("output")
+    o.add_argument("--out", metavar="FILE", help="write the ranking as .csv, .parquet or .json")
+    o.add_argument(
+        "--show", type=count, default=20, metavar="N", help="rows printed (default 20; 0: none)"
+    )
+    o.add_argument(
+        "--ingot-mass", type=number, metavar="G", help="ingot mass in g for weigh-outs (50)"
+    )
+    o.add_argument(
+        "--partition-size", type=positive_int, metavar="N", help="candidates per partition"
+    )
+    o.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="report space size, partitions and an estimated time, then stop",
+    )
+    model_options(p)
+    return p
+
+
+_SPACE_FLAGS = (
+    "elements",
+    "min_elements",
+    "max_elements",
+    "step",
+    "min_fraction",
+    "max_fraction",
+    "require",
+    "sample",
+    "seed",
+)
+
+
+def spec_from_args(args: argparse.Namespace) -> ScreenSpec:
+    """The :class:`ScreenSpec` described by the flags (or ``--spec`` plus ranking flags)."""
+    if args.spec:
+        given = [f for f in _SPACE_FLAGS if getattr(args, f) is not None]
+        given += ["bounds"] * bool(args.bounds)
+        given += ["equimolar_only"] * args.equimolar_only
+        given += ["non_equimolar_only"] * args.non_equimolar_only
+        if given:
+            flags = ", ".join("--" + f.replace("_", "-") for f in given)
+            raise UserInputError(f"{flags} cannot be combined with --spec: edit the spec file")
+        base = load_spec(args.spec)
+    else:
+        if not args.elements:
+            raise UserInputError("give --elements (e.g. --elements Co,Cr,Fe,Ni,Mn) or --spec FILE")
+        space = build_space(
+            parse_elements(args.elements, "--elements"),
+            min_elements=args.min_elements,
+            max_elements=args.max_elements,
+            step=args.step,
+            min_fraction=args.min_fraction,
+            max_fraction=args.max_fraction,
+            bounds=parse_bounds(args.bounds),
+            require=parse_elements(args.require, "--require") if args.require else (),
+            equimolar=not args.non_equimolar_only,
+            non_equimolar=not args.equimolar_only,
+        )
+        base = ScreenSpec(
+            "screen", space, Ranking(), sample=args.sample, seed=args.seed or DEFAULTS["seed"]
+        )
+    r = base.ranking
+    ranking = Ranking(
+        objective=args.objective or r.objective,
+        risk=args.risk or r.risk,
+        kappa=r.kappa if args.kappa is None else args.kappa,
+        weights=r.weights if args.weights is None else parse_weights(args.weights),
+        top=args.top or r.top,
+        condition=condition_from_args(args, r.condition),
+    )
+    return replace(
+        base,
+        ranking=ranking,
+        partition_size=args.partition_size or base.partition_size,
+        ingot_mass_g=base.ingot_mass_g if args.ingot_mass is None else args.ingot_mass,
+    )
+
+
+def _describe_space(spec: ScreenSpec) -> str:
+    space = spec.space
+    lines = [
+        f"space: {', '.join(space.elements)}; {space.min_elements}-{space.max_elements} elements;"
+        f" step {float(space.step):g}; {space.describe_bounds()}"
+    ]
+    for seg in space.segments:
+        if seg.size:
+            lines.append(f"  {seg.k} elements, {seg.family}: {seg.size:,}")
+    lines.append(f"candidates: {space.size:,}")
+    if spec.sample is not None:
+        lines.append(f"sample: {spec.candidates().size:,} (stratified, seed {spec.seed})")
+    return "\n".join(lines)
+
+
+#: Options whose value may start with "-" (argparse would take ``-1,2`` for an option).
+
+
+def run_screen(argv: Sequence[str]) -> int:
+    args = screen_parser().parse_args(join_signed_values(argv))
+    setup_logging(args.verbose)
+    spec = spec_from_args(args)
+    if args.out:
+        check_output_path(args.out)
+    spec.space.check_nonempty()
+    candidates = spec.candidates()
+    info = inspect_model(args.model, args.model_sha256)
+    check_inputs(candidates, info)
+    check_ranking(spec.ranking, info)
+    model = replace(model_ref(args), sha256=info.sha256)
+    header = (
+        f"condition: {spec.ranking.condition}; ranking {spec.ranking.objective} on "
+        f"{', '.join(spec.ranking.tasks)}\nmodel: {info.path} (sha256 {info.sha256})"
+    )
+    if args.dry_run:
+        print(_describe_space(spec))
+        print(header)
+        est = estimate(
+            candidates,
+            spec.ranking,
+            model,
+            info.reference,
+            partition_size=spec.partition_size,
+            workers=workers(args.workers, candidates.size),
+        )
+        where = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+        print(
+            f"partitions: {est.partitions:,} of up to {est.partition_size:,} candidates "
+            f"(batch {model.batch_size}); "
+            + (
+                f"scheduler {where}"
+                if where
+                else f"{workers(args.workers, candidates.size)} local worker(s)"
+            )
+        )
+        print(
+            f"probe: {est.probe_candidates} candidates at {est.candidates_per_second:,.0f} "
+            f"candidates/s (model load {est.load_seconds:.1f} s)"
+        )
+        print(f"estimated time: {duration(est.estimated_seconds)} (this machine, all cores)")
+        if isinstance(candidates, SampledSpace) or candidates.size <= LARGE_SPACE:
+            return 0
+        whole = "--yes (or --sample N)" if candidates.size < MAX_INDEXABLE else "--sample N"
+        print(f"note: this space needs {whole} to run", file=sys.stderr)
+        return 0
+    if spec.sample is None:
+        spec.space.check_indexable()
+    guard_size(candidates, args.yes)
+    log.info("%s", _describe_space(spec))
+    print(header, file=sys.stderr)
+    outcome = screen(
+        candidates,
+        spec.ranking,
+        model,
+        info.reference,
+        ingot_mass_g=spec.ingot_mass_g,
+        partition_size=spec.partition_size,
+        workers=workers(args.workers, candidates.size),
+        scheduler=args.scheduler,
+        progress=not args.quiet,
+        exact=args.exact,
+        shortlist=args.shortlist,
+    )
+    if args.out:
+        write_table(outcome.table, args.out)
+    if args.show > 0:
+        with pl.Config(
+            tbl_rows=args.show,
+            tbl_cols=-1,
+            fmt_str_lengths=100,
+            tbl_width_chars=250,
+            tbl_hide_dataframe_shape=True,
+            tbl_hide_column_data_types=True,
+        ):
+            print(display_table(outcome.table, args.show, spec.ranking))
+    rate = outcome.merged.candidates / max(outcome.wall_seconds, 1e-9)
+    shown = min(args.show, outcome.table.height)
+    print(
+        f"ranked {outcome.table.height} of {outcome.merged.candidates:,} candidates "
+        f"({spec.ranking.objective}, risk {spec.ranking.risk}) in "
+        f"{duration(outcome.wall_seconds)} ({rate:,.0f}/s); shown {shown}"
+        + (f"; written to {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,109 @@
+"""``hea-screen update --measured FILE``: store lab results and write a recalibrated bundle
+version."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from hea_screen.cli.common import Parser, sha256
+from hea_screen.errors import UserInputError
+from hea_screen.inference.predictor import TaskPredictor
+from hea_screen.output import check_writable_dir
+from hea_screen.planning.acquisition import (
+    read_candidates,
+)
+from hea_screen.planning.store import MeasurementStore, read_results
+from hea_screen.planning.update import (
+    Refit,
+    check_against_model,
+    default_version_path,
+    movement,
+    new_scores,
+    recalibrate,
+    refit_trees,
+    write_version,
+)
+from hea_screen.screening.engine import (
+    inspect_model,
+)
+from hea_screen.screening.ranking import Ranking
+
+log = logging.getLogger("hea_screen")
+
+
+def update_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="hea-screen update",
+        description="Add the lab's measurements to the measurement store and write a new "
+        "bundle version beside the old one: recalibrated intervals, refitted tree members "
+        "(with the train extra), and how the new data move the next plan's predictions.",
+    )
+    p.add_argument(
+        "--measured",
+        required=True,
+        metavar="CSV",
+        help="results: composition, test_type, temperature_c, processing and any of uts_mpa, "
+        "ys_mpa, elongation_pct, hardness_hv",
+    )
+    p.add_argument(
+        "--store", default="measurements", metavar="DIR", help="store (default ./measurements)"
+    )
+    p.add_argument("--model", metavar="BUNDLE", help="bundle to update (default: shipped)")
+    p.add_argument("--model-sha256", type=sha256, metavar="HEX", help="pin that bundle")
+    p.add_argument("--out", metavar="DIR", help="new bundle (default: BUNDLE.vN beside it)")
+    p.add_argument("--plan", metavar="FILE", help="plan (or candidates) to report movement on")
+    p.add_argument("--no-refit", action="store_true", help="recalibrate only")
+    return p
+
+
+def run_update(argv: Sequence[str]) -> int:
+    args = update_parser().parse_args(argv)
+    records = read_results(args.measured)
+    store = MeasurementStore(args.store)
+    store.check_new(records)
+    info = inspect_model(args.model, args.model_sha256)
+    out = Path(args.out) if args.out else default_version_path(info.path)
+    if out.exists():
+        raise UserInputError(f"--out {str(out)!r} exists: a new bundle never overwrites one")
+    check_writable_dir(out.resolve().parent, f"--out {str(out)!r}")
+    old = TaskPredictor(info.path, sha256=info.sha256)
+    check_against_model(records, old)
+    plan = read_candidates(args.plan)["composition"] if args.plan else None
+    calibration = recalibrate(old.bundle, new_scores(records, old))
+    tasks = sorted(calibration)
+    everything = pl.concat([store.records(), records], how="vertical_relaxed")
+    refit = Refit(skipped=dict.fromkeys(tasks, "--no-refit"))
+    if not args.no_refit:
+        refit = refit_trees(old.bundle, everything, tasks)
+        refit.calibrate(calibration, old.bundle.interval)
+    update = {
+        "store": str(Path(args.store).resolve()),
+        "imports": [*(e["sha256"] for e in store.imports()), store.check_new(records)],
+        "refitted": refit.done,
+        "not_refitted": refit.skipped,
+    }
+    sha = write_version(old.bundle, out, calibration, refit.files, everything, update)
+    entry = store.add(records, str(args.measured))
+    print(f"stored {entry['rows']} measurements in {args.store} (sha256 {entry['sha256'][:12]})")
+    for task, cal in calibration.items():
+        print(
+            f"{task}: {cal.new_rows} new; old 90 % interval held {cal.covered_before:.0%} of "
+            f"them; conformal factor {cal.old:.3g} -> {cal.new:.3g}"
+        )
+    for task, what in refit.done.items():
+        print(f"{task}: {what}")
+    for task, why in refit.skipped.items():
+        print(f"{task}: members kept: {why}")
+    print(f"new bundle {out} (sha256 {sha}; parent {info.sha256})")
+    new = TaskPredictor(out, sha256=sha)
+    shown = records["composition"].unique(maintain_order=True) if plan is None else plan
+    moved = movement(old, new, shown, Ranking().condition, list(Ranking().tasks))
+    with pl.Config(tbl_rows=20, tbl_cols=-1, fmt_str_lengths=40, tbl_width_chars=200):
+        print(f"predictions at {Ranking().condition}, before -> after:")
+        print(moved.head(20))
+    return 0
