@@ -25,13 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-from hea_screen.screening.engine import (
-    SHORTLIST_FACTOR,
-    ModelRef,
-    inspect_model,
-    predictor_for,
-    screen,
-)
+from hea_screen.screening.engine import screen
+from hea_screen.screening.model_ref import ModelRef, inspect_model, predictor_for
+from hea_screen.screening.partition import SHORTLIST_FACTOR
 from hea_screen.screening.ranking import Ranking
 from hea_screen.screening.space import SampledSpace
 from hea_screen.screening.spec import build_space, parse_elements

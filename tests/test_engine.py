@@ -15,21 +15,17 @@ from hea_screen.cli import main
 from hea_screen.compositions.features import featurize
 from hea_screen.conditions import Condition
 from hea_screen.errors import BundleError, SpaceError, UserInputError
-from hea_screen.screening.engine import (
+from hea_screen.screening.cluster import executor
+from hea_screen.screening.engine import estimate, guard_size, result_columns, result_table, screen
+from hea_screen.screening.model_ref import (
     ModelRef,
     check_ranking,
-    estimate,
-    executor,
-    guard_size,
     inspect_model,
     model_loads,
-    plan_partitions,
     predicted_tasks,
     predictor_for,
-    result_columns,
-    result_table,
-    screen,
 )
+from hea_screen.screening.partition import plan_partitions
 from hea_screen.screening.ranking import Partial, Ranking, score
 from hea_screen.screening.space import SampledSpace
 from hea_screen.screening.spec import build_space, parse_elements

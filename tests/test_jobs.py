@@ -10,8 +10,9 @@ import polars as pl
 import pytest
 
 from hea_screen.errors import UserInputError
-from hea_screen.screening.engine import ModelRef, inspect_model, screen
+from hea_screen.screening.engine import screen
 from hea_screen.screening.jobs import MANIFEST, SUMMARY, part_file, run_batch
+from hea_screen.screening.model_ref import ModelRef, inspect_model
 from hea_screen.screening.ranking import Ranking
 from hea_screen.screening.spec import ScreenSpec, build_space, parse_elements
 

@@ -9,15 +9,14 @@ import pytest
 
 from hea_screen.cli import main
 from hea_screen.errors import UserInputError
-from hea_screen.screening.engine import (
+from hea_screen.screening.engine import screen
+from hea_screen.screening.model_ref import ModelRef, inspect_model
+from hea_screen.screening.partition import (
     CHEAP_FOLDS,
     MIN_SHORTLIST,
     SHORTLIST_FACTOR,
-    ModelRef,
     Stage,
     first_stage,
-    inspect_model,
-    screen,
 )
 from hea_screen.screening.ranking import Ranking
 from hea_screen.screening.spec import build_space, parse_elements

@@ -36,10 +36,7 @@ from hea_screen.planning.acquisition import (
 )
 from hea_screen.planning.lab_sheet import write_lab_sheet
 from hea_screen.planning.store import MeasurementStore
-from hea_screen.screening.engine import (
-    check_ranking,
-    inspect_model,
-)
+from hea_screen.screening.model_ref import check_ranking, inspect_model
 from hea_screen.screening.ranking import OBJECTIVES, Ranking
 from hea_screen.screening.spec import (
     load_spec,

@@ -25,10 +25,7 @@ from hea_screen.cli.common import (
 from hea_screen.conditions import Condition
 from hea_screen.errors import UserInputError
 from hea_screen.output import check_output_path, write_table
-from hea_screen.screening.engine import (
-    check_ranking,
-    inspect_model,
-)
+from hea_screen.screening.model_ref import check_ranking, inspect_model
 from hea_screen.screening.predict_file import ORDERS, parse_inputs, predict_rows, read_texts
 from hea_screen.screening.ranking import OBJECTIVES, RISKS, Ranking
 from hea_screen.screening.spec import (

@@ -28,17 +28,9 @@ from hea_screen.cli.common import (
 )
 from hea_screen.errors import UserInputError
 from hea_screen.output import check_output_path, write_table
-from hea_screen.screening.engine import (
-    LARGE_SPACE,
-    MIN_SHORTLIST,
-    SHORTLIST_FACTOR,
-    check_inputs,
-    check_ranking,
-    estimate,
-    guard_size,
-    inspect_model,
-    screen,
-)
+from hea_screen.screening.engine import LARGE_SPACE, estimate, guard_size, screen
+from hea_screen.screening.model_ref import check_inputs, check_ranking, inspect_model
+from hea_screen.screening.partition import MIN_SHORTLIST, SHORTLIST_FACTOR
 from hea_screen.screening.ranking import OBJECTIVES, RISKS, Ranking
 from hea_screen.screening.space import MAX_INDEXABLE, SampledSpace
 from hea_screen.screening.spec import (

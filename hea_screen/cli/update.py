@@ -28,9 +28,7 @@ from hea_screen.planning.update import (
     refit_trees,
     write_version,
 )
-from hea_screen.screening.engine import (
-    inspect_model,
-)
+from hea_screen.screening.model_ref import inspect_model
 from hea_screen.screening.ranking import Ranking
 
 log = logging.getLogger("hea_screen")

@@ -39,16 +39,10 @@ from hea_screen import __version__
 from hea_screen.datasets.sources import sha256_file
 from hea_screen.errors import UserInputError
 from hea_screen.output import write_json, write_table
-from hea_screen.screening.engine import (
-    ModelRef,
-    check_inputs,
-    check_ranking,
-    guard_size,
-    inspect_model,
-    plan_partitions,
-    result_table,
-    run_partitions,
-)
+from hea_screen.screening.cluster import run_partitions
+from hea_screen.screening.engine import guard_size, result_table
+from hea_screen.screening.model_ref import ModelRef, check_inputs, check_ranking, inspect_model
+from hea_screen.screening.partition import plan_partitions
 from hea_screen.screening.ranking import Partial, merge_all
 from hea_screen.screening.spec import ScreenSpec
 

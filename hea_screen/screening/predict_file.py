@@ -24,12 +24,8 @@ from hea_screen.compositions.bulk_parse import parse_texts
 from hea_screen.compositions.elements import mixing_matrix, supported_elements
 from hea_screen.compositions.table import CompositionTable
 from hea_screen.errors import UserInputError
-from hea_screen.screening.engine import (
-    ModelRef,
-    decorate,
-    predicted_tasks,
-    predictor_for,
-)
+from hea_screen.screening.engine import decorate
+from hea_screen.screening.model_ref import ModelRef, predicted_tasks, predictor_for
 from hea_screen.screening.ranking import (
     FRONT_X,
     FRONT_Y,
@@ -72,11 +68,7 @@ def read_texts(path: str | Path, column: str | None = None) -> pl.Series:
             raise UserInputError(f"input {str(path)!r} is not UTF-8 text: {exc}") from None
         return pl.Series("composition", lines, dtype=pl.Utf8)
     try:
-        frame = (
-            pl.read_csv(path, infer_schema=False)
-            if suffix == ".csv"
-            else pl.read_parquet(path)
-        )
+        frame = pl.read_csv(path, infer_schema=False) if suffix == ".csv" else pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UserInputError(f"cannot read {str(path)!r} as {suffix[1:]}: {exc}") from None
     return _column(frame, column, path).cast(pl.Utf8)
