@@ -27,7 +27,7 @@ import numpy as np
 from sklearn.ensemble import ExtraTreesRegressor
 
 from hea_screen.datasets.sources import data_dir
-from pretrain.condition_run import Data, load_data
+from pretrain.condition_data import Data, load_data
 from pretrain.config import ConditionsConfig
 from pretrain.folds import Split
 from pretrain.protocol import grouped_splits, regression_metrics

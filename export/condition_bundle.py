@@ -49,7 +49,8 @@ from hea_screen.inference.paper_bundle import (
     TOKENIZER_DIR,
     TRAINING_SET_FILE,
 )
-from pretrain.condition_run import OUT_DIR, TRANSFORMER, onnx_predict
+from pretrain.condition_data import OUT_DIR, TRANSFORMER
+from pretrain.condition_folds import onnx_predict
 from pretrain.tabular import LABELS
 
 #: Largest difference allowed between a shipped fold model and the run's recorded prediction.
@@ -137,7 +138,8 @@ def write_condition_bundle(
             f"the checkout at {repo} has uncommitted changes: commit them first, so the "
             "manifest names the tree that built the bundle"
         )
-    from pretrain.condition_run import load_data, summarize
+    from pretrain.condition_data import load_data
+    from pretrain.condition_eval import summarize
     from pretrain.config import ConditionsConfig
 
     config = ConditionsConfig(**data_info["config"])

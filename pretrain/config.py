@@ -30,15 +30,28 @@ import yaml
 
 from hea_screen.datasets.sources import TARGETS
 from hea_screen.errors import UserInputError
+from pretrain.baseline_config import BaselineConfig
 
 #: Named BERT sizes: hidden size, layers, attention heads, feed-forward size.
 MODEL_SIZES: dict[str, dict[str, int]] = {
-    "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "intermediate_size": 64},
-    "small": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-              "intermediate_size": 256},
-    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-             "intermediate_size": 3072},
+    "tiny": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
+    "small": {
+        "hidden_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 256,
+    },
+    "base": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    },
 }
 
 #: Tabular model families of the condition-aware run (see pretrain.tabular).
@@ -339,12 +352,8 @@ class TrainConfig:
                 )
 
     def _check_baselines(self) -> None:
-        """Validate the ``baselines`` section now if the baselines module is installed."""
+        """Validate the ``baselines`` section now."""
         if self.baselines is None:
-            return
-        try:
-            from pretrain.baselines import BaselineConfig
-        except ImportError:
             return
         accepted = [f.name for f in dataclasses.fields(BaselineConfig)]
         for key in self.baselines:

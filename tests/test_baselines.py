@@ -12,13 +12,8 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from hea_screen.datasets.sources import load_paper_dataset
 from hea_screen.errors import UserInputError
-from pretrain.baselines import (
-    MODEL_LABELS,
-    BaselineConfig,
-    main,
-    read_dataset,
-    run_baselines,
-)
+from pretrain.baseline_config import MODEL_LABELS, BaselineConfig
+from pretrain.baselines import main, read_dataset, run_baselines
 from pretrain.cv_results import CV_COLUMNS
 from pretrain.folds import cv_splits
 

@@ -17,10 +17,12 @@ from sklearn.preprocessing import StandardScaler
 from hea_screen import CompositionTable, featurize
 from hea_screen.datasets.sources import load_paper_dataset
 from hea_screen.errors import UserInputError
-from pretrain.baselines import BaselineConfig, design_matrix, run_baselines
+from pretrain.baseline_config import BaselineConfig
+from pretrain.baselines import design_matrix, run_baselines
 from pretrain.cv_results import merge_cv_results
 from pretrain.folds import cv_splits
-from pretrain.report import dataset_analysis, write_report
+from pretrain.report import write_report
+from pretrain.report_datasets import dataset_analysis
 
 N_ROWS = 40
 TARGETS = ("uts_mpa", "elongation_pct")
