@@ -88,7 +88,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    from hea_screen.inference.paper_predictor import cuda_usable
+    from hea_screen.inference.runtime import cuda_usable
 
     if CUDA not in ort.get_available_providers() or not cuda_usable():
         fail(

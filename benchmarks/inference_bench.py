@@ -49,7 +49,7 @@ from hea_screen import featurize, load_model
 from hea_screen.compositions.composition import SCALE
 from hea_screen.compositions.table import CompositionTable
 from hea_screen.inference.paper_bundle import Bundle, load_bundle, onnx_relpath
-from hea_screen.inference.paper_predictor import CPU, CUDA, cuda_usable
+from hea_screen.inference.runtime import CPU, CUDA, cuda_usable
 from pretrain.atomic import write_text_atomic
 
 PALETTE = ("Al", "Co", "Cr", "Cu", "Fe", "Mn", "Mo", "Nb", "Ni", "Ti", "V", "Zr")

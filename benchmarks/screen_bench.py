@@ -77,7 +77,7 @@ def main() -> int:
     p.add_argument("--reference", type=Path, help="source tree of the reference code")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = p.parse_args()
-    from hea_screen.inference.paper_predictor import cuda_usable
+    from hea_screen.inference.runtime import cuda_usable
     from hea_screen.screening.spec import build_space, parse_elements
 
     model = ["--model", args.model] if args.model else []

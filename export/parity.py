@@ -24,7 +24,7 @@ from scipy.stats import spearmanr
 from transformers import BertForSequenceClassification
 
 from export.onnx_export import OUTPUT_NAME
-from hea_screen.inference.paper_predictor import CPU, CUDA, cuda_usable
+from hea_screen.inference.runtime import CPU, CUDA, cuda_usable
 from hea_screen.inference.tokens import Encoded
 
 

@@ -20,7 +20,8 @@ from hea_screen.compositions.elements import supported_elements
 from hea_screen.compositions.table import CompositionTable
 from hea_screen.errors import BundleError, CompositionError, ElementDataError, UserInputError
 from hea_screen.inference.paper_bundle import default_bundle_path, load_bundle, onnx_relpath
-from hea_screen.inference.paper_predictor import Predictor, cuda_usable
+from hea_screen.inference.paper_predictor import Predictor
+from hea_screen.inference.runtime import cuda_usable
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import polars as pl
 
 from hea_screen.conditions import TASKS_BY_NAME, Condition, Processing, TestType
-from hea_screen.inference.paper_predictor import DEVICES, PRECISIONS
+from hea_screen.inference.runtime import DEVICES, PRECISIONS
 from hea_screen.screening.engine import IN_PROCESS_SPACE
 from hea_screen.screening.model_ref import DEFAULT_BATCH, ModelRef
 from hea_screen.screening.ranking import Ranking

@@ -35,7 +35,6 @@ Dask workers receive it cheaply and reopen the sessions on arrival, from the sam
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 from collections.abc import Iterable
@@ -48,7 +47,7 @@ import polars as pl
 
 from hea_screen.compositions.composition import Composition
 from hea_screen.compositions.features import FEATURE_NAMES, featurize
-from hea_screen.compositions.table import CompositionTable, to_table
+from hea_screen.compositions.table import CompositionTable
 from hea_screen.errors import BundleError, UserInputError
 from hea_screen.inference.bundle import FORMAT_VERSION as TASK_FORMAT
 from hea_screen.inference.paper_bundle import (
@@ -57,17 +56,20 @@ from hea_screen.inference.paper_bundle import (
     default_bundle_path,
     load_bundle,
 )
+from hea_screen.inference.predictor import as_table
+from hea_screen.inference.runtime import (
+    CPU,
+    CUDA,
+    DEVICES,
+    PRECISIONS,
+    PROVIDER_PRECISIONS,
+    cuda_usable,
+    session_options,
+)
 from hea_screen.inference.tokens import Encoded
 
 log = logging.getLogger(__name__)
 
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "int8")
-
-#: Precisions each provider runs, in the order ``precision="auto"`` prefers them.
-PROVIDER_PRECISIONS: dict[str, tuple[str, ...]] = {CUDA: ("fp16", "fp32"), CPU: ("int8", "fp32")}
 
 _OUTPUT = "logits"
 
@@ -128,13 +130,6 @@ def bundle_format(root: Path) -> object:
         )
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         return None
-
-
-def cuda_usable() -> bool:
-    """Whether ONNX Runtime has its CUDA provider and an NVIDIA GPU is visible."""
-    if CUDA not in ort.get_available_providers():
-        return False
-    return bool(glob.glob("/dev/nvidia[0-9]*") or glob.glob("/proc/driver/nvidia/gpus/*"))
 
 
 class Predictor:
@@ -308,41 +303,6 @@ class Predictor:
             )
             for spec in self.bundle.targets
         ]
-
-
-def session_options(threads: int | None) -> ort.SessionOptions:
-    """ONNX Runtime options of every predictor session: all graph optimizations, quiet, no
-    per-session memory arena and no per-shape memory pattern, ``threads`` intra-op threads."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    # one arena per session would keep each fold model's peak buffers for good: with
-    # 10 sessions at batch 512 that measured 1.15 GB resident against 0.24 GB without,
-    # at the same speed (docs/inference.md)
-    options.enable_cpu_mem_arena = False
-    # a memory pattern (an allocation plan) is cached per distinct input shape, and
-    # length-bucketed batches of a sampled space have hundreds of shapes: on, RSS crept
-    # from 0.23 to 0.45 GB over 25 batches of 1,024; off, it stayed at 0.19-0.23 GB
-    options.enable_mem_pattern = False
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return options
-
-
-def as_table(compositions: Any) -> CompositionTable:
-    """A :class:`CompositionTable` from a table, one composition, or an iterable of them.
-
-    The same rules as ``featurize`` (:func:`~hea_screen.compositions.table.to_table`): a dict, a
-    set,
-    bytes or a non-iterable are refused, and a bad text raises naming its row.
-    """
-    if isinstance(compositions, pl.DataFrame):
-        raise UserInputError(
-            "predict() takes compositions, not a DataFrame: pass frame['composition'] "
-            "(and the features frame as features=)"
-        )
-    return to_table(compositions)
 
 
 def _checked_features(table: CompositionTable, features: pl.DataFrame) -> pl.DataFrame:

@@ -36,8 +36,9 @@ import onnxruntime as ort
 import polars as pl
 
 from hea_screen.compositions.features import featurize
-from hea_screen.compositions.table import CompositionTable
+from hea_screen.compositions.table import CompositionTable, to_table
 from hea_screen.conditions import PHASE, PHASES, Condition
+from hea_screen.errors import UserInputError
 from hea_screen.inference.applicability import TrainingSet
 from hea_screen.inference.bundle import (
     TRANSFORMER,
@@ -47,7 +48,21 @@ from hea_screen.inference.bundle import (
     load_task_bundle,
 )
 from hea_screen.inference.design import condition_matrix
-from hea_screen.inference.paper_predictor import as_table, session_options
+from hea_screen.inference.runtime import session_options
+
+
+def as_table(compositions: Any) -> CompositionTable:
+    """A :class:`CompositionTable` from a table, one composition, or an iterable of them.
+
+    The same rules as ``featurize`` (:func:`~hea_screen.compositions.table.to_table`): a dict,
+    a set, bytes or a non-iterable are refused, and a bad text raises naming its row.
+    """
+    if isinstance(compositions, pl.DataFrame):
+        raise UserInputError(
+            "predict() takes compositions, not a DataFrame: pass frame['composition'] "
+            "(and the features frame as features=)"
+        )
+    return to_table(compositions)
 
 
 def phase_column(phase: str) -> str:
