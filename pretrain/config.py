@@ -30,6 +30,7 @@ import yaml
 
 from hea_screen.datasets.sources import TARGETS
 from hea_screen.errors import UserInputError
+from hea_screen.inference.families import FAMILIES
 from pretrain.baseline_config import BaselineConfig
 
 #: Named BERT sizes: hidden size, layers, attention heads, feed-forward size.
@@ -55,13 +56,7 @@ MODEL_SIZES: dict[str, dict[str, int]] = {
 }
 
 #: Tabular model families of the condition-aware run (see pretrain.tabular).
-TABULAR_FAMILIES: tuple[str, ...] = (
-    "extra_trees",
-    "random_forest",
-    "gradient_boosting",
-    "gp_noise",
-    "knn",
-)
+TABULAR_FAMILIES: tuple[str, ...] = FAMILIES
 
 #: Longest token sequence a model accepts (8 elements with features need 33 tokens).
 MAX_POSITION_EMBEDDINGS = 64

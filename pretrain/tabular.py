@@ -1,20 +1,12 @@
 """Tabular members and baselines of the condition-aware run, on :mod:`hea_screen.inference.design`
 inputs.
 
-Families (:data:`FAMILIES`), each a scikit-learn estimator that skl2onnx converts to ONNX:
-
-- ``extra_trees``: ExtraTrees tuned on the validation part of the training fold over
-  :data:`ET_GRID` (features per split, minimum leaf size), then refitted on the whole
-  training fold;
-- ``random_forest``, ``gradient_boosting``: scikit-learn defaults (seeded; forests with
-  ``n_estimators`` trees);
-- ``gp_noise``: Gaussian process ``C·RBF + White`` (a noise term, all hyper-parameters by
-  marginal likelihood) on standardized inputs, ``normalize_y``;
-- ``knn``: 5 nearest neighbours on standardized inputs.
-
-For the phase task the same families classify (GP and KNN as classifiers too). Every
-regression family predicts in the task's own unit; selection compares families on the
-validation part only (:func:`fit_family`).
+Families (:data:`FAMILIES`, built by :func:`hea_screen.inference.families.make_estimator`,
+the one definition that ``hea-screen update`` refits with), each a scikit-learn estimator that
+skl2onnx converts to ONNX. ExtraTrees is tuned on the validation part of the training fold over
+:data:`ET_GRID` (features per split, minimum leaf size), then refitted on the whole training
+fold. Every regression family predicts in the task's own unit; selection compares families on
+the validation part only (:func:`fit_family`).
 """
 
 from __future__ import annotations
@@ -25,21 +17,10 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
-from sklearn.ensemble import (
-    ExtraTreesClassifier,
-    ExtraTreesRegressor,
-    GradientBoostingClassifier,
-    GradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.gaussian_process import GaussianProcessClassifier, GaussianProcessRegressor
-from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
-from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline
 
+from hea_screen.inference.families import make_estimator
 from pretrain.config import TABULAR_FAMILIES
 
 FAMILIES: tuple[str, ...] = TABULAR_FAMILIES
@@ -58,34 +39,6 @@ LABELS: dict[str, str] = {
 ET_GRID: tuple[dict[str, Any], ...] = tuple(
     {"max_features": mf, "min_samples_leaf": 2} for mf in (0.33, 0.66, 1.0)
 )
-
-
-def make_estimator(family: str, classify: bool, seed: int, n_estimators: int) -> BaseEstimator:
-    """An unfitted estimator of ``family`` (see module docstring)."""
-    if family == "extra_trees":
-        cls = ExtraTreesClassifier if classify else ExtraTreesRegressor
-        return cls(n_estimators=n_estimators, random_state=seed, n_jobs=1)
-    if family == "random_forest":
-        cls = RandomForestClassifier if classify else RandomForestRegressor
-        return cls(n_estimators=n_estimators, min_samples_leaf=2, random_state=seed, n_jobs=1)
-    if family == "gradient_boosting":
-        cls = GradientBoostingClassifier if classify else GradientBoostingRegressor
-        return cls(random_state=seed)
-    if family == "gp_noise":
-        if classify:
-            return make_pipeline(
-                StandardScaler(),
-                GaussianProcessClassifier(ConstantKernel() * RBF(), random_state=seed),
-            )
-        kernel = ConstantKernel() * RBF() + WhiteKernel()
-        return make_pipeline(
-            StandardScaler(),
-            GaussianProcessRegressor(kernel=kernel, normalize_y=True, random_state=seed),
-        )
-    if family == "knn":
-        cls = KNeighborsClassifier if classify else KNeighborsRegressor
-        return make_pipeline(StandardScaler(), cls())
-    raise ValueError(f"unknown family {family!r}: choose from {', '.join(FAMILIES)}")
 
 
 def validation_loss(model: BaseEstimator, x: np.ndarray, y: np.ndarray, classify: bool) -> float:

@@ -54,6 +54,7 @@ from hea_screen.inference.bundle import (
     task_relpath,
 )
 from hea_screen.inference.design import design_matrix
+from hea_screen.inference.families import make_estimator
 from hea_screen.inference.paper_bundle import MANIFEST_FILE, TRAINING_SET_FILE
 from hea_screen.inference.predictor import TaskPredictor
 
@@ -209,8 +210,6 @@ def _refit_task(
     """The refitted fold models of ``task`` and the conformal scores of the refitted
     ensemble: ``|y − fold model that left the row out| / std over the fold models``."""
     from skl2onnx import to_onnx
-
-    from pretrain.tabular import make_estimator
 
     model = bundle.task(task)
     folds = len(model.files)
