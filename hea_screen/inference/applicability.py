@@ -28,11 +28,12 @@ import numpy as np
 import polars as pl
 
 from hea_screen.compositions.composition import SCALE
-from hea_screen.compositions.table import CompositionTable
+from hea_screen.compositions.table import CompositionTable, for_each_block
 from hea_screen.errors import BundleError, CompositionError
 
-#: Candidate rows per chunk of the nearest-neighbour search (bounds the temporary array).
-_CHUNK_CELLS = 1 << 23
+#: Cells (candidate rows x training alloys) per chunk of the nearest-neighbour search: bounds
+#: the temporary arrays and keeps them near the cache.
+_CHUNK_CELLS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -127,26 +128,39 @@ class TrainingSet:
         self, table: CompositionTable
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Largest shared fraction ``Σ min(x, t)`` (millionths) and its training row, per
-        target (index into that target's own rows)."""
+        target (index into that target's own rows).
+
+        Works on the table's slots (each row's non-zero elements), so the cost is rows ×
+        training alloys × elements per row, whatever the size of the palette."""
         n = len(table)
-        train = np.zeros((len(self.texts), len(table.elements)), dtype=np.int32)
+        # train_t[j, i]: fraction of the table's element j in training alloy i
+        train_t = np.zeros((len(table.elements), len(self.texts)), dtype=np.int32)
         own = {el: j for j, el in enumerate(self.table.elements)}
         for j, el in enumerate(table.elements):
             if el in own:
-                train[:, j] = self.table.micro[:, own[el]]
+                train_t[j] = self.table.micro[:, own[el]]
         overlap = {k: np.zeros(n, dtype=np.int64) for k in self.targets}
         index = {k: np.zeros(n, dtype=np.int64) for k in self.targets}
-        step = max(1, _CHUNK_CELLS // max(1, train.size))
-        for start in range(0, n, step):
-            rows = slice(start, start + step)
-            shared = np.minimum(table.micro[rows, None, :], train[None, :, :]).sum(
-                axis=2, dtype=np.int64
-            )
-            for name, member in self.members.items():
-                sub = shared[:, member]
-                best = sub.argmax(axis=1)
-                index[name][rows] = best
-                overlap[name][rows] = sub[np.arange(len(best)), best]
+        slots = table.slots()
+        step = max(1, _CHUNK_CELLS // max(1, train_t.shape[1]))
+
+        def search(block: slice) -> None:
+            for start in range(block.start, min(block.stop, n), step):
+                rows = slice(start, min(start + step, block.stop, n))
+                shared = np.zeros((rows.stop - rows.start, train_t.shape[1]), dtype=np.int32)
+                gathered = np.empty_like(shared)
+                for s in range(slots.width):
+                    # padding slots hold fraction 0 and add nothing
+                    np.take(train_t, slots.index[s, rows], axis=0, out=gathered)
+                    np.minimum(slots.micro[s, rows, None], gathered, out=gathered)
+                    shared += gathered
+                for name, member in self.members.items():
+                    sub = shared[:, member]
+                    best = sub.argmax(axis=1)
+                    index[name][rows] = best
+                    overlap[name][rows] = sub[np.arange(len(best)), best]
+
+        for_each_block(n, search)
         return overlap, index
 
 
