@@ -111,3 +111,30 @@ def test_bad_options_are_clean_errors(files, capsys, args, message):
     assert status == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_chunks_and_text_blocks_do_not_change_the_output(tmp_path, monkeypatch):
+    """A file read, parsed and predicted in chunks of 2 rows, its text decoded in blocks of
+    3 bytes (lines and "\\r\\n" cut across blocks, a non-ASCII line), gives the rows of one
+    chunk; duplicated rows rank in row order."""
+    lines = [*TEXTS, TEXTS[0], "", "CoCrFeNi", "Co1 Cr1 Ni1"]
+    source = tmp_path / "alloys.txt"
+    source.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8"))
+    whole = predict(tmp_path, str(source), "--skip-bad", "--bad-rows", str(tmp_path / "b.csv"))
+    assert whole["row"].to_list() == [1, 2, 3, 4, 5, 6, 8, 9]
+    monkeypatch.setattr("hea_screen.screening.predict_file._TEXT_BLOCK", 3)
+    monkeypatch.setattr("hea_screen.screening.predict_file.CHUNK_ROWS", 2)
+    chunked = predict(tmp_path, str(source), "--skip-bad", "--bad-rows", str(tmp_path / "b.csv"))
+    assert chunked.equals(whole)
+    same = whole.filter(pl.col("composition") == str(parse("CoCrFeNi"))).sort("row")
+    assert same["row"].to_list() == [1, 6, 8] and same["rank"].is_sorted()
+    assert pl.read_csv(tmp_path / "b.csv")["row"].to_list() == [7]
+
+
+def test_streamed_csv_equals_the_parquet_rows(files, tmp_path):
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(files["txt"]), "--out", str(out), "--show", "0"]) == 0
+    parquet = predict(tmp_path, str(files["txt"]))
+    assert pl.read_csv(out).columns == parquet.columns
+    assert pl.read_csv(out)["composition"].to_list() == parquet["composition"].to_list()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hea-predict-")]

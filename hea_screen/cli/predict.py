@@ -26,7 +26,7 @@ from hea_screen.conditions import Condition
 from hea_screen.errors import UserInputError
 from hea_screen.output import check_output_path, write_table
 from hea_screen.screening.model_ref import check_ranking, inspect_model
-from hea_screen.screening.predict_file import ORDERS, parse_inputs, predict_rows, read_texts
+from hea_screen.screening.predict_file import ORDERS, check_file, predict_file
 from hea_screen.screening.ranking import OBJECTIVES, RISKS, Ranking
 from hea_screen.screening.spec import (
     parse_weights,
@@ -93,17 +93,17 @@ def run_predict_command(argv: Sequence[str]) -> int:
     )
     info = inspect_model(args.model, args.model_sha256)
     check_ranking(ranking, info)
-    inputs = parse_inputs(read_texts(args.file, args.column))
-    if inputs.bad.height and not args.skip_bad:
-        row, text, reason = inputs.bad.row(0)
+    checked = check_file(args.file, args.column)
+    if checked.bad.height and not args.skip_bad:
+        row, text, reason = checked.bad.row(0)
         raise UserInputError(
-            f"{args.file}: row {row}: {text!r}: {reason} ({inputs.bad.height} bad row(s) in "
+            f"{args.file}: row {row}: {text!r}: {reason} ({checked.bad.height} bad row(s) in "
             "all; fix them or pass --skip-bad to write them to a side file and go on)"
         )
-    if inputs.bad.height:
-        write_table(inputs.bad, bad_path)
-        print(f"skipped {inputs.bad.height} bad row(s): written to {bad_path}", file=sys.stderr)
-    if not len(inputs.table):
+    if checked.bad.height:
+        write_table(checked.bad, bad_path)
+        print(f"skipped {checked.bad.height} bad row(s): written to {bad_path}", file=sys.stderr)
+    if not checked.good:
         raise UserInputError(f"{args.file}: no composition to predict")
     print(
         f"condition: {ranking.condition}; ranking {ranking.objective} on "
@@ -111,17 +111,19 @@ def run_predict_command(argv: Sequence[str]) -> int:
         file=sys.stderr,
     )
     model = replace(model_ref(args), sha256=info.sha256)
-    table = predict_rows(
-        inputs,
+    result = predict_file(
+        checked,
         model,
         ranking,
         info.reference,
+        out=args.out,
         order_by=args.order,
+        head=args.show,
         ingot_mass_g=args.ingot_mass,
         model_sha256=info.sha256,
+        progress=not args.quiet,
     )
-    if args.out:
-        write_table(table, args.out)
+    table = result.head
     if args.show > 0:
         shown = pl.concat(
             [table.select("row").head(args.show), display_table(table, args.show, ranking)],
@@ -137,7 +139,7 @@ def run_predict_command(argv: Sequence[str]) -> int:
         ):
             print(shown)
     print(
-        f"predicted {table.height:,} row(s) of {args.file}"
+        f"predicted {result.rows:,} row(s) of {args.file}"
         + (f"; written to {args.out}" if args.out else ""),
         file=sys.stderr,
     )
