@@ -26,7 +26,8 @@ def cuda_usable() -> bool:
 
 def session_options(threads: int | None) -> ort.SessionOptions:
     """ONNX Runtime options of every predictor session: all graph optimizations, quiet, no
-    per-session memory arena and no per-shape memory pattern, ``threads`` intra-op threads."""
+    per-session memory arena, no per-shape memory pattern and no spinning of idle threads,
+    ``threads`` intra-op threads."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
@@ -38,6 +39,10 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     # length-bucketed batches of a sampled space have hundreds of shapes: on, RSS crept
     # from 0.23 to 0.45 GB over 25 batches of 1,024; off, it stayed at 0.19-0.23 GB
     options.enable_mem_pattern = False
+    # idle intra-op threads spin by default, waiting for the next call: on this shared
+    # 2-core machine under load (load average 5-10), 5 uts folds x 13 batches of 4,096 took
+    # 3.6-4.8 s spinning against 1.0-2.1 s without (docs/benchmarks.md, issue 21)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
