@@ -43,9 +43,9 @@ SPACE_1E7 = ["--elements", "Al,Co,Cr,Cu,Fe,Mn,Mo,Nb,Ni,Ti,V,Zr", "--max-elements
 _SUMMARY = re.compile(r"ranked (\d+) of ([\d,]+) candidates .* in .* \(([\d,]+)/s\)")
 
 
-def run_cli(args: list[str], code: Path | None = None) -> dict[str, object]:
-    """Run ``python -m hea_screen ARGS`` in a fresh process (the package from ``code`` when
-    given); rate, wall time, peak RSS."""
+def timed(args: list[str], code: Path | None = None) -> tuple[str, float, float]:
+    """Run ``python -m hea_screen ARGS --quiet --show 0`` in a fresh process (the package from
+    ``code`` when given): its stderr, wall time (s) and peak RSS (MiB)."""
     cmd = [sys.executable, "-m", "hea_screen", *args, "--quiet", "--show", "0"]
     env = dict(os.environ, PYTHONPATH=str(code or ROOT))
     with tempfile.TemporaryFile("w+") as err:
@@ -60,14 +60,20 @@ def run_cli(args: list[str], code: Path | None = None) -> dict[str, object]:
         text = err.read()
     if proc.returncode != 0:
         raise SystemExit(f"benchmark command failed ({' '.join(cmd)}):\n{text}")
+    return text, wall, usage.ru_maxrss / 1024  # Linux: KiB
+
+
+def run_cli(args: list[str], code: Path | None = None) -> dict[str, object]:
+    """Run a screen (:func:`timed`); rate from its summary line, wall time, peak RSS."""
+    text, wall, peak = timed(args, code)
     m = _SUMMARY.search(text)
     if m is None:
-        raise SystemExit(f"no summary line in the output of {' '.join(cmd)}:\n{text}")
+        raise SystemExit(f"no summary line in the output of hea_screen {' '.join(args)}:\n{text}")
     return {
         "candidates": int(m.group(2).replace(",", "")),
         "candidates_per_s": float(m.group(3).replace(",", "")),
         "wall_s": round(wall, 2),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB
+        "peak_rss_mib": round(peak, 1),
     }
 
 

@@ -81,14 +81,20 @@ class Crash(RuntimeError):
     pass
 
 
-def test_crash_mid_run_on_dask_workers_then_resume(spec, model, uninterrupted, tmp_path):
-    seen = []
+def crash_after(n: int, seen: list[int]):
+    """An ``after_partition`` hook that records partitions and raises after the n-th."""
 
-    def crash_after_two(pid: int, done: int, total: int) -> None:
+    def hook(pid: int, done: int, total: int) -> None:
         seen.append(pid)
-        if len(seen) == 2:
-            raise Crash("simulated crash after two partitions")
+        if len(seen) == n:
+            raise Crash(f"simulated crash after {n} partitions")
 
+    return hook
+
+
+def test_crash_mid_run_on_dask_workers_then_resume(spec, model, uninterrupted, tmp_path):
+    seen: list[int] = []
+    crash_after_two = crash_after(2, seen)
     with pytest.raises(Crash):
         run_batch(
             spec, tmp_path, model, workers=2, processes=False, after_partition=crash_after_two
@@ -131,6 +137,64 @@ def test_one_run_at_a_time_per_directory(spec, model, tmp_path):
         with pytest.raises(UserInputError, match="another batch run is working"):
             run_batch(spec, tmp_path, model, workers=1)
     assert run_batch(spec, tmp_path, model, workers=1)["status"] == "complete"
+
+
+# ------------------------------------------------------------------ two stages
+SHORTLIST = 40  # of 145: the first stage keeps 40 per partition, the re-score reads the best
+
+
+@pytest.fixture(scope="module")
+def two_stage(spec, model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("two_stage")
+    summary = run_batch(spec, out, model, workers=1, shortlist=SHORTLIST)
+    assert summary["first_stage"] == {"folds": 1, "keep": SHORTLIST}
+    assert summary["seconds"]["work_by_stage_all_runs"]["rescore"] > 0
+    return out
+
+
+def test_two_stage_job_is_the_main_commands_two_stage_screen(
+    spec, model, condition_bundle, two_stage
+):
+    """Same fidelity rule as the main command: the same shortlist, the same re-scored rows."""
+    info = inspect_model(condition_bundle)
+    direct = screen(
+        spec.candidates(),
+        spec.ranking,
+        model,
+        info.reference,
+        ingot_mass_g=25.0,
+        shortlist=SHORTLIST,
+    ).table
+    assert pl.read_parquet(two_stage / "ranked.parquet").equals(direct)
+    stored = pl.read_parquet(two_stage / part_file(0))
+    assert "phase_fcc_prob" not in stored.columns  # partitions hold first-stage rows only
+
+
+def test_two_stage_job_killed_and_resumed_is_byte_identical(spec, model, two_stage, tmp_path):
+    with pytest.raises(Crash):
+        run_batch(
+            spec,
+            tmp_path,
+            model,
+            workers=1,
+            shortlist=SHORTLIST,
+            after_partition=crash_after(2, []),
+        )
+    run_batch(spec, tmp_path, model, workers=1, shortlist=SHORTLIST, max_partitions=1)
+    resumed = run_batch(spec, tmp_path, model, workers=1, shortlist=SHORTLIST)
+    assert resumed["partitions_skipped"] == 3 and resumed["partitions_this_run"] == 2
+    for name in ("ranked.csv", "ranked.parquet"):
+        assert (tmp_path / name).read_bytes() == (two_stage / name).read_bytes()
+
+
+def test_an_exact_job_does_not_resume_as_two_stage(spec, model, tmp_path):
+    """Partition files of the single full stage and of a first stage differ: the identity
+    holds the first stage, so switching is refused unless restarted."""
+    run_batch(spec, tmp_path, model, workers=1, max_partitions=1, exact=True)
+    with pytest.raises(UserInputError, match="different first_stage"):
+        run_batch(spec, tmp_path, model, workers=1, shortlist=SHORTLIST)
+    done = run_batch(spec, tmp_path, model, workers=1, exact=True)
+    assert done["status"] == "complete" and done["first_stage"] is None
 
 
 # ------------------------------------------------------------------ hardening

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -82,3 +83,20 @@ def test_exact_flag_on_the_command_line(tmp_path: Path, capsys):
     assert default["composition"].to_list() == exact["composition"].to_list()
     assert main([*base, "--shortlist", "4"]) == 2
     assert "shortlist 4: need at least --top (5)" in capsys.readouterr().err
+
+
+def test_batch_runs_the_two_stages_of_the_main_command(tmp_path: Path):
+    """``hea-screen batch`` with the main command's fidelity rule lists the main command's
+    rows (the same shortlist of 1,000 of 7,051, re-scored by the full ensemble)."""
+    spec = tmp_path / "cantor5.yaml"
+    spec.write_text(
+        "name: cantor5\nspace: {elements: [Co, Cr, Fe, Mn, Ni]}\nranking: {top: 10}\n"
+        "run: {partition_size: 4096}\n"
+    )
+    ranked = tmp_path / "ranked.csv"
+    quiet = ["--quiet", "--shortlist", "1000"]
+    assert main(["--spec", str(spec), "--show", "0", "--out", str(ranked), *quiet]) == 0
+    assert main(["batch", str(spec), "--out", str(tmp_path / "job"), *quiet]) == 0
+    summary = json.loads((tmp_path / "job" / "summary.json").read_text())
+    assert summary["first_stage"] == {"folds": CHEAP_FOLDS, "keep": 1000}
+    assert (tmp_path / "job" / "ranked.csv").read_bytes() == ranked.read_bytes()

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from hea_screen.cli.common import Parser, model_options, model_ref, positive_int, setup_logging
+from hea_screen.cli.common import (
+    Parser,
+    model_options,
+    model_ref,
+    positive_int,
+    setup_logging,
+    stage_options,
+    workers,
+)
 from hea_screen.output import check_writable_dir
 from hea_screen.screening.jobs import run_batch
 from hea_screen.screening.spec import (
@@ -32,6 +39,7 @@ def batch_parser() -> argparse.ArgumentParser:
         help="stop after N partitions (the next run resumes)",
     )
     p.add_argument("--restart", action="store_true", help="discard a different earlier job")
+    stage_options(p.add_argument_group("two stages (as for a screen)"))
     model_options(p)
     return p
 
@@ -52,7 +60,7 @@ def run_batch_command(argv: Sequence[str]) -> int:
         spec,
         args.out,
         model_ref(args),
-        workers=args.workers or os.cpu_count() or 1,
+        workers=workers(args.workers, spec.candidates().size),
         scheduler=args.scheduler,
         progress=not args.quiet,
         confirmed=args.yes,
@@ -60,6 +68,8 @@ def run_batch_command(argv: Sequence[str]) -> int:
         max_partitions=args.max_partitions,
         after_partition=logged,
         spec_path=args.spec,
+        exact=args.exact,
+        shortlist=args.shortlist,
     )
     print(
         f"{summary['job']}: {summary['status']}; partitions {summary['partitions_done']}"

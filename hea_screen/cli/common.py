@@ -16,6 +16,7 @@ from hea_screen.conditions import TASKS_BY_NAME, Condition, Processing, TestType
 from hea_screen.inference.runtime import DEVICES, PRECISIONS
 from hea_screen.screening.engine import IN_PROCESS_SPACE
 from hea_screen.screening.model_ref import DEFAULT_BATCH, ModelRef
+from hea_screen.screening.partition import MIN_SHORTLIST, SHORTLIST_FACTOR
 from hea_screen.screening.ranking import Ranking
 from hea_screen.screening.spec import parse_condition
 
@@ -104,6 +105,23 @@ def model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--yes", action="store_true", help="confirm a space above 1,000,000 candidates")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO)")
+
+
+def stage_options(group: argparse._ActionsContainer) -> None:
+    """``--exact`` and ``--shortlist``: the two-stage rule of a screen and a batch job."""
+    group.add_argument(
+        "--exact",
+        action="store_true",
+        help="run every fold model on every candidate (default: fold 0 scores all, the full "
+        f"ensemble re-scores the best {SHORTLIST_FACTOR} x --top, at least {MIN_SHORTLIST:,})",
+    )
+    group.add_argument(
+        "--shortlist",
+        type=positive_int,
+        metavar="N",
+        help=f"candidates the full ensemble re-scores (default {SHORTLIST_FACTOR} x --top, at "
+        f"least {MIN_SHORTLIST:,})",
+    )
 
 
 def condition_options(group: argparse._ActionsContainer) -> None:

@@ -24,13 +24,13 @@ from hea_screen.cli.common import (
     number,
     positive_int,
     setup_logging,
+    stage_options,
     workers,
 )
 from hea_screen.errors import UserInputError
 from hea_screen.output import check_output_path, write_table
 from hea_screen.screening.engine import LARGE_SPACE, estimate, guard_size, screen
 from hea_screen.screening.model_ref import check_inputs, check_ranking, inspect_model
-from hea_screen.screening.partition import MIN_SHORTLIST, SHORTLIST_FACTOR
 from hea_screen.screening.ranking import OBJECTIVES, RISKS, Ranking
 from hea_screen.screening.space import MAX_INDEXABLE, SampledSpace
 from hea_screen.screening.spec import (
@@ -109,19 +109,7 @@ def screen_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--top", type=positive_int, metavar="N", help="rows in the ranking (default 100)"
     )
-    r.add_argument(
-        "--exact",
-        action="store_true",
-        help="run every fold model on every candidate (default: fold 0 scores all, the full "
-        f"ensemble re-scores the best {SHORTLIST_FACTOR} x --top, at least {MIN_SHORTLIST:,})",
-    )
-    r.add_argument(
-        "--shortlist",
-        type=positive_int,
-        metavar="N",
-        help=f"candidates the full ensemble re-scores (default {SHORTLIST_FACTOR} x --top, at "
-        f"least {MIN_SHORTLIST:,})",
-    )
+    stage_options(r)
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="FILE", help="write the ranking as .csv, .parquet or .json")
     o.add_argument(

@@ -40,9 +40,9 @@ from hea_screen.datasets.sources import sha256_file
 from hea_screen.errors import UserInputError
 from hea_screen.output import write_json, write_table
 from hea_screen.screening.cluster import run_partitions
-from hea_screen.screening.engine import guard_size, result_table
+from hea_screen.screening.engine import guard_size, rescore, result_table
 from hea_screen.screening.model_ref import ModelRef, check_inputs, check_ranking, inspect_model
-from hea_screen.screening.partition import plan_partitions
+from hea_screen.screening.partition import Stage, first_stage, plan_partitions
 from hea_screen.screening.ranking import Partial, merge_all
 from hea_screen.screening.spec import ScreenSpec
 
@@ -262,8 +262,17 @@ def run_batch(
     max_partitions: int | None = None,
     after_partition: Callable[[int, int, int], None] | None = None,
     spec_path: str | None = None,
+    exact: bool = False,
+    shortlist: int | None = None,
 ) -> dict[str, object]:
     """Run (or resume) the batch job of ``spec`` in ``out_dir``; return the run summary.
+
+    Two stages, with the rule of the main command (:func:`first_stage`): each partition
+    stores its first-stage shortlist (fold 0 of the ranked tasks), and once every partition
+    is done the full ensemble re-scores the merged shortlist (:func:`rescore`), so the ranked
+    table is the main command's. ``exact``, or a space no larger than the shortlist, runs
+    the single full stage instead (every fold, phase and nearest training data on every
+    candidate; partition files of earlier versions' jobs resume with it).
 
     ``max_partitions`` stops after that many partitions in this run (a time-boxed nightly
     slot); ``after_partition(pid, done, total)`` is called once a partition is durably
@@ -284,6 +293,8 @@ def run_batch(
     parts = plan_partitions(
         candidates.size, model.batch_size, spec.partition_size or DEFAULT_PARTITION, 1
     )
+    cheap = first_stage(spec.ranking, candidates.size, exact, shortlist)
+    stage: Stage | None = cheap if cheap.folds is not None else None
     identity: dict[str, object] = {
         "spec": spec.fingerprint(),
         "space": candidates.fingerprint(),
@@ -293,6 +304,8 @@ def run_batch(
         "partitions": len(parts),
         "candidates": candidates.size,
     }
+    if stage is not None:  # partitions hold first-stage shortlists, not final rows
+        identity["first_stage"] = {"folds": stage.folds, "keep": stage.keep}
     with Job(out_dir, identity).locked(restart) as job:
         done_before = job.finished()
         pending = [(pid, lo, hi) for pid, (lo, hi) in enumerate(parts) if pid not in done_before]
@@ -326,6 +339,7 @@ def run_batch(
                 scheduler=scheduler,
                 processes=processes,
                 progress=progress,
+                stage=stage,
             )
         complete = len(job.entries) == len(parts)
         summary: dict[str, object] = {
@@ -347,21 +361,26 @@ def run_batch(
             "partitions_this_run": len(pending),
             "workers": workers,
             "scheduler": scheduler,
+            "first_stage": identity.get("first_stage"),
             "started_at": started,
         }
+        rescored: dict[str, float] = {}  # seconds of the second stage, when it ran
         if complete:
-            merged = merge_all(job.partials(), spec.ranking.top)
+            merged = merge_all(job.partials(), spec.ranking.top if stage is None else stage.keep)
             assert merged is not None
+            if stage is not None:
+                merged = rescore(merged, model, spec.ranking, info.reference, candidates.elements)
+                rescored = dict(merged.seconds)
             table = result_table(merged, spec.ranking, spec.ingot_mass_g, info.sha256)
             for name in RESULTS:
                 write_table(table, job.out / name)
             summary["results"] = list(RESULTS)
             summary["ranked_rows"] = table.height
             summary["pareto_front_size"] = merged.front.height
-        stages: dict[str, float] = {}
+        stages: dict[str, float] = dict(rescored)
         for entry in job.entries.values():
-            for stage, s in entry["seconds"].items():  # type: ignore[union-attr]
-                stages[stage] = stages.get(stage, 0.0) + s
+            for step, s in entry["seconds"].items():  # type: ignore[union-attr]
+                stages[step] = stages.get(step, 0.0) + s
         wall = time.perf_counter() - t0
         this_run = sum(hi - lo for _, lo, hi in pending)
         run = {
