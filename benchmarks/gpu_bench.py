@@ -1,18 +1,21 @@
-"""GPU throughput of the multi-task transformer member: fp16, I/O binding, batch-size sweep.
+"""GPU throughput of the transformer member of a bundle: fp16, I/O binding, batch-size sweep.
 
-One run, one table. For each batch size, random 5-element candidates of a sampled space
-are featurized, encoded (one encoding per batch feeds every fold network) and run through
-every fold network of the bundle's transformer on ONNX Runtime's CUDA provider, in fp16
-(converted from the bundle's fp32 networks with inputs and outputs kept as they are), with
-inputs and outputs bound to the GPU (I/O binding). It prints candidates/s end to end
-(featurize + encode + every fold) and the share of that time spent in the networks, and,
-in the same run, the fp32 CUDA figure at the largest batch as the reference.
+One run, one table. For each batch size, 5-element candidates of a sampled space are
+featurized and predicted by the bundle's predictor (``hea_screen.load_model``: tokens grouped
+by length, one encoding per batch feeds every fold network, inputs and outputs bound to the
+GPU) on ONNX Runtime's CUDA provider with the bundle's fp16 variant, for every task the
+transformer ships for (no applicability columns). It prints candidates/s end to end
+(featurize + predict) and the share of that time spent in ``predict``, and, in the same run,
+the fp32 CUDA figure at the largest batch as the reference.
 
     python -m benchmarks.gpu_bench --bundle BUNDLE [--batches 1024,4096,16384,65536]
+    python -m benchmarks.gpu_bench --bundle BUNDLE --device cpu    # the same sweep on CPUs
 
-The bundle must ship the transformer for at least one task (``hea-export --conditions`` of a
-run whose selection picked it; the shipped default bundle ships tree ensembles only). Where
-no CUDA provider is usable the script says so and exits with status 2.
+The bundle must ship the transformer (``hea-export --conditions RUN --member transformer``,
+or a run whose selection picked it; the shipped default bundle ships tree ensembles only).
+Where no CUDA provider is usable, ``--device cuda`` (the default) says so and exits with
+status 2; ``--device cpu`` runs the same sweep on the CPU provider with the int8 variant (fp32
+where the bundle has no int8), against fp32, so the script can be checked on any machine.
 """
 
 from __future__ import annotations
@@ -22,10 +25,9 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
-
-CUDA = "CUDAExecutionProvider"
 
 
 def fail(message: str) -> None:
@@ -34,85 +36,76 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def fp16_bytes(fp32: bytes) -> bytes:
-    """The fp32 network converted to fp16 inside, its inputs and outputs kept."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = convert_float_to_float16(onnx.load_from_string(fp32), keep_io_types=True)
-    return model.SerializeToString()
-
-
-def bound_run(session: ort.InferenceSession, feed: dict[str, ort.OrtValue]) -> None:
-    """One run with inputs and output on the GPU (the output stays there)."""
-    binding = session.io_binding()
-    for name, value in feed.items():
-        binding.bind_ortvalue_input(name, value)
-    binding.bind_output("logits", "cuda", 0)
-    session.run_with_iobinding(binding)
-    binding.synchronize_outputs()
-
-
-def sweep(bundle, sessions, space, batches: list[int], repeats: int) -> list[dict]:
-    """candidates/s and model share per batch size (best of ``repeats``)."""
+def sweep(
+    bundle: str, device: str, precision: str, space: Any, batches: list[int], repeats: int
+) -> list[dict[str, Any]]:
+    """candidates/s and predict share per batch size (best of ``repeats``)."""
     from hea_screen.compositions.features import featurize
     from hea_screen.conditions import Condition
+    from hea_screen.inference.bundle import TRANSFORMER
+    from hea_screen.inference.predictor import load_model
 
     rows = []
     for batch in batches:
+        predictor = load_model(bundle, device, precision, batch_size=batch)
+        tasks = [t.task.name for t in predictor.bundle.tasks if t.kind == TRANSFORMER]
         best = None
-        for r in range(repeats + 1):  # the first pass warms up (CUDA kernels, allocator)
+        for r in range(repeats + 1):  # the first pass warms up (kernels, allocator)
             lo = (r * batch) % max(1, space.size - batch)
             table = space.table(lo, lo + batch)
             t0 = time.perf_counter()
             feats = featurize(table)
-            encoded = bundle.encoder.encode(table, feats, Condition()).as_dict()
-            feed = {k: ort.OrtValue.ortvalue_from_numpy(v, "cuda", 0) for k, v in encoded.items()}
             t1 = time.perf_counter()
-            for session in sessions:
-                bound_run(session, feed)
+            predictor.predict(table, Condition(), tasks, feats, applicability=False)
             t2 = time.perf_counter()
             if r and (best is None or t2 - t0 < best[0]):
                 best = (t2 - t0, t2 - t1)
+        assert best is not None
         total, model = best
         rows.append(
-            {"batch": batch, "candidates_per_s": batch / total, "model_share": model / total}
+            {
+                "provider": predictor.provider,
+                "precision": predictor.precision,
+                "batch": batch,
+                "candidates_per_s": batch / total,
+                "predict_share": model / total,
+            }
         )
     return rows
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", required=True, help="condition-aware bundle with a transformer")
     p.add_argument("--batches", default="1024,4096,16384,65536")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--json", type=Path)
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    from hea_screen.errors import UserInputError
+    from hea_screen.inference.bundle import load_task_bundle
     from hea_screen.inference.runtime import cuda_usable
-
-    if CUDA not in ort.get_available_providers() or not cuda_usable():
-        fail(
-            "no usable CUDA provider (ONNX Runtime providers: "
-            f"{', '.join(ort.get_available_providers())}; an NVIDIA GPU must be visible): "
-            "run this on a GPU machine; the GPU figures stay unmeasured (docs/benchmarks.md)"
-        )
-    from hea_screen.inference.bundle import TRANSFORMER, load_task_bundle
     from hea_screen.screening.space import SampledSpace
     from hea_screen.screening.spec import build_space, parse_elements
 
-    bundle = load_task_bundle(args.bundle)
-    files = next((t.files for t in bundle.tasks if t.kind == TRANSFORMER), None)
-    if files is None or bundle.encoder is None:
+    if args.device == "cuda" and not cuda_usable():
+        fail(
+            "no usable CUDA provider (ONNX Runtime providers: "
+            f"{', '.join(ort.get_available_providers())}; an NVIDIA GPU must be visible): "
+            "run this on a GPU machine (or --device cpu); the GPU figures stay unmeasured "
+            "(docs/benchmarks.md)"
+        )
+    try:
+        bundle = load_task_bundle(args.bundle)
+    except UserInputError as exc:
+        fail(str(exc))
+    if not bundle.variants:
         fail(f"{args.bundle} ships no transformer member: its tasks all use tabular models")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-
-    def sessions(convert) -> list[ort.InferenceSession]:
-        return [
-            ort.InferenceSession(convert(bundle.read(rel)), options, providers=[CUDA])
-            for rel in files
-        ]
-
+    fast = "fp16" if args.device == "cuda" else "int8"
+    if fast not in bundle.variants:
+        print(f"gpu_bench: {args.bundle} has no {fast} variant ({bundle.variant_note(fast)}); "
+              "sweeping fp32", file=sys.stderr)
+        fast = "fp32"
     batches = [int(b) for b in args.batches.split(",")]
     space = SampledSpace(
         build_space(
@@ -121,21 +114,18 @@ def main() -> int:
         max(batches) * (args.repeats + 2),
         seed=0,
     )
-    rows = [
-        {"precision": "fp16", **r}
-        for r in sweep(bundle, sessions(fp16_bytes), space, batches, args.repeats)
-    ]
-    rows += [
-        {"precision": "fp32", **r}
-        for r in sweep(bundle, sessions(bytes), space, batches[-1:], args.repeats)
-    ]
-    print(f"transformer: {len(files)} fold networks; {ort.get_device()}; 5-element candidates")
-    print(f"{'precision':9} {'batch':>7} {'cand/s':>11} {'model share':>12} {'vs fp32':>8}")
+    rows = sweep(args.bundle, args.device, fast, space, batches, args.repeats)
+    rows += sweep(args.bundle, args.device, "fp32", space, batches[-1:], args.repeats)
+    folds = len(bundle.variants["fp32"])
+    print(f"transformer: {folds} fold networks; 5-element candidates")
+    print(f"{'provider':22} {'precision':9} {'batch':>7} {'cand/s':>11} {'predict share':>14} "
+          f"{'vs fp32':>8}")
     reference = rows[-1]["candidates_per_s"]
     for r in rows:
         print(
-            f"{r['precision']:9} {r['batch']:>7,} {r['candidates_per_s']:>11,.0f} "
-            f"{r['model_share']:>11.0%} {r['candidates_per_s'] / reference:>7.1f}x"
+            f"{r['provider']:22} {r['precision']:9} {r['batch']:>7,} "
+            f"{r['candidates_per_s']:>11,.0f} {r['predict_share']:>13.0%} "
+            f"{r['candidates_per_s'] / reference:>7.1f}x"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -1,30 +1,32 @@
-"""Inference throughput: this engine (ONNX Runtime, length-bucketed) vs the paper-style path.
+"""Inference throughput of the transformer member: this engine (ONNX Runtime,
+length-bucketed) vs the paper-style path.
 
-For N random 5-element compositions (seeded), measured end to end from a
-``CompositionTable`` (features + tokens + model), compositions per second:
+For N random 5-element compositions (seeded), at tension, 25 °C, as-cast, measured end to
+end from a ``CompositionTable`` (features + tokens + model), compositions per second:
 
 - paper-style: PyTorch ``transformers`` with every input padded to 512 tokens, batch 64
-  (defect 5 of the paper's release), on fold 0 of the first target. The model is the very
-  same fine-tuned model: its 64 position embeddings are copied into a 512-position copy
-  (rows beyond 64 only ever see padding, which the attention mask hides), and the
+  (defect 5 of the paper's release), on the transformer's fold 0. The model is the very
+  same trained network: its position embeddings are copied into a 512-position copy
+  (rows beyond the original only ever see padding, which the attention mask hides), and the
   benchmark checks that its outputs equal the ONNX fp32 outputs;
-- this engine, one model: ONNX Runtime on the same fold's ONNX file, rows grouped by
-  length (here all 27 tokens: no padding at all), batch 1024, fp32 and int8; with the
-  fraction of a measured fp32 ONNX Runtime matmul throughput that the model alone reaches
-  (its FLOPs over the time of the model calls on pre-tokenized batches);
-- this engine, the full predictor (``hea_screen.load_model``): every fold model of every
-  target (10 models), fold mean and std, applicability columns; fp32 and int8;
+- this engine, one network: ONNX Runtime on the same fold's ONNX file, rows grouped by
+  length (here all 29 tokens: no padding at all), batch 1024, fp32 and int8; with the
+  fraction of a measured fp32 ONNX Runtime matmul throughput that the network alone reaches
+  (its FLOPs over the time of the network calls on pre-tokenized batches);
+- this engine, the full predictor (``hea_screen.load_model``): every fold network, every
+  task the transformer ships for, fold mean and std, intervals, applicability columns;
+  fp32 and int8;
 - on a GPU (CUDA provider usable): the fp16 predictor with large batches, and the fraction
   of the GPU's measured fp16 matmul throughput it reaches end to end; otherwise the GPU
   row says "not measured (no GPU)".
 
 Run::
 
-    python -m benchmarks.inference_bench --bundle BUNDLE [--run RUN] [--json out.json]
+    python -m benchmarks.inference_bench --bundle BUNDLE --run RUN [--json out.json]
 
-The bundle must hold fp32 and int8 (``hea-export`` writes every variant by default);
-``--run`` defaults to the run directory recorded in the bundle's manifest (the PyTorch
-model is read from there).
+The bundle is a condition-aware bundle with the transformer member in fp32 and int8
+(``hea-export --conditions RUN --member transformer``); ``RUN`` is the training run it was
+exported from (the PyTorch fold network is read from ``RUN/conditions/transformer/``).
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ from transformers import BertForSequenceClassification
 from hea_screen import featurize, load_model
 from hea_screen.compositions.composition import SCALE
 from hea_screen.compositions.table import CompositionTable
-from hea_screen.inference.paper_bundle import Bundle, load_bundle, onnx_relpath
+from hea_screen.conditions import Condition
+from hea_screen.inference.bundle import TRANSFORMER, TaskBundle, load_task_bundle
 from hea_screen.inference.runtime import CPU, CUDA, cuda_usable
 from pretrain.atomic import write_text_atomic
 
@@ -99,42 +102,48 @@ def paper_model(model_dir: Path) -> BertForSequenceClassification:
     return wide
 
 
+def encode(bundle: TaskBundle, table: CompositionTable) -> Any:
+    """Tokens of ``table`` at tension, 25 °C, as-cast (the condition tokens change no cost)."""
+    assert bundle.encoder is not None
+    return bundle.encoder.encode(table, featurize(table), Condition())
+
+
 def paper_path(
-    model: BertForSequenceClassification, bundle: Bundle, table: CompositionTable
+    model: BertForSequenceClassification, bundle: TaskBundle, table: CompositionTable
 ) -> np.ndarray:
-    """Features, tokens padded to 512, PyTorch forward in batches of 64: standardized outputs."""
-    encoded = bundle.encoder().encode(table, featurize(table) if bundle.use_features else None)
+    """Features, tokens padded to 512, PyTorch forward in batches of 64: raw outputs."""
+    encoded = encode(bundle, table)
     pad = PAPER_LENGTH - encoded.input_ids.shape[1]
     arrays = {k: np.pad(v, ((0, 0), (0, pad))) for k, v in encoded.as_dict().items()}
     out = []
     with torch.inference_mode():
         for start in range(0, len(table), PAPER_BATCH):
             batch = {k: torch.from_numpy(v[start : start + PAPER_BATCH]) for k, v in arrays.items()}
-            out.append(model(**batch).logits[:, 0].numpy())
+            out.append(model(**batch).logits.numpy())
     return np.concatenate(out)
 
 
 def engine_one_model(
-    session: ort.InferenceSession, bundle: Bundle, table: CompositionTable, batch: int
+    session: ort.InferenceSession, bundle: TaskBundle, table: CompositionTable, batch: int
 ) -> np.ndarray:
     """Features, tokens grouped by length (no padding), ONNX Runtime in batches of ``batch``."""
-    features = featurize(table) if bundle.use_features else None
+    features = featurize(table)
     counts = (table.micro > 0).sum(axis=1)
-    out = np.empty(len(table), dtype=np.float32)
-    encoder = bundle.encoder()
+    out = np.empty((len(table), session.get_outputs()[0].shape[1]), dtype=np.float32)
+    assert bundle.encoder is not None
     for k in np.unique(counts):
         rows = np.flatnonzero(counts == k)
-        encoded = encoder.encode(table.take(rows), None if features is None else features[rows])
+        encoded = bundle.encoder.encode(table.take(rows), features[rows], Condition())
         for start in range(0, len(rows), batch):
             feed = {name: v[start : start + batch] for name, v in encoded.as_dict().items()}
-            out[rows[start : start + batch]] = session.run(["logits"], feed)[0][:, 0]
+            out[rows[start : start + batch]] = session.run(["logits"], feed)[0]
     return out
 
 
-def cpu_session(path: Path) -> ort.InferenceSession:
+def cpu_session(blob: bytes) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=[CPU])
+    return ort.InferenceSession(blob, options, providers=[CPU])
 
 
 def flops_per_composition(model: dict[str, int], tokens: int) -> float:
@@ -172,11 +181,12 @@ def matmul_flops_per_second(provider: str, n: int, fp16: bool, repeats: int = 5)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--bundle", type=Path, required=True, help="bundle with fp32 and int8 (hea-export)"
+        "--bundle",
+        type=Path,
+        required=True,
+        help="bundle with the transformer in fp32 and int8 (hea-export --member transformer)",
     )
-    p.add_argument(
-        "--run", type=Path, help="training run of the bundle (default: from its manifest)"
-    )
+    p.add_argument("--run", type=Path, required=True, help="training run of the bundle")
     p.add_argument("--n", type=int, default=2048, help="compositions for the engine rows")
     p.add_argument("--torch-n", type=int, default=256, help="compositions for the paper-style row")
     p.add_argument("--gpu-n", type=int, default=200_000, help="compositions for the GPU row")
@@ -184,22 +194,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = p.parse_args(argv)
 
-    bundle = load_bundle(args.bundle)
-    manifest = bundle.manifest
-    missing = [v for v in ("fp32", "int8") if v not in bundle.written_variants]
+    bundle = load_task_bundle(args.bundle)
+    missing = [v for v in ("fp32", "int8") if v not in bundle.variants]
     if missing:
-        p.error(f"{args.bundle} lacks {', '.join(missing)}: export it with every variant")
-    run = args.run or Path(manifest["run"]["path"])
-    target = bundle.targets[0]
-    fold = target.folds[0].fold
-    model_dir = (
-        run / "finetune" / target.name / manifest["run"]["experiment"] / f"fold_{fold}" / "model"
-    )
+        p.error(
+            f"{args.bundle} lacks the transformer's {', '.join(missing)} "
+            f"({'; '.join(bundle.variant_note(v) for v in missing)})"
+        )
+    manifest = bundle.manifest
+    model = manifest[TRANSFORMER]["model"]
+    seed = manifest["protocol"]["shipped_seed"]
+    model_dir = args.run / "conditions" / TRANSFORMER / f"seed_{seed}" / "fold_0" / "model"
+    tasks = [t.task.name for t in bundle.tasks if t.kind == TRANSFORMER]
     threads = torch.get_num_threads()
     table = five_element_table(args.n)
-    tokens = 2 * 5 + 2 + (15 if bundle.use_features else 0)
-    n_models = sum(len(t.folds) for t in bundle.targets)
-    per_comp = flops_per_composition(manifest["model"], tokens)
+    tokens = 2 * 5 + 2 + 15 + 2  # 5 elements, [CLS] and 2 [SEP], 14 features, 2 conditions
+    n_models = len(bundle.variants["fp32"])
+    per_comp = flops_per_composition(model, tokens)
     cpu_matmul = matmul_flops_per_second(CPU, 1024, fp16=False)
 
     rows: list[dict[str, Any]] = []
@@ -233,12 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         best_seconds(lambda: paper_path(wide, bundle, small), max(1, args.repeats - 1)),
     )
 
-    encoded = bundle.encoder().encode(table, featurize(table) if bundle.use_features else None)
+    encoded = encode(bundle, table)
     feeds = [
         {k: v[i : i + 1024] for k, v in encoded.as_dict().items()} for i in range(0, args.n, 1024)
     ]
     for precision in ("fp32", "int8"):
-        session = cpu_session(bundle.file(onnx_relpath(target.name, fold, precision)))
+        session = cpu_session(bundle.read(bundle.variants[precision][0]))
         out = engine_one_model(session, bundle, small, 1024)
         gap = float(np.max(np.abs(out - paper_out)))
         seconds = best_seconds(
@@ -261,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
 
     for precision in ("fp32", "int8"):
         predictor = load_model(args.bundle, device="cpu", precision=precision)
-        seconds = best_seconds(lambda pr=predictor: pr.predict(table), max(1, args.repeats - 1))
+        seconds = best_seconds(
+            lambda pr=predictor: pr.predict(table, Condition(), tasks), max(1, args.repeats - 1)
+        )
         add(
             "this engine: full predictor (all folds, std, applicability)",
             CPU,
@@ -272,11 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     gpu: dict[str, Any] = {"measured": False, "note": "not measured (no GPU)"}
-    if cuda_usable() and "fp16" in bundle.written_variants:
+    if cuda_usable() and "fp16" in bundle.variants:
         predictor = load_model(args.bundle, device="cuda", precision="fp16", batch_size=16384)
         if predictor.provider == CUDA:
             big = five_element_table(args.gpu_n, seed=1)
-            seconds = best_seconds(lambda: predictor.predict(big), args.repeats)
+            seconds = best_seconds(
+                lambda: predictor.predict(big, Condition(), tasks), args.repeats
+            )
             peak = matmul_flops_per_second(CUDA, 8192, fp16=True)
             add(
                 "this engine: full predictor, fp16 + I/O binding, batch 16384",
@@ -297,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"{len(table):,} five-element compositions ({tokens} tokens each); model: hidden "
-        f"{manifest['model']['hidden_size']}, {manifest['model']['num_layers']} layers; "
+        f"{model['hidden_size']}, {model['num_layers']} layers; "
         f"{os.cpu_count()} CPUs, torch threads {threads}, onnxruntime {ort.__version__}"
     )
     header = (
@@ -336,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                 "onnx": onnx.__version__,
             },
             "bundle": str(args.bundle),
-            "model": manifest["model"],
+            "model": model,
             "tokens": tokens,
             "flops_per_composition_per_model": per_comp,
             "cpu_matmul_fp32_flops_per_s": cpu_matmul,

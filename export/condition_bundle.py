@@ -9,11 +9,18 @@ cover, the CV table of every model), ``README.md``, ``training_set.json`` and
 ``oof_predictions.csv``. The bundle is built beside ``out`` and renamed into place. Its
 manifest records the commit of the code that wrote it, and refuses a dirty tree unless
 ``allow_dirty`` (tests) is set, so a shipped bundle always names a committed tree.
+
+Where a task ships the multi-task transformer, its fold networks and their precision
+variants (fp32, fp16, int8, each checked against PyTorch) come from
+:mod:`export.transformer_member`. ``member="transformer"`` (``hea-export --member
+transformer``) writes a bundle of the transformer alone: every task it covers ships with it,
+whatever validation picked (``selection`` in the manifest still says what it picked).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -22,13 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import polars as pl
 
 import hea_screen
-from export.bundle_writer import _install
-from hea_screen.compositions.features import featurize
-from hea_screen.compositions.table import CompositionTable
+from export.transformer_member import VariantOptions, transformer_task, write_transformer
 from hea_screen.conditions import PHASE, PHASES, TASKS_BY_NAME
 from hea_screen.datasets.sources import MPEA_FILE, sha256_file
 from hea_screen.datasets.sources import data_dir as hea_screen_data_dir
@@ -37,24 +41,20 @@ from hea_screen.inference.bundle import (
     FORMAT_VERSION,
     OOF_FILE,
     TABULAR,
-    TRANSFORMER_OUTPUTS,
     task_relpath,
-    transformer_relpath,
 )
 from hea_screen.inference.bundle import TRANSFORMER as TRANSFORMER_KIND
+from hea_screen.inference.bundle_files import MANIFEST_FILE, README_FILE, TRAINING_SET_FILE
 from hea_screen.inference.design import DESIGN_COLUMNS
-from hea_screen.inference.paper_bundle import (
-    MANIFEST_FILE,
-    README_FILE,
-    TOKENIZER_DIR,
-    TRAINING_SET_FILE,
-)
 from pretrain.condition_data import OUT_DIR, TRANSFORMER
 from pretrain.condition_folds import onnx_predict
 from pretrain.tabular import LABELS
 
 #: Largest difference allowed between a shipped fold model and the run's recorded prediction.
 REPRODUCE_RTOL = 1e-5
+
+#: What a bundle holds: each task's validated pick, or the transformer alone.
+MEMBERS: tuple[str, ...] = ("all", TRANSFORMER)
 
 
 def _read_json(path: Path) -> Any:
@@ -123,12 +123,28 @@ def write_condition_bundle(
     overwrite: bool = False,
     allow_dirty: bool = False,
     command: str = "",
+    member: str = "all",
+    variants: VariantOptions | None = None,
 ) -> dict[str, Any]:
-    """Build the bundle (see module docstring); returns its manifest."""
+    """Build the bundle (see module docstring); returns its manifest. ``member``: ``"all"``
+    (each task's validated pick) or ``"transformer"`` (the transformer for every task it
+    covers); ``variants``: the transformer's precision variants and parity bounds."""
+    if member not in MEMBERS:
+        raise UserInputError(f"member {member!r}: choose one of {', '.join(MEMBERS)}")
+    variants = variants or VariantOptions()
     cond = run / OUT_DIR
     selection = _read_json(cond / "selection.json")
     calibration = _read_json(cond / "calibration.json")
     data_info = _read_json(cond / "data.json")
+    shipped = {name: choice["model"] for name, choice in selection.items()}
+    if member == TRANSFORMER:
+        covered = calibration.get(TRANSFORMER, {})
+        shipped = {n: TRANSFORMER for n in selection if n == PHASE.name or n in covered}
+        if not covered:
+            raise UserInputError(
+                f"{cond} has no transformer member: train it (conditions: transformer: true) "
+                "before exporting --member transformer"
+            )
     if out.exists() and not overwrite:
         raise UserInputError(f"{out} exists: pass --overwrite to replace it")
     repo = Path(__file__).resolve().parents[1]
@@ -156,17 +172,17 @@ def write_condition_bundle(
     training: dict[str, Any] = {}
     try:
         shared = None
-        if any(c["model"] == TRANSFORMER for c in selection.values()):
-            shared = _write_transformer(run, cond / TRANSFORMER / f"seed_{first}", staging,
-                                        config.folds)
+        if TRANSFORMER in shipped.values():
             recorded = pl.read_parquet(cond / f"transformer_seed_{first}.parquet")
-        for name, choice in selection.items():
-            model = choice["model"]
+            shared = write_transformer(run, cond / TRANSFORMER / f"seed_{first}", staging,
+                                       config.folds, data, recorded, variants)
+        for name, model in shipped.items():
+            choice = selection[name]
             if model == TRANSFORMER:
                 assert shared is not None
-                folds = _transformer_task(staging, shared, data, recorded, name)
-                tasks[name] = _task_info(name, choice, TRANSFORMER_KIND, folds, data, summary,
-                                         calibration, training)
+                folds = transformer_task(staging, shared, data, recorded, name)
+                tasks[name] = _task_info(name, model, choice, TRANSFORMER_KIND, folds, data,
+                                         summary, calibration, training)
                 continue
             mine = records.filter(pl.col("model") == model, pl.col("task") == name)
             present = sorted(mine["fold"].unique().to_list())
@@ -187,15 +203,18 @@ def write_condition_bundle(
                 (staging / rel).parent.mkdir(parents=True, exist_ok=True)
                 (staging / rel).write_bytes(blob)
                 folds.append({"fold": fold, "file": rel})
-            tasks[name] = _task_info(name, choice, TABULAR, folds, data, summary, calibration,
-                                     training)
+            tasks[name] = _task_info(name, model, choice, TABULAR, folds, data, summary,
+                                     calibration, training)
         (staging / TRAINING_SET_FILE).write_text(json.dumps({"targets": training}))
+        if member == TRANSFORMER:
+            oof = _transformer_oof(cond, config.seeds, data, shipped, calibration)
         oof.filter(pl.col("seed").is_in(config.seeds)).drop("canonical").write_csv(
             staging / OOF_FILE
         )
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "kind": "condition-aware",
+            "member": member,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "code_version": {
                 "hea_screen": hea_screen.__version__,
@@ -234,16 +253,58 @@ def write_condition_bundle(
             "sha256": sha256_file(staging / README_FILE),
             "bytes": (staging / README_FILE).stat().st_size,
         }
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        _install(staging, out)
+        manifest = finite_json(manifest)
+        (staging / MANIFEST_FILE).write_text(
+            json.dumps(manifest, indent=1, allow_nan=False), encoding="utf-8"
+        )
+        install(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
 
 
+def install(staging: Path, out: Path) -> None:
+    """Rename the finished bundle into place (replacing an old one only after it is complete)."""
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old)
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every non-finite float as ``None``: readers refuse NaN and Infinity
+    (not JSON), so an unbounded parity bound (``inf``) or an undefined measure (``nan``) is
+    written as ``null``."""
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _transformer_oof(
+    cond: Path, seeds: list[int], data: Any, shipped: dict[str, str], calibration: Any
+) -> pl.DataFrame:
+    """The transformer's out-of-fold predictions, every seed, in the run's OOF layout."""
+    from pretrain.condition_eval import oof_table, with_spread
+
+    seeds_frame = pl.concat(
+        [pl.read_parquet(cond / f"transformer_seed_{s}.parquet") for s in seeds]
+    )
+    spread = with_spread(seeds_frame, data.frame)
+    return oof_table(spread, data.frame, {n: {"model": m} for n, m in shipped.items()},
+                     calibration)
+
+
 def _task_info(
     name: str,
+    model: str,
     choice: dict[str, Any],
     kind: str,
     folds: list[dict[str, Any]],
@@ -254,7 +315,6 @@ def _task_info(
 ) -> dict[str, Any]:
     """A task's manifest entry (and, for regression tasks, its training rows)."""
     task = TASKS_BY_NAME[name]
-    model = choice["model"]
     info: dict[str, Any] = {
         "label": task.label,
         "unit": task.unit,
@@ -282,69 +342,6 @@ def _task_info(
     return info
 
 
-def _write_transformer(run: Path, src: Path, staging: Path, n_folds: int) -> dict[str, Any]:
-    """Export the first seed's transformer fold networks and the tokenizer they read."""
-    from export.onnx_export import export_multitask_fold
-    from pretrain.multitask import OUTPUT_TASKS, SCALERS_FILE, load_encoder
-
-    if tuple(OUTPUT_TASKS) != TRANSFORMER_OUTPUTS:
-        raise UserInputError("the multi-task model's outputs differ from the bundle layout")
-    encoder = load_encoder(run / "tokenizer")
-    encoder.save(staging / TOKENIZER_DIR)
-    scalers = []
-    for fold in range(n_folds):
-        fold_dir = src / f"fold_{fold}"
-        if not (fold_dir / SCALERS_FILE).is_file():
-            raise UserInputError(f"{fold_dir} holds no transformer fold: rerun the conditions step")
-        path = staging / transformer_relpath(fold)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        export_multitask_fold(fold_dir, path)
-        scalers.append(json.loads((fold_dir / SCALERS_FILE).read_text()))
-    info = {"vocab_size": encoder.vocab_size, "outputs": list(TRANSFORMER_OUTPUTS),
-            "folds": n_folds}
-    return {"encoder": encoder, "scalers": scalers, "info": info}
-
-
-def _transformer_task(
-    staging: Path, shared: dict[str, Any], data: Any, recorded: pl.DataFrame, name: str
-) -> list[dict[str, Any]]:
-    """Fold entries of a task shipped with the transformer, each checked to reproduce the
-    run's out-of-fold predictions with ONNX Runtime."""
-    encoder = shared["encoder"]
-    mine = recorded.filter(pl.col("task") == name)
-    folds = []
-    for fold, scaler in enumerate(shared["scalers"]):
-        part = mine.filter(pl.col("fold") == fold)
-        rows = data.frame[part["row"].to_numpy()]
-        table = CompositionTable.from_compositions(rows["canonical"].to_list())
-        feed = encoder.encode(
-            table, featurize(table),
-            (rows["temperature_c"].to_numpy(), rows["processing"].to_list()),
-        ).as_dict()
-        rel = transformer_relpath(fold)
-        session = ort.InferenceSession(str(staging / rel), providers=["CPUExecutionProvider"])
-        logits = session.run(["logits"], feed)[0]
-        expected = part["predicted"].to_numpy()
-        entry: dict[str, Any] = {"fold": fold, "file": rel}
-        if name == PHASE.name:
-            j = TRANSFORMER_OUTPUTS.index(f"{PHASE.name}_{PHASES[0]}")
-            got = np.argmax(logits[:, j : j + len(PHASES)], axis=1)
-            agree = float(np.mean(got == expected)) if len(got) else 1.0
-            ok = agree >= 0.99
-        else:
-            mean, std = scaler[name]["mean"], scaler[name]["std"]
-            got = logits[:, TRANSFORMER_OUTPUTS.index(name)] * std + mean
-            ok = bool(np.allclose(got, expected, rtol=1e-3, atol=1e-3 * std))
-            entry["scaler"] = {"mean": mean, "std": std}
-        if not ok:
-            raise UserInputError(
-                f"{name} fold {fold}: the exported transformer does not reproduce the run's "
-                "out-of-fold predictions"
-            )
-        folds.append(entry)
-    return folds
-
-
 def _num(v: Any, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
@@ -365,6 +362,12 @@ def readme(manifest: dict[str, Any]) -> str:
         "validation part of the training folds, never on a test fold. Metrics below are on "
         "the held-out alloys at 25 °C, mean over seeds.",
         "",
+        *(
+            ["Every task below ships the multi-task transformer (`hea-export --member "
+             "transformer`), whatever validation picked (`selection` in manifest.json).", ""]
+            if manifest.get("member") == TRANSFORMER
+            else []
+        ),
         "| task | shipped model | R² | MAE | Spearman ρ | top-decile recall | 90 % interval "
         "coverage | best other model (R²) |",
         "|---|---|---:|---:|---:|---:|---:|---|",
@@ -396,7 +399,29 @@ def readme(manifest: dict[str, Any]) -> str:
         "(`conditions` in manifest.json); hea-screen refuses to rank on a task outside them.",
         "`oof_predictions.csv` holds every out-of-fold prediction of the shipped models.",
         "",
+        *_variant_lines(manifest.get("transformer", {}).get("variants", {})),
         "Rebuild: " + (manifest["command"] or "hea-export --conditions RUN --out BUNDLE"),
         "",
     ]
     return "\n".join(lines)
+
+
+def _variant_lines(variants: dict[str, Any]) -> list[str]:
+    """The transformer's precision variants: written or not, worst fold parity, why."""
+    if not variants:
+        return []
+    lines = ["## Transformer precision variants (parity against PyTorch)", "",
+             "| variant | written | worst fold | note |", "|---|---|---|---|"]
+    for variant, info in variants.items():
+        results = info.get("parity", [])
+        if variant == "int8":
+            worst = (
+                f"Spearman {_num(min((r['spearman'] or 0.0 for r in results), default=None), 4)}"
+                f", R² loss {_num(max((r['r2_loss'] or 0.0 for r in results), default=None), 4)}"
+            )
+        else:
+            worst = f"max abs {max((r['max_abs_error'] for r in results), default=0.0):.2e}"
+        lines.append(
+            f"| {variant} | {'yes' if info['written'] else 'no'} | {worst} | {info['reason']} |"
+        )
+    return [*lines, ""]

@@ -29,7 +29,7 @@ __all__ = [
 def __getattr__(name: str) -> object:
     """``load_model`` is imported on first use, so ``import hea_screen`` skips ONNX Runtime."""
     if name == "load_model":
-        from hea_screen.inference.paper_predictor import load_model
+        from hea_screen.inference.predictor import load_model
 
         return load_model
     raise AttributeError(f"module 'hea_screen' has no attribute {name!r}")

@@ -15,8 +15,8 @@ from hea_screen.compositions.features import featurize
 from hea_screen.conditions import PHASE, TASKS, Condition
 from hea_screen.errors import BundleError, UserInputError
 from hea_screen.inference.bundle import OOF_FILE, conformal_quantile, load_task_bundle
+from hea_screen.inference.bundle_files import default_bundle_path
 from hea_screen.inference.design import design_matrix
-from hea_screen.inference.paper_bundle import default_bundle_path
 from hea_screen.inference.predictor import TaskPredictor
 from pretrain.condition_data import RECORD_SCHEMA
 from pretrain.condition_eval import select

@@ -1,4 +1,5 @@
-"""Predictor: fold-ensemble predictions, length bucketing, validation, providers, applicability."""
+"""The predictor: fold-ensemble predictions, length bucketing, validation, providers,
+applicability; on the tiny run's transformer bundle and the shipped bundle."""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 import pytest
-import torch
-from transformers import BertForSequenceClassification
 
 from hea_screen import Composition, featurize, load_model, parse
 from hea_screen.compositions.elements import supported_elements
 from hea_screen.compositions.table import CompositionTable
+from hea_screen.conditions import PHASES, REGRESSION_TASKS, Condition
 from hea_screen.errors import BundleError, CompositionError, ElementDataError, UserInputError
-from hea_screen.inference.paper_bundle import default_bundle_path, load_bundle, onnx_relpath
-from hea_screen.inference.paper_predictor import Predictor
+from hea_screen.inference import bundle_files
+from hea_screen.inference.bundle import transformer_relpath
+from hea_screen.inference.bundle_files import bundle_root, default_bundle_path
+from hea_screen.inference.predictor import TaskPredictor
 from hea_screen.inference.runtime import cuda_usable
 
 pytestmark = pytest.mark.slow
@@ -35,36 +37,37 @@ MIXED = [
     "Co20Cr20Fe20Mn20Ni20",
     "HfNbTaTiZr",
 ]
-COLUMNS = [
-    "composition",
-    "uts_mpa_mean",
-    "uts_mpa_std",
-    "elongation_pct_mean",
-    "elongation_pct_std",
-    "unseen_elements",
-    "uts_mpa_nearest_distance",
-    "uts_mpa_nearest_composition",
-    "uts_mpa_nearest_measured",
-    "elongation_pct_nearest_distance",
-    "elongation_pct_nearest_composition",
-    "elongation_pct_nearest_measured",
-]
+AT = Condition.of("compression", 25, "cast")
+UTS = "uts_tension_mpa"
+
+
+def columns() -> list[str]:
+    """Every column of a transformer bundle's prediction, in order."""
+    out = ["composition"]
+    for t in REGRESSION_TASKS:
+        out += [f"{t.name}_{s}" for s in ("mean", "std", "lo", "hi")]
+    out += [f"phase_{p.lower()}_prob" for p in PHASES]
+    out += ["extrapolated_tasks", "unseen_elements"]
+    for t in REGRESSION_TASKS:
+        out += [f"{t.name}_{s}" for s in ("nearest_composition", "nearest_distance",
+                                          "nearest_measured")]
+    return out
 
 
 @pytest.fixture(scope="module")
-def predictor(tiny_bundle: Path) -> Predictor:
-    return load_model(tiny_bundle, device="cpu", precision="fp32")
+def predictor(transformer_bundle: Path) -> TaskPredictor:
+    return load_model(transformer_bundle, device="cpu", precision="fp32")
 
 
 @pytest.fixture(scope="module")
-def manifest(tiny_bundle: Path) -> dict:
-    return json.loads((tiny_bundle / "manifest.json").read_text())
+def manifest(transformer_bundle: Path) -> dict:
+    return json.loads((transformer_bundle / "manifest.json").read_text())
 
 
 class Spy:
     """Records the batches a predictor hands to ONNX Runtime (and still runs them)."""
 
-    def __init__(self, predictor: Predictor, monkeypatch: pytest.MonkeyPatch):
+    def __init__(self, predictor: TaskPredictor, monkeypatch: pytest.MonkeyPatch):
         self.feeds: list[dict[str, np.ndarray]] = []
         run = predictor._run
 
@@ -75,77 +78,73 @@ class Spy:
         monkeypatch.setattr(predictor, "_run", recording)
 
 
-def test_columns_order_and_units(predictor: Predictor) -> None:
+def test_columns_order_and_units(predictor: TaskPredictor) -> None:
     out = predictor.predict(MIXED)
-    assert out.columns == COLUMNS
+    assert out.columns == columns()
     assert out["composition"].to_list() == [str(parse(t)) for t in MIXED]
-    assert out.schema["uts_mpa_mean"] == pl.Float64
-    assert (out["uts_mpa_std"] >= 0).all() and (out["elongation_pct_std"] >= 0).all()
+    assert out.schema[f"{UTS}_mean"] == pl.Float64
+    assert (out[f"{UTS}_std"] >= 0).all() and (out["hardness_hv_std"] >= 0).all()
     assert predictor.provider == "CPUExecutionProvider" and predictor.precision == "fp32"
-    assert "CPUExecutionProvider (fp32)" in predictor.summary
+    assert "transformer on CPUExecutionProvider (fp32)" in predictor.summary
 
 
-def test_mean_and_std_over_folds_in_original_units(
-    tiny_run: Path, predictor: Predictor, manifest: dict
-) -> None:
-    """Oracle: every PyTorch fold model of the run, its scaler inverted, then mean and std."""
-    out = predictor.predict(MIXED)
+def test_mean_and_std_over_folds_in_task_units(tiny_run: Path, predictor: TaskPredictor) -> None:
+    """Oracle: every PyTorch fold network of the run, its scalers inverted, then mean and std."""
+    from pretrain.multitask import OUTPUT_TASKS, predict_outputs
+
+    out = predictor.predict(MIXED, AT)
     table = CompositionTable.from_compositions(MIXED)
-    encoded = predictor.encoder.encode(table, featurize(table))
-    for target, info in manifest["targets"].items():
-        values = []
-        for entry in info["folds"]:
-            model_dir = (
-                tiny_run
-                / "finetune"
-                / target
-                / manifest["run"]["experiment"]
-                / f"fold_{entry['fold']}"
-            )
-            model = BertForSequenceClassification.from_pretrained(model_dir / "model").eval()
-            scaler = json.loads((model_dir / "scaler.json").read_text())
-            with torch.no_grad():
-                z = model(**{k: torch.from_numpy(v) for k, v in encoded.as_dict().items()}).logits[
-                    :, 0
-                ]
-            values.append(z.double().numpy() * scaler["std"] + scaler["mean"])
-        values = np.array(values)
-        scale = float(np.mean([e["scaler"]["std"] for e in info["folds"]]))
-        np.testing.assert_allclose(out[f"{target}_mean"], values.mean(axis=0), atol=1e-4 * scale)
+    folds = sorted((tiny_run / "conditions" / "transformer" / "seed_0").glob("fold_*"))
+    values = np.stack(
+        [predict_outputs(f, tiny_run / "tokenizer", table, None, AT) for f in folds]
+    )
+    for task in REGRESSION_TASKS:
+        j = OUTPUT_TASKS.index(task.name)
+        scale = float(np.std(values[:, :, j])) + 1.0
         np.testing.assert_allclose(
-            out[f"{target}_std"], values.std(axis=0, ddof=1), atol=1e-4 * scale
+            out[f"{task.name}_mean"], values[:, :, j].mean(axis=0), atol=1e-4 * scale
+        )
+        np.testing.assert_allclose(
+            out[f"{task.name}_std"], values[:, :, j].std(axis=0, ddof=1), atol=1e-4 * scale
         )
 
 
-def test_batches_are_grouped_by_length_and_never_padded(predictor: Predictor, monkeypatch) -> None:
+def test_batches_are_grouped_by_length_and_never_padded(
+    predictor: TaskPredictor, monkeypatch
+) -> None:
     reference = predictor.predict(MIXED)
     spy = Spy(predictor, monkeypatch)
     out = predictor.predict(MIXED)
-    n_targets = len(predictor.targets)
     lengths = sorted({len(parse(t)) for t in MIXED})
-    assert len(spy.feeds) == len(lengths) * n_targets
+    assert len(spy.feeds) == len(lengths)  # one call per length: every fold on one encoding
     widths = sorted({f["input_ids"].shape[1] for f in spy.feeds})
-    assert widths == [2 * k + 17 for k in lengths]
+    assert widths == [2 * k + 19 for k in lengths]  # 14 feature and 2 condition tokens
     assert all(f["attention_mask"].all() for f in spy.feeds)  # no padding anywhere
     assert out.equals(reference)
     one_by_one = pl.concat([predictor.predict([t]) for t in MIXED])
-    np.testing.assert_allclose(one_by_one["uts_mpa_mean"], out["uts_mpa_mean"], rtol=1e-5)
+    np.testing.assert_allclose(one_by_one[f"{UTS}_mean"], out[f"{UTS}_mean"], rtol=1e-5)
 
 
 def test_batch_size_bounds_every_model_call(
-    tiny_bundle: Path, predictor: Predictor, monkeypatch
+    transformer_bundle: Path, predictor: TaskPredictor, monkeypatch
 ) -> None:
-    small = load_model(tiny_bundle, device="cpu", precision="fp32", batch_size=2)
+    small = load_model(transformer_bundle, device="cpu", precision="fp32", batch_size=2)
     spy = Spy(small, monkeypatch)
     texts = MIXED * 3
     out = small.predict(texts)
     assert max(len(f["input_ids"]) for f in spy.feeds) == 2
-    np.testing.assert_allclose(
-        out["uts_mpa_mean"], predictor.predict(texts)["uts_mpa_mean"], rtol=1e-5
-    )
+    np.testing.assert_allclose(out[f"{UTS}_mean"], predictor.predict(texts)[f"{UTS}_mean"],
+                               rtol=1e-5)
 
 
-def test_input_is_validated_before_any_model_call(predictor: Predictor, monkeypatch) -> None:
+def supported_elements_for_length() -> list[str]:
+    """Metals whose property data and pairwise mixing enthalpies are all tabulated."""
+    picks = ["Al", "Co", "Cr", "Cu", "Fe", "Mn", "Mo", "Nb", "Ni", "Ti", "V", "Zr", "Hf", "Ta"]
+    picks += ["W", "Si", "Sn", "Zn", "Mg", "Pd", "Ag", "Au", "Re", "Y"]
+    return [e for e in picks if e in supported_elements()]
+
+
+def test_input_is_validated_before_any_model_call(predictor: TaskPredictor, monkeypatch) -> None:
     spy = Spy(predictor, monkeypatch)
     with pytest.raises(CompositionError, match="Xx"):
         predictor.predict([*MIXED, "CoCrXx"])
@@ -155,10 +154,10 @@ def test_input_is_validated_before_any_model_call(predictor: Predictor, monkeypa
         predictor.predict(pl.DataFrame({"composition": MIXED}))
     with pytest.raises(UserInputError, match="int"):
         predictor.predict(42)
-    bundle = load_bundle(predictor.bundle.path)
-    k = next(k for k in range(1, 40) if 2 * k + 17 > bundle.max_length)
-    crowded = "".join(list(supported_elements_for_length())[:k])
-    with pytest.raises(UserInputError, match=f"{k} elements.*at most {bundle.max_length} tokens"):
+    limit = predictor.bundle.max_length
+    k = next(k for k in range(1, 40) if 2 * k + 19 > limit)
+    crowded = "".join(supported_elements_for_length()[:k])
+    with pytest.raises(UserInputError, match=f"{k} elements.*at most {limit} tokens"):
         predictor.predict([*MIXED, crowded])
     assert spy.feeds == []
 
@@ -188,14 +187,7 @@ def test_input_types_and_bad_rows_are_refused_before_any_model_call(monkeypatch)
     assert shipped.predict("CoNi").height == 1 and runs
 
 
-def supported_elements_for_length() -> list[str]:
-    """Metals whose property data and pairwise mixing enthalpies are all tabulated."""
-    picks = ["Al", "Co", "Cr", "Cu", "Fe", "Mn", "Mo", "Nb", "Ni", "Ti", "V", "Zr", "Hf", "Ta"]
-    picks += ["W", "Si", "Sn", "Zn", "Mg", "Pd", "Ag", "Au", "Re", "Y"]
-    return [e for e in picks if e in supported_elements()]
-
-
-def test_accepted_input_forms_agree(predictor: Predictor) -> None:
+def test_accepted_input_forms_agree(predictor: TaskPredictor) -> None:
     table = CompositionTable.from_compositions(MIXED)
     base = predictor.predict(table)
     assert predictor.predict(MIXED).equals(base)
@@ -204,101 +196,113 @@ def test_accepted_input_forms_agree(predictor: Predictor) -> None:
     assert predictor.predict(Composition.from_amounts({"Fe": 1, "Ni": 1})).height == 1
     assert predictor.predict("FeNi")["composition"].to_list() == ["Fe0.5 Ni0.5"]
     empty = predictor.predict([])
-    assert empty.columns == COLUMNS and empty.height == 0
+    assert empty.columns == columns() and empty.height == 0
+    assert load_model(device="cpu").predict([]).height == 0  # tabular members too
 
 
-def test_caller_features_are_used_and_checked(predictor: Predictor) -> None:
+def test_caller_features_are_used_and_checked(predictor: TaskPredictor) -> None:
     table = CompositionTable.from_compositions(MIXED)
     features = featurize(table)
-    assert predictor.predict(table, features).equals(predictor.predict(table))
+    assert predictor.predict(table, features=features).equals(predictor.predict(table))
     with pytest.raises(UserInputError, match="row 0 is for"):
-        predictor.predict(table, features.reverse())
+        predictor.predict(table, features=features.reverse())
     with pytest.raises(UserInputError, match="rows for"):
-        predictor.predict(table, features.head(3))
+        predictor.predict(table, features=features.head(3))
     with pytest.raises(UserInputError, match="lacks column"):
-        predictor.predict(table, features.drop("vec"))
+        predictor.predict(table, features=features.drop("vec"))
     with pytest.raises(UserInputError, match="polars DataFrame"):
-        predictor.predict(table, features.to_dicts())
+        predictor.predict(table, features=features.to_dicts())
 
 
-def test_precisions_run_their_own_files(tiny_bundle: Path, manifest: dict) -> None:
+def test_precisions_run_their_own_files(transformer_bundle: Path, manifest: dict) -> None:
     """Oracle: the predictor's int8 mean equals the mean of the int8 files run directly."""
-    int8 = load_model(tiny_bundle, device="cpu", precision="int8")
+    int8 = load_model(transformer_bundle, device="cpu", precision="int8")
     assert int8.precision == "int8"
     table = CompositionTable.from_compositions(MIXED)
-    encoded = int8.encoder.encode(table, featurize(table))
+    assert int8.bundle.encoder is not None
+    encoded = int8.bundle.encoder.encode(table, featurize(table), AT)
+    j = manifest["transformer"]["outputs"].index(UTS)
     values = []
-    for entry in manifest["targets"]["uts_mpa"]["folds"]:
+    for entry in manifest["tasks"][UTS]["folds"]:
         session = ort.InferenceSession(
-            str(tiny_bundle / onnx_relpath("uts_mpa", entry["fold"], "int8")),
+            str(transformer_bundle / transformer_relpath(entry["fold"], "int8")),
             providers=["CPUExecutionProvider"],
         )
-        z = session.run(["logits"], encoded.as_dict())[0][:, 0]
+        z = session.run(["logits"], encoded.as_dict())[0][:, j]
         values.append(z * entry["scaler"]["std"] + entry["scaler"]["mean"])
     np.testing.assert_allclose(
-        int8.predict(MIXED)["uts_mpa_mean"], np.mean(values, axis=0), rtol=1e-4
+        int8.predict(MIXED, AT)[f"{UTS}_mean"], np.mean(values, axis=0), rtol=1e-4
     )
 
 
-def test_cpu_default_is_int8_when_the_bundle_has_it(tiny_bundle: Path, manifest: dict) -> None:
-    cpu = load_model(tiny_bundle, device="cpu")
+def test_cpu_default_is_int8_when_the_bundle_has_it(transformer_bundle: Path) -> None:
+    cpu = load_model(transformer_bundle, device="cpu")
     assert (cpu.provider, cpu.precision) == ("CPUExecutionProvider", "int8")
-    auto = load_model(tiny_bundle)
+    auto = load_model(transformer_bundle)
     if cuda_usable():
-        fp16 = manifest["variants"]["fp16"]["written"]
-        assert (auto.provider, auto.precision) == (
-            "CUDAExecutionProvider",
-            "fp16" if fp16 else "fp32",
-        )
+        assert (auto.provider, auto.precision) == ("CUDAExecutionProvider", "fp16")
     else:
         assert (auto.provider, auto.precision) == ("CPUExecutionProvider", "int8")
 
 
-def test_sessions_cache_no_buffers_between_calls(predictor: Predictor) -> None:
+def test_sessions_cache_no_buffers_between_calls(predictor: TaskPredictor) -> None:
     """No per-session arena and no per-shape memory pattern: resident memory must not grow
     with the number of distinct batch shapes a long screen meets (docs/inference.md)."""
-    for _, sessions in predictor._sessions:
-        for session in sessions:
-            options = session.get_session_options()
-            assert not options.enable_cpu_mem_arena
-            assert not options.enable_mem_pattern
+    predictor.predict(MIXED)
+    assert predictor._sessions
+    for session in predictor._sessions.values():
+        options = session.get_session_options()
+        assert not options.enable_cpu_mem_arena
+        assert not options.enable_mem_pattern
 
 
-def test_io_binding_path_gives_the_same_answer(tiny_bundle: Path, predictor: Predictor) -> None:
-    bound = load_model(tiny_bundle, device="cpu", precision="fp32", io_binding=True)
+def test_io_binding_path_gives_the_same_answer(
+    transformer_bundle: Path, predictor: TaskPredictor
+) -> None:
+    bound = load_model(transformer_bundle, device="cpu", precision="fp32", io_binding=True)
     assert bound.io_binding and "I/O binding" in bound.summary
     np.testing.assert_allclose(
-        bound.predict(MIXED)["uts_mpa_mean"], predictor.predict(MIXED)["uts_mpa_mean"], rtol=1e-6
+        bound.predict(MIXED)[f"{UTS}_mean"], predictor.predict(MIXED)[f"{UTS}_mean"], rtol=1e-6
     )
 
 
-def test_device_and_precision_choices_are_checked(tiny_bundle: Path, tmp_path: Path) -> None:
+def test_device_and_precision_choices_are_checked(transformer_bundle: Path) -> None:
     with pytest.raises(UserInputError, match=r"unknown device 'tpu'.*auto, cpu, cuda"):
-        load_model(tiny_bundle, device="tpu")
+        load_model(transformer_bundle, device="tpu")
     with pytest.raises(UserInputError, match="unknown precision 'bf16'"):
-        load_model(tiny_bundle, precision="bf16")
+        load_model(transformer_bundle, precision="bf16")
     with pytest.raises(UserInputError, match="batch_size"):
-        load_model(tiny_bundle, batch_size=0)
+        load_model(transformer_bundle, batch_size=0)
     with pytest.raises(UserInputError, match="does not run on CPUExecutionProvider"):
-        load_model(tiny_bundle, device="cpu", precision="fp16")
+        load_model(transformer_bundle, device="cpu", precision="fp16")
+    with pytest.raises(BundleError, match=r"no int8 variant \(the bundle has no transformer"):
+        load_model(device="cpu", precision="int8")
     if not cuda_usable():
-        with pytest.raises(UserInputError, match=r"device='cuda'.*no usable CUDA GPU"):
-            load_model(tiny_bundle, device="cuda")
+        for bundle in (transformer_bundle, None):  # the shipped bundle too (issue 19 item 12)
+            with pytest.raises(UserInputError, match=r"device='cuda'.*no usable CUDA GPU"):
+                load_model(bundle, device="cuda")
+            with pytest.raises(UserInputError, match=r"device='cuda'.*no usable CUDA GPU"):
+                load_model(bundle, device="cuda", precision="fp16")
         with pytest.raises(UserInputError, match=r"fp16.*CUDA only"):
-            load_model(tiny_bundle, precision="fp16")
+            load_model(transformer_bundle, precision="fp16")
 
 
-def test_default_bundle(tmp_path: Path) -> None:
-    if default_bundle_path().is_dir():
-        out = load_model().predict(["CoCrFeMnNi"])
-        assert out.height == 1 and out["uts_tension_mpa_mean"][0] > 0
-    else:
-        with pytest.raises(BundleError, match="no shipped default model bundle"):
-            load_model()
+def test_default_bundle_and_shipped_names(monkeypatch, transformer_bundle: Path) -> None:
+    out = load_model().predict(["CoCrFeMnNi"])
+    assert out.height == 1 and out[f"{UTS}_mean"][0] > 0
+    assert bundle_root("default") == bundle_root(None) == default_bundle_path()
+    assert bundle_root("./transformer") == Path("transformer")  # a path, not the name
+    models = transformer_bundle.parent / "models"
+    monkeypatch.setattr(bundle_files, "shipped_bundle_path", lambda name: models / name)
+    with pytest.raises(BundleError, match="no shipped 'transformer' model bundle"):
+        load_model("transformer")
+    models.mkdir(exist_ok=True)
+    shutil.copytree(transformer_bundle, models / "transformer", dirs_exist_ok=True)
+    assert load_model("transformer", device="cpu").bundle.path == models / "transformer"
 
 
-def test_pickles_as_path_and_options(tiny_bundle: Path) -> None:
-    p = load_model(tiny_bundle, device="cpu", precision="int8", batch_size=7)
+def test_pickles_as_path_and_options(transformer_bundle: Path) -> None:
+    p = load_model(transformer_bundle, device="cpu", precision="int8", batch_size=7)
     blob = pickle.dumps(p)
     assert len(blob) < 2000  # no model bytes, no sessions
     q = pickle.loads(blob)
@@ -306,15 +310,15 @@ def test_pickles_as_path_and_options(tiny_bundle: Path) -> None:
     assert q.predict(MIXED).equals(p.predict(MIXED))
 
 
-def test_applicability_columns(predictor: Predictor) -> None:
+def test_applicability_columns(predictor: TaskPredictor) -> None:
     training = predictor.training_set
-    known = training.targets["uts_mpa"].compositions[0]
+    known = training.targets[UTS].compositions[0]
     out = predictor.predict([known])
-    assert out["uts_mpa_nearest_distance"][0] == 0.0
-    assert out["uts_mpa_nearest_composition"][0] == known
-    assert out["uts_mpa_nearest_measured"][0] == training.targets["uts_mpa"].values[0]
+    assert out[f"{UTS}_nearest_distance"][0] == 0.0
+    assert out[f"{UTS}_nearest_composition"][0] == known
+    assert out[f"{UTS}_nearest_measured"][0] == training.targets[UTS].values[0]
     assert out["unseen_elements"][0] == ""
-    seen = training.seen_elements("uts_mpa") & training.seen_elements("elongation_pct")
+    seen = frozenset.intersection(*(training.seen_elements(t.name) for t in REGRESSION_TASKS))
     novel = None
     for el in supported_elements():
         if el not in seen:
@@ -327,26 +331,25 @@ def test_applicability_columns(predictor: Predictor) -> None:
     assert novel is not None
     row = predictor.predict([f"CoCrFeNi{novel}0.2"])
     assert novel in row["unseen_elements"][0].split(",")
-    assert row["uts_mpa_nearest_distance"][0] > 0
-    assert row["elongation_pct_nearest_distance"][0] > 0
+    assert row[f"{UTS}_nearest_distance"][0] > 0
 
 
-def test_nearest_distance_is_per_target() -> None:
+def test_nearest_distance_is_per_task() -> None:
     """An alloy whose hardness was measured but not its tensile UTS: its hardness datum is
     at distance 0, its UTS datum is another alloy; no pooled 0.0 may suggest a UTS."""
     model = load_model(device="cpu")
     hardness = model.training_set.targets["hardness_hv"].compositions
-    tensile = set(model.training_set.targets["uts_tension_mpa"].compositions)
+    tensile = set(model.training_set.targets[UTS].compositions)
     alloy = next(c for c in hardness if c not in tensile)
-    out = model.predict([alloy], tasks=["uts_tension_mpa", "hardness_hv"])
+    out = model.predict([alloy], tasks=[UTS, "hardness_hv"])
     assert out["hardness_hv_nearest_distance"][0] == 0.0
     assert out["hardness_hv_nearest_composition"][0] == alloy
-    assert out["uts_tension_mpa_nearest_distance"][0] > 0
-    assert out["uts_tension_mpa_nearest_composition"][0] != alloy
+    assert out[f"{UTS}_nearest_distance"][0] > 0
+    assert out[f"{UTS}_nearest_composition"][0] != alloy
     assert not [c for c in out.columns if c.startswith("nearest_train")]
 
 
-def test_nearest_distance_is_the_brute_force_l1(predictor: Predictor) -> None:
+def test_nearest_distance_is_the_brute_force_l1(predictor: TaskPredictor) -> None:
     training = predictor.training_set
     out = predictor.predict(MIXED)
     palette = sorted(set(training.table.elements) | {e for t in MIXED for e in parse(t).elements})
@@ -367,26 +370,28 @@ def test_nearest_distance_is_the_brute_force_l1(predictor: Predictor) -> None:
             assert out[f"{name}_nearest_measured"][r] == rows.values[nearest]
 
 
-def test_bundle_identity_is_exposed_and_pinnable(tiny_bundle: Path) -> None:
-    digest = hashlib.sha256((tiny_bundle / "manifest.json").read_bytes()).hexdigest()
-    p = load_model(tiny_bundle, device="cpu", precision="fp32", sha256=digest[:12].upper())
+def test_bundle_identity_is_exposed_and_pinnable(transformer_bundle: Path) -> None:
+    digest = hashlib.sha256((transformer_bundle / "manifest.json").read_bytes()).hexdigest()
+    p = load_model(transformer_bundle, device="cpu", precision="fp32", sha256=digest[:12].upper())
     assert p.bundle_sha256 == digest
     assert digest in p.summary
     assert pickle.loads(pickle.dumps(p)).bundle_sha256 == digest
     other = "0" * 64
     with pytest.raises(BundleError, match=f"SHA-256 {digest}, not the pinned {other}"):
-        load_model(tiny_bundle, device="cpu", sha256=other)
+        load_model(transformer_bundle, device="cpu", sha256=other)
     for bad in (digest[:11], "z" * 64, digest + "0"):
         with pytest.raises(UserInputError, match=r"not a hex digest.*at least 12"):
-            load_model(tiny_bundle, device="cpu", sha256=bad)
+            load_model(transformer_bundle, device="cpu", sha256=bad)
 
 
-def test_sessions_load_the_bytes_whose_hash_was_checked(tiny_bundle: Path, tmp_path) -> None:
+def test_sessions_load_the_bytes_whose_hash_was_checked(
+    transformer_bundle: Path, tmp_path: Path
+) -> None:
     """Swapping a model file after the bundle was verified is caught when the session opens."""
     copy = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, copy)
+    shutil.copytree(transformer_bundle, copy)
     p = load_model(copy, device="cpu", precision="fp32")
-    fold_0, fold_1 = (copy / onnx_relpath("uts_mpa", k, "fp32") for k in (0, 1))
+    fold_0, fold_1 = (copy / transformer_relpath(k) for k in (0, 1))
     shutil.copyfile(fold_1, fold_0)
-    with pytest.raises(BundleError, match=r"fold_0\.fp32\.onnx does not match its SHA-256"):
-        p._open_sessions(None)
+    with pytest.raises(BundleError, match=r"fold_0\.onnx does not match its SHA-256"):
+        p.predict(MIXED)

@@ -13,7 +13,7 @@ import pytest
 from hea_screen.cli import main
 from hea_screen.errors import UserInputError
 from hea_screen.inference.bundle import load_task_bundle
-from hea_screen.inference.paper_bundle import default_bundle_path
+from hea_screen.inference.bundle_files import default_bundle_path
 from hea_screen.planning.store import MeasurementStore, read_results
 
 HEADER = "composition,test_type,temperature_c,processing,uts_mpa,ys_mpa,elongation_pct,hardness_hv"

@@ -73,7 +73,12 @@ def sha256(text: str) -> str:
 
 def model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and machines")
-    g.add_argument("--model", metavar="BUNDLE", help="model bundle directory (default: shipped)")
+    g.add_argument(
+        "--model",
+        metavar="BUNDLE",
+        help="model bundle directory, or default / transformer for a shipped bundle "
+        "(default: default)",
+    )
     g.add_argument(
         "--model-sha256",
         type=sha256,

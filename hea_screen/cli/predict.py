@@ -91,7 +91,7 @@ def run_predict_command(argv: Sequence[str]) -> int:
         weights=(0.5, 0.5) if args.weights is None else parse_weights(args.weights),
         condition=condition_from_args(args, Condition()),
     )
-    info = inspect_model(args.model, args.model_sha256)
+    info = inspect_model(args.model, args.model_sha256, args.device, args.precision)
     check_ranking(ranking, info)
     checked = check_file(args.file, args.column)
     if checked.bad.height and not args.skip_bad:

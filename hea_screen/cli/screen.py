@@ -215,7 +215,7 @@ def run_screen(argv: Sequence[str]) -> int:
         check_output_path(args.out)
     spec.space.check_nonempty()
     candidates = spec.candidates()
-    info = inspect_model(args.model, args.model_sha256)
+    info = inspect_model(args.model, args.model_sha256, args.device, args.precision)
     check_inputs(candidates, info)
     check_ranking(spec.ranking, info)
     model = replace(model_ref(args), sha256=info.sha256)

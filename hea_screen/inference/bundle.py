@@ -14,20 +14,23 @@ condition-aware training run (``pretrain/condition_run.py``)::
                              :mod:`hea_screen.inference.design` matrix)
       transformer/fold_<k>.onnx  the multi-task transformer's fold networks, shared by every
                              task that ships with it (output columns TRANSFORMER_OUTPUTS,
-                             per-fold scalers in the manifest), and tokenizer/ (condition tokens)
+                             per-fold scalers in the manifest), and tokenizer/ (condition tokens);
+      transformer/fold_<k>.<fp16|int8>.onnx  its precision variants that passed their parity
+                             bounds at export (``transformer.variants`` in the manifest)
       training_set.json      per task, canonical training compositions and mean measured values
       oof_predictions.csv    out-of-fold predictions of the shipped models (one row per evaluated
                              measurement and seed)
 
-:func:`load_task_bundle` verifies every file's size and SHA-256 (:func:`verify_files`) and
-every manifest value it uses before anything runs; nothing in a bundle is executable.
+:func:`load_task_bundle` verifies every file's size and SHA-256
+(:func:`~hea_screen.inference.bundle_files.verify_files`) and every manifest value it uses
+before anything runs; nothing in a bundle is executable.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +47,7 @@ from hea_screen.conditions import (
 )
 from hea_screen.errors import BundleError, UserInputError
 from hea_screen.inference.applicability import TrainingSet
-from hea_screen.inference.design import DESIGN_COLUMNS
-from hea_screen.inference.paper_bundle import (
+from hea_screen.inference.bundle_files import (
     MANIFEST_FILE,
     TRAINING_SET_FILE,
     checked_encoder,
@@ -53,6 +55,7 @@ from hea_screen.inference.paper_bundle import (
     read_manifest,
     verify_files,
 )
+from hea_screen.inference.design import DESIGN_COLUMNS
 from hea_screen.inference.tokens import TokenEncoder
 
 FORMAT_VERSION = 2
@@ -63,6 +66,10 @@ OOF_FILE = "oof_predictions.csv"
 TABULAR = "tabular"
 TRANSFORMER = "transformer"
 MEMBER_KINDS: tuple[str, ...] = (TABULAR, TRANSFORMER)
+
+#: Precision variants of the transformer member: fp32 (the reference, CPU or CUDA), fp16
+#: (CUDA), int8 (dynamically quantized, CPU). Tabular members are fp32 and run on the CPU.
+VARIANTS: tuple[str, ...] = ("fp32", "fp16", "int8")
 
 #: Output columns of a multi-task transformer fold network: one standardized value per
 #: regression task, then one logit per phase (``pretrain/multitask.py`` trains this layout).
@@ -87,9 +94,11 @@ def task_relpath(task_name: str, fold: int) -> str:
     return f"{task_name}/fold_{fold}.onnx"
 
 
-def transformer_relpath(fold: int) -> str:
-    """Relative path of a multi-task transformer fold network: ``transformer/fold_0.onnx``."""
-    return f"{TRANSFORMER}/fold_{fold}.onnx"
+def transformer_relpath(fold: int, variant: str = "fp32") -> str:
+    """Relative path of a multi-task transformer fold network: ``transformer/fold_0.onnx``
+    (fp32), ``transformer/fold_0.int8.onnx``."""
+    suffix = "" if variant == "fp32" else f".{variant}"
+    return f"{TRANSFORMER}/fold_{fold}{suffix}.onnx"
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,21 @@ class TaskBundle:
     tasks: tuple[TaskModel, ...]
     interval: float
     encoder: TokenEncoder | None = None
+    #: The transformer member's written precision variants: variant -> file of each fold
+    #: (empty without a transformer member), and the most tokens its networks read.
+    variants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    max_length: int = 0
+    #: ``training_set.json``, checked at load (the nearest-training-data columns read it).
+    training_set: TrainingSet | None = None
+
+    def variant_note(self, variant: str) -> str:
+        """Why the transformer has no ``variant`` (as recorded at export), or ``"written"``."""
+        if variant in self.variants:
+            return "written"
+        if not self.variants:
+            return "the bundle has no transformer member; its tabular models run fp32 on the CPU"
+        info = self.manifest.get(TRANSFORMER, {}).get("variants", {}).get(variant)
+        return str(info.get("reason", "not written")) if info else "not produced at export"
 
     def file(self, relpath: str) -> Path:
         return self.path / relpath
@@ -257,16 +281,30 @@ def _task_model(name: str, info: Any, used: set[str], shared: set[str]) -> TaskM
     )
 
 
-def _check_scalers(root: Path, manifest: Mapping[str, Any], tasks: tuple[TaskModel, ...]) -> None:
+def _training_set(
+    root: Path, files: Mapping[str, Any], tasks: tuple[TaskModel, ...]
+) -> TrainingSet:
+    """``training_set.json`` (checked bytes), with measured values of every regression task."""
+    try:
+        training = TrainingSet.from_json(read_checked(root, TRAINING_SET_FILE, files).decode())
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{root / TRAINING_SET_FILE} is not UTF-8 text ({exc})") from None
+    except BundleError as exc:
+        raise BundleError(f"{root / TRAINING_SET_FILE}: {exc}") from None
+    for t in tasks:
+        if t.task is not PHASE and t.task.name not in training.targets:
+            raise BundleError(
+                f"{root / TRAINING_SET_FILE} has no measured values of {t.task.name!r}, a task "
+                f"of {MANIFEST_FILE}"
+            )
+    return training
+
+
+def _check_scalers(training: TrainingSet, tasks: tuple[TaskModel, ...]) -> None:
     """A transformer fold's scaler must fit its task's training values (per-alloy means from
     ``lo`` to ``hi``): mean within one range width of them, std at most twice the range, so
     an edited mean of 99999 MPa is refused. (The scalers are fitted on examples at single
     conditions, whose spread can exceed that of per-alloy means; hence the margin.)"""
-    if not any(t.scalers for t in tasks):
-        return
-    training = TrainingSet.from_json(
-        read_checked(root, TRAINING_SET_FILE, manifest["files"]).decode("utf-8")
-    )
     for t in tasks:
         if not t.scalers:
             continue
@@ -293,7 +331,9 @@ def load_task_bundle(path: str | Path, sha256: str | None = None) -> TaskBundle:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise BundleError(
             f"{root / MANIFEST_FILE} has format_version {manifest.get('format_version')!r}; "
-            f"a condition-aware bundle has {FORMAT_VERSION}"
+            f"this hea-screen reads condition-aware bundles, format_version {FORMAT_VERSION} "
+            "(the paper-set bundles of format 1 are no longer read: export a run with "
+            "hea-export --conditions RUN)"
         )
     verify_files(root, _get(manifest, "files", dict, "the manifest"))
     columns = _get(manifest, "design_columns", list, "the manifest")
@@ -315,9 +355,11 @@ def load_task_bundle(path: str | Path, sha256: str | None = None) -> TaskBundle:
     folds = {len(t.files) for t in tasks if t.kind == TRANSFORMER}
     if len(folds) > 1:
         raise BundleError(f"{MANIFEST_FILE}: transformer tasks disagree on the number of folds")
-    encoder = None
+    encoder, variants, max_length = None, {}, 0
     if shared:
         info = _get(manifest, "transformer", dict, "the manifest")
+        variants = _variants(info, folds.pop())
+        max_length = _get(info, "max_length", int, "transformer")
         if tuple(_get(info, "outputs", list, "transformer")) != TRANSFORMER_OUTPUTS:
             raise BundleError(
                 f"{MANIFEST_FILE}: transformer outputs must be {list(TRANSFORMER_OUTPUTS)}"
@@ -329,16 +371,51 @@ def load_task_bundle(path: str | Path, sha256: str | None = None) -> TaskBundle:
             use_features=True,
             use_conditions=True,
         )
-    missing = [
-        rel for rel in (*used, *shared, TRAINING_SET_FILE) if rel not in manifest["files"]
-    ]
+    every = (*used, *shared, *(rel for files in variants.values() for rel in files))
+    missing = [rel for rel in (*every, TRAINING_SET_FILE) if rel not in manifest["files"]]
     if missing:
         raise BundleError(f"{MANIFEST_FILE} does not list {', '.join(missing)}")
+    unused = [rel for rel in manifest["files"] if rel.endswith(".onnx") and rel not in every]
+    if unused:
+        raise BundleError(
+            f"{MANIFEST_FILE} lists {', '.join(map(repr, unused))}, which no model uses: "
+            "each model file serves one task's fold (or the transformer's) in one precision"
+        )
     phase = next((t for t in tasks if t.task is PHASE), None)
     if phase is not None and tuple(manifest.get("phases", ())) != PHASES:
         raise BundleError(f"{MANIFEST_FILE}: phases must be {list(PHASES)}")
-    _check_scalers(root, manifest, tasks)
+    training = _training_set(root, manifest["files"], tasks)
+    _check_scalers(training, tasks)
     interval = float(_get(manifest, "interval", (int, float), "the manifest"))
     if not 0 < interval < 1:
         raise BundleError(f"{MANIFEST_FILE}: interval {interval} must lie in (0, 1)")
-    return TaskBundle(root, manifest, digest, tasks, interval, encoder)
+    return TaskBundle(
+        root, manifest, digest, tasks, interval, encoder, variants, max_length, training
+    )
+
+
+def _variants(info: Mapping[str, Any], n_folds: int) -> dict[str, tuple[str, ...]]:
+    """The transformer's written variants (``transformer.variants``: per variant ``written``
+    and ``files``, one per fold at :func:`transformer_relpath`); fp32 is always written."""
+    entries = _get(info, "variants", dict, "transformer")
+    unknown = sorted(set(entries) - set(VARIANTS))
+    if unknown:
+        raise BundleError(
+            f"{MANIFEST_FILE}: transformer variant(s) {unknown}; variants are "
+            f"{', '.join(VARIANTS)}"
+        )
+    out = {}
+    for variant, entry in entries.items():
+        where = f"transformer variant {variant}"
+        if not _get(entry, "written", bool, where):
+            continue
+        files = tuple(_get(entry, "files", list, where))
+        expected = tuple(transformer_relpath(k, variant) for k in range(n_folds))
+        if files != expected:
+            raise BundleError(
+                f"{MANIFEST_FILE}: {where} lists files {list(files)}; expected {list(expected)}"
+            )
+        out[variant] = files
+    if "fp32" not in out:
+        raise BundleError(f"{MANIFEST_FILE}: the transformer's fp32 variant is not written")
+    return {v: out[v] for v in VARIANTS if v in out}

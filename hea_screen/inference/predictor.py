@@ -1,5 +1,7 @@
-"""Predict every task of a condition-aware bundle at a stated condition, on ONNX Runtime.
+"""Predict every task of a model bundle at a stated condition, on ONNX Runtime.
 
+``load_model(path)`` verifies a bundle (:mod:`hea_screen.inference.bundle`), picks an execution
+provider and a precision for its transformer member and returns a :class:`TaskPredictor`.
 ``TaskPredictor.predict(compositions, condition)`` featurizes the compositions once (polars),
 builds the :mod:`hea_screen.inference.design` matrix at the condition (test temperature,
 processing),
@@ -21,11 +23,29 @@ nearest alloy of that task's own training data, its L1 distance in atomic fracti
 measured value) comes from
 :mod:`hea_screen.inference.applicability`.
 
-A predictor pickles as its bundle path and options, so Dask workers reopen it on arrival.
+Providers and precisions. Tabular members (tree ensembles, GP, K-NN) run fp32 on the CPU
+provider: ONNX Runtime has no CUDA kernels for them. The transformer member runs
+
+=========  ==============================  =========================================
+device     provider                        precision (``"auto"`` takes the first written)
+=========  ==============================  =========================================
+``cuda``   CUDAExecutionProvider,          fp16, fp32
+           inputs and outputs bound on the
+           device with I/O binding
+``cpu``    CPUExecutionProvider            int8 (dynamically quantized), fp32
+``auto``   CUDA when a GPU is usable and the bundle holds a CUDA variant, else CPU
+=========  ==============================  =========================================
+
+on rows grouped by number of elements (one token length per group, so a batch is never
+padded), in chunks of ``batch_size`` rows, every fold network on one encoding.
+
+A predictor pickles as its bundle path, options and bundle SHA-256 (never its sessions), so
+Dask workers reopen it on arrival, from the same bundle or not at all.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -35,10 +55,10 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 
-from hea_screen.compositions.features import featurize
+from hea_screen.compositions.features import FEATURE_NAMES, featurize
 from hea_screen.compositions.table import CompositionTable, to_table
 from hea_screen.conditions import PHASE, PHASES, Condition
-from hea_screen.errors import UserInputError
+from hea_screen.errors import BundleError, UserInputError
 from hea_screen.inference.applicability import TrainingSet
 from hea_screen.inference.bundle import (
     TRANSFORMER,
@@ -47,8 +67,50 @@ from hea_screen.inference.bundle import (
     TaskModel,
     load_task_bundle,
 )
+from hea_screen.inference.bundle_files import bundle_root
 from hea_screen.inference.design import condition_matrix
-from hea_screen.inference.runtime import session_options
+from hea_screen.inference.runtime import (
+    CPU,
+    CUDA,
+    DEVICES,
+    PRECISIONS,
+    PROVIDER_PRECISIONS,
+    cuda_usable,
+    session_options,
+)
+from hea_screen.inference.tokens import Encoded
+
+log = logging.getLogger(__name__)
+
+_OUTPUT = "logits"
+
+
+def load_model(
+    path: str | Path | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 1024,
+    threads: int | None = None,
+    io_binding: bool | None = None,
+    sha256: str | None = None,
+) -> TaskPredictor:
+    """Open a model bundle for prediction.
+
+    ``path`` is a bundle directory written by ``hea-export --conditions``; ``None`` or
+    ``"default"`` takes the shipped default bundle (``hea_screen/models/default``),
+    ``"transformer"`` the shipped transformer bundle (``hea_screen/models/transformer``).
+    ``device`` is ``"auto"``, ``"cpu"`` or ``"cuda"``; ``precision`` is ``"auto"``, ``"fp32"``,
+    ``"fp16"`` (CUDA) or ``"int8"`` (CPU): both apply to the transformer member, tabular members
+    run fp32 on the CPU. ``batch_size`` bounds the rows per transformer call; ``threads`` sets
+    ONNX Runtime's intra-op threads (``None``: one per core); ``io_binding`` binds the
+    transformer's inputs and outputs to the device (``None``: on for CUDA, off for CPU);
+    ``sha256`` pins the bundle: the SHA-256 of its ``manifest.json`` (64 hex digits, or a prefix
+    of at least 12), any other is refused. Raises :class:`BundleError` for a missing, altered,
+    incomplete or other than pinned bundle and :class:`UserInputError` for an option that
+    cannot be honoured (``device="cuda"`` or ``precision="fp16"`` without a usable GPU).
+    """
+    return TaskPredictor(bundle_root(path), threads, sha256, device, precision, batch_size,
+                         io_binding)
 
 
 def as_table(compositions: Any) -> CompositionTable:
@@ -71,20 +133,49 @@ def phase_column(phase: str) -> str:
 
 
 class TaskPredictor:
-    """Fold-ensemble predictions of the tasks of a format-2 bundle."""
+    """Fold-ensemble predictions of the tasks of a bundle; build it with :func:`load_model`."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, sha256: str | None = None):
-        self._options: dict[str, Any] = {"path": str(path), "threads": threads, "sha256": sha256}
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        sha256: str | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        batch_size: int = 1024,
+        io_binding: bool | None = None,
+    ):
+        _check_choice("device", device, DEVICES)
+        _check_choice("precision", precision, PRECISIONS)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+        ):
+            raise UserInputError(f"threads must be a positive integer or None, got {threads!r}")
         self.bundle: TaskBundle = load_task_bundle(path, sha256)
-        self.training_set = TrainingSet.from_json(self.bundle.training_set_text())
+        self._options: dict[str, Any] = {
+            "path": str(path),
+            "threads": threads,
+            "sha256": self.bundle.sha256,
+            "device": device,
+            "precision": precision,
+            "batch_size": batch_size,
+            "io_binding": io_binding,
+        }
+        assert self.bundle.training_set is not None, "load_task_bundle reads the training set"
+        self.training_set: TrainingSet = self.bundle.training_set
         self._session_options = session_options(threads)
+        self.batch_size = batch_size
+        self.provider, self.precision = resolve_device(self.bundle, device, precision)
+        self.io_binding = (self.provider == CUDA) if io_binding is None else bool(io_binding)
         # Sessions open on first use (a screen ranks two or three of the eight tasks, and its
         # cheap stage reads one fold of each): :meth:`_fold_sessions`.
         self._sessions: dict[str, ort.InferenceSession] = {}
 
     @property
     def bundle_sha256(self) -> str:
-        """The bundle's identity: SHA-256 of its ``manifest.json``."""
+        """The bundle's identity: SHA-256 of its ``manifest.json`` (which hashes every file)."""
         return self.bundle.sha256
 
     @property
@@ -93,11 +184,21 @@ class TaskPredictor:
 
     @property
     def summary(self) -> str:
+        """One line for users: providers, precision, models, bundle and its SHA-256."""
         models = ", ".join(f"{t.task.name}: {t.model} x{len(t.files)}" for t in self.bundle.tasks)
-        where = f"{self.bundle.path} ({self.bundle.sha256[:12]})"
-        return f"CPUExecutionProvider; {models}; bundle {where}"
+        where = f"{self.bundle.path} (sha256 {self.bundle.sha256})"
+        runs = f"{CPU}"
+        if self.bundle.variants:
+            binding = ", I/O binding" if self.io_binding else ""
+            runs = f"transformer on {self.provider} ({self.precision}{binding}), tabular on {CPU}"
+        return f"{runs}; {models}; bundle {where}"
+
+    def __repr__(self) -> str:
+        return f"TaskPredictor({self.summary})"
 
     def __getstate__(self) -> dict[str, Any]:
+        """Pickle as the bundle path, options and SHA-256 only; sessions are reopened on
+        unpickling, from the same bundle or not at all."""
         return dict(self._options)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -108,15 +209,40 @@ class TaskPredictor:
         for name in tasks:
             self.bundle.task(name).coverage.check(name, condition)
 
-    def _fold_sessions(self, files: Sequence[str], folds: int | None) -> list[ort.InferenceSession]:
-        """Sessions of the first ``folds`` (default: all) of ``files``, opened once each."""
+    def _fold_sessions(
+        self, files: Sequence[str], folds: int | None, provider: str = CPU
+    ) -> list[ort.InferenceSession]:
+        """Sessions of the first ``folds`` (default: all) of ``files``, opened once each from
+        the bytes whose SHA-256 was checked."""
         chosen = files[: len(files) if folds is None else folds]
+        providers: list[Any] = [(CUDA, {"device_id": 0}), CPU] if provider == CUDA else [CPU]
         for rel in chosen:
             if rel not in self._sessions:
                 self._sessions[rel] = ort.InferenceSession(
-                    self.bundle.read(rel), self._session_options, providers=["CPUExecutionProvider"]
+                    self.bundle.read(rel), self._session_options, providers=providers
                 )
         return [self._sessions[rel] for rel in chosen]
+
+    def _transformer_sessions(self, folds: int | None) -> list[ort.InferenceSession]:
+        """The transformer's fold sessions in the chosen precision; where the CUDA provider
+        fails to start, ``device="cuda"`` raises and ``"auto"`` falls back to the CPU."""
+        sessions = self._fold_sessions(self.bundle.variants[self.precision], folds, self.provider)
+        if self.provider == CUDA and CUDA not in sessions[0].get_providers():
+            if self._options["device"] == "cuda":
+                raise UserInputError(
+                    "device='cuda' was requested but ONNX Runtime could not start its CUDA "
+                    "provider (see its log for the missing library); use device='cpu' or 'auto'"
+                )
+            log.warning("CUDA provider failed to start; the transformer falls back to the CPU")
+            for rel in self.bundle.variants[self.precision]:
+                self._sessions.pop(rel, None)
+            wanted = self._options["precision"]
+            self.provider, self.precision = resolve_device(
+                self.bundle, "cpu", "auto" if wanted in ("auto", "fp16") else wanted
+            )
+            self.io_binding = bool(self._options["io_binding"])
+            return self._transformer_sessions(folds)
+        return sessions
 
     def predict(
         self,
@@ -131,19 +257,23 @@ class TaskPredictor:
         """Predictions of ``tasks`` (default: all) at ``condition`` (default: tension, 25 °C,
         as-cast), one row per composition in input order (see module docstring).
 
-        ``folds`` limits each task to its first fold models (the screen's cheap first stage:
-        ``folds=1`` gives the fold-0 value as ``_mean`` and a zero ``_std``);
-        ``applicability=False`` leaves out the nearest-training-data columns.
+        ``features``: the frame :func:`hea_screen.featurize` returned for the same rows, when
+        the caller already has it (its ``composition`` column, if present, must match row by
+        row). ``folds`` limits each task to its first fold models (the screen's cheap first
+        stage: ``folds=1`` gives the fold-0 value as ``_mean`` and a zero ``_std``);
+        ``applicability=False`` leaves out the nearest-training-data columns. The whole input
+        (parsing, element data, features, tokens) is validated before any model runs.
         """
         condition = condition or Condition()
         chosen = [self.bundle.task(n) for n in (tasks or self.tasks)]
         table = as_table(compositions)
-        feats = featurize(table) if features is None else features
+        texts = table.canonical_texts()
+        feats = featurize(table) if features is None else _checked_features(texts, features)
         x = condition_matrix(feats, condition)  # one design matrix for every tabular task
         logits = None
         if any(m.kind == TRANSFORMER for m in chosen):
             logits = self._transformer_logits(table, feats, condition, folds)
-        columns: dict[str, Any] = {"composition": table.canonical_texts()}
+        columns: dict[str, Any] = {"composition": texts}
         for model in chosen:
             if model.kind == TRANSFORMER:
                 columns.update(self._transformer_columns(model, logits))
@@ -168,6 +298,10 @@ class TaskPredictor:
         return pl.concat([frame, nearest], how="horizontal")
 
     def _task_columns(self, model: TaskModel, x: np.ndarray) -> dict[str, np.ndarray]:
+        if not len(x):  # no rows: some graphs (the GP's) cannot run on an empty batch
+            if model.task is PHASE:
+                return {phase_column(p): np.empty(0) for p in PHASES}
+            return self._summary(model, np.empty((len(model.files), 0)))
         sessions = self._fold_sessions(model.files, None)
         if model.task is PHASE:
             probs = np.mean([s.run(None, {s.get_inputs()[0].name: x})[1] for s in sessions], axis=0)
@@ -184,21 +318,56 @@ class TaskPredictor:
         condition: Condition,
         folds: int | None = None,
     ) -> np.ndarray:
-        """(folds, rows, outputs) logits of the transformer's fold networks, batched by
-        number of elements (one token length per batch). Each fold network runs once per
-        batch and gives every task's output (one encoding feeds every fold)."""
+        """(folds, rows, outputs) logits of the transformer's fold networks. Every row is
+        encoded first (an unknown token or too long an input is refused before any network
+        runs); rows are grouped by number of elements (one token length per group, never
+        padded) and run in chunks of ``batch_size``, every fold network on one encoding."""
+        groups = self._encode(table, features, condition)
+        sessions = self._transformer_sessions(folds)
+        out = np.empty((len(sessions), len(table), len(TRANSFORMER_OUTPUTS)))
+        for rows, encoded in groups:
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start : start + self.batch_size]
+                feed = {k: v[start : start + self.batch_size] for k, v in encoded.as_dict().items()}
+                out[:, chunk] = self._run(sessions, feed)
+        return out
+
+    def _encode(
+        self, table: CompositionTable, features: pl.DataFrame, condition: Condition
+    ) -> list[tuple[np.ndarray, Encoded]]:
+        """Token batches of ``table`` at ``condition``, one per number of elements."""
         encoder = self.bundle.encoder
         assert encoder is not None, "a transformer task without a tokenizer"
-        shared = next(t.files for t in self.bundle.tasks if t.kind == TRANSFORMER)
-        sessions = self._fold_sessions(shared, folds)
         counts = (table.micro > 0).sum(axis=1)
-        out = np.empty((len(sessions), len(table), len(TRANSFORMER_OUTPUTS)))
+        groups = []
         for k in np.unique(counts):
             rows = np.flatnonzero(counts == k)
-            feed = encoder.encode(table.take(rows), features[rows], condition).as_dict()
-            for f, session in enumerate(sessions):
-                out[f, rows] = session.run(["logits"], feed)[0]
-        return out
+            encoded = encoder.encode(table.take(rows), features[rows], condition)
+            if encoded.input_ids.shape[1] > self.bundle.max_length:
+                raise UserInputError(
+                    f"row {rows[0]}: {table.composition(int(rows[0]))} has {k} elements, which "
+                    f"makes {encoded.input_ids.shape[1]} tokens; the transformer reads at most "
+                    f"{self.bundle.max_length} tokens"
+                )
+            groups.append((rows, encoded))
+        return groups
+
+    def _run(self, sessions: list[ort.InferenceSession], feed: dict[str, np.ndarray]) -> np.ndarray:
+        """Logits of each fold network, shape (folds, rows, outputs); with I/O binding the
+        inputs are uploaded once and shared by every fold network."""
+        if not self.io_binding:
+            return np.stack([s.run([_OUTPUT], feed)[0] for s in sessions])
+        device = "cuda" if self.provider == CUDA else "cpu"
+        bound = {k: ort.OrtValue.ortvalue_from_numpy(v, device, 0) for k, v in feed.items()}
+        out = []
+        for session in sessions:
+            binding = session.io_binding()
+            for name, value in bound.items():
+                binding.bind_ortvalue_input(name, value)
+            binding.bind_output(_OUTPUT, device, 0)
+            session.run_with_iobinding(binding)
+            out.append(binding.copy_outputs_to_cpu()[0])
+        return np.stack(out)
 
     def _transformer_columns(self, model: TaskModel, logits: np.ndarray) -> dict[str, Any]:
         j = model.output
@@ -225,3 +394,75 @@ class TaskPredictor:
             f"{name}_lo": np.maximum(mean - half, 0.0),  # strengths, strains, HV are >= 0
             f"{name}_hi": mean + half,
         }
+
+
+def _checked_features(texts: pl.Series, features: pl.DataFrame) -> pl.DataFrame:
+    """The caller's features, checked to be one row per composition (canonical ``texts``),
+    in order."""
+    if not isinstance(features, pl.DataFrame):
+        raise UserInputError(
+            "features must be the polars DataFrame returned by hea_screen.featurize, "
+            f"got {type(features).__name__}"
+        )
+    missing = [name for name in FEATURE_NAMES if name not in features.columns]
+    if missing:
+        raise UserInputError(
+            f"features frame lacks column(s) {', '.join(missing)}; use hea_screen.featurize"
+        )
+    if features.height != len(texts):
+        raise UserInputError(
+            f"features frame has {features.height} rows for {len(texts)} compositions"
+        )
+    if "composition" in features.columns:
+        differs = (features["composition"] != texts).fill_null(True)
+        if differs.any():
+            r = int(differs.arg_true()[0])
+            raise UserInputError(
+                f"features row {r} is for {features['composition'][r]!r}, not {texts[r]!r}: "
+                "features must follow the compositions row by row"
+            )
+    return features
+
+
+def _check_choice(what: str, value: object, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise UserInputError(f"unknown {what} {value!r}: choose one of {', '.join(accepted)}")
+
+
+def resolve_device(bundle: TaskBundle, device: str, precision: str) -> tuple[str, str]:
+    """(provider, precision) of the transformer member for the requested device and precision,
+    given the variants the bundle holds (a bundle without a transformer runs fp32 on the CPU)."""
+    written = tuple(bundle.variants)
+    gpu = cuda_usable()
+    if device == "cuda" and not gpu:
+        raise UserInputError(
+            "device='cuda' was requested but no usable CUDA GPU is visible to ONNX Runtime "
+            f"(available providers: {', '.join(ort.get_available_providers())}); "
+            "use device='cpu' or 'auto'"
+        )
+    if precision == "fp16" and device == "auto" and not gpu:
+        raise UserInputError(
+            "precision 'fp16' runs on CUDA only and no usable CUDA GPU is visible; "
+            "choose fp32 or int8"
+        )
+    if precision not in ("auto", *written) and not (precision == "fp32" and not written):
+        raise BundleError(
+            f"bundle {bundle.path} has no {precision} variant ({bundle.variant_note(precision)}); "
+            f"it holds {', '.join(written) or 'fp32 tabular models'}"
+        )
+    if device == "auto":
+        wanted = PROVIDER_PRECISIONS[CUDA] if precision == "auto" else (precision,)
+        runs_on_cuda = any(p in written for p in wanted if p in PROVIDER_PRECISIONS[CUDA])
+        device = "cuda" if gpu and runs_on_cuda else "cpu"
+    if not written:
+        return CPU, "fp32"  # tabular members only: fp32 on the CPU, whatever the device
+    provider = CUDA if device == "cuda" else CPU
+    accepted = PROVIDER_PRECISIONS[provider]
+    if precision == "auto":
+        return provider, next(p for p in accepted if p in written)  # fp32 is always written
+    if precision not in accepted:
+        raise UserInputError(
+            f"precision {precision!r} does not run on {provider}: "
+            f"choose one of {', '.join(accepted)} (or device='auto')"
+        )
+    return provider, precision

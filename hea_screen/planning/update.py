@@ -53,9 +53,9 @@ from hea_screen.inference.bundle import (
     conformal_quantile,
     task_relpath,
 )
+from hea_screen.inference.bundle_files import MANIFEST_FILE, TRAINING_SET_FILE
 from hea_screen.inference.design import design_matrix
 from hea_screen.inference.families import make_estimator
-from hea_screen.inference.paper_bundle import MANIFEST_FILE, TRAINING_SET_FILE
 from hea_screen.inference.predictor import TaskPredictor
 
 #: Model families whose fold members ``update`` refits (with the train extra).

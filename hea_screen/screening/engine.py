@@ -205,7 +205,8 @@ def pinned(model: ModelRef) -> ModelRef:
     """``model`` pinned to the full SHA-256 of its bundle (verified against a given prefix)."""
     if model.sha256 is not None and len(model.sha256) == 64 and model.sha256.islower():
         return model
-    return replace(model, sha256=inspect_model(model.path, model.sha256).sha256)
+    info = inspect_model(model.path, model.sha256, model.device, model.precision)
+    return replace(model, sha256=info.sha256)
 
 
 def result_table(

@@ -279,7 +279,7 @@ def run_batch(
     recorded (the command line logs progress with it).
     """
     started, t0 = _now(), time.perf_counter()
-    info = inspect_model(model.path, model.sha256)
+    info = inspect_model(model.path, model.sha256, model.device, model.precision)
     model = replace(model, sha256=info.sha256)  # workers load this bundle or refuse
     candidates = spec.candidates()
     spec.space.check_nonempty()

@@ -16,8 +16,8 @@ from hea_screen.conditions import PHASE
 from hea_screen.errors import BundleError, ElementDataError
 from hea_screen.inference.applicability import TrainingSet
 from hea_screen.inference.bundle import Coverage, load_task_bundle
-from hea_screen.inference.paper_predictor import bundle_format, bundle_root, load_model
-from hea_screen.inference.predictor import TaskPredictor
+from hea_screen.inference.bundle_files import bundle_root
+from hea_screen.inference.predictor import TaskPredictor, load_model, resolve_device
 from hea_screen.screening.ranking import Ranking, Reference
 from hea_screen.screening.space import Candidates
 
@@ -83,18 +83,20 @@ def predicted_tasks(ranking: Ranking, available: Sequence[str]) -> tuple[str, ..
     return ranking.tasks + ((PHASE.name,) if PHASE.name in available else ())
 
 
-def inspect_model(path: str | Path | None, sha256: str | None = None) -> ModelInfo:
+def inspect_model(
+    path: str | Path | None,
+    sha256: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+) -> ModelInfo:
     """Verify a bundle (pinned to ``sha256`` when given) and read what ranking and input
-    checks need. Screening needs a condition-aware (format 2) bundle."""
+    checks need (``path``: a bundle directory, or ``None``, ``"default"``, ``"transformer"``
+    for a shipped bundle); ``device`` and ``precision`` are refused here, before any work,
+    where they cannot be honoured (``cuda`` or ``fp16`` without a usable GPU, a precision
+    the bundle lacks)."""
     root = bundle_root(path)
-    version = bundle_format(root)
-    if version == 1:
-        raise BundleError(
-            f"model bundle {root} predicts the paper's pooled targets (uts_mpa, "
-            "elongation_pct, tension and compression mixed); screening needs a "
-            "condition-aware bundle: hea-export --conditions RUN (docs/inference.md)"
-        )
     bundle = load_task_bundle(root, sha256)
+    resolve_device(bundle, device, precision)
     training = TrainingSet.from_json(bundle.training_set_text())
     mean, std = {}, {}
     for name, ts in training.targets.items():
