@@ -395,3 +395,37 @@ def test_sessions_load_the_bytes_whose_hash_was_checked(
     shutil.copyfile(fold_1, fold_0)
     with pytest.raises(BundleError, match=r"fold_0\.onnx does not match its SHA-256"):
         p.predict(MIXED)
+
+
+@pytest.mark.skipif(cuda_usable(), reason="checks the refusal where no GPU is usable")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["--elements", "Co,Cr,Fe,Ni", "--top", "3", "--quiet"],
+        ["--elements", "Co,Cr,Fe,Ni", "--top", "3", "--quiet", "--precision", "fp16"],
+        ["predict", "{file}", "--quiet"],
+        ["batch", "{spec}", "--out", "{job}", "--quiet"],
+    ],
+)
+def test_cli_refuses_cuda_without_a_gpu_before_any_work(capsys, tmp_path, command) -> None:
+    """Issue 19 item 12: --device cuda (with or without fp16) ran on the CPU, exit 0."""
+    from hea_screen.cli import main
+
+    (tmp_path / "in.csv").write_text("composition\nCoCrFeMnNi\n")
+    (tmp_path / "spec.yaml").write_text("space:\n  elements: [Co, Cr, Fe, Ni]\n")
+    places = {"{file}": tmp_path / "in.csv", "{spec}": tmp_path / "spec.yaml",
+              "{job}": tmp_path / "job"}
+    argv = [str(places.get(a, a)) for a in command] + ["--device", "cuda"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: device='cuda' was requested but no usable CUDA GPU")
+    assert "Traceback" not in err and not (tmp_path / "job").exists()
+
+
+def test_cli_model_transformer_names_the_shipped_folder(capsys, monkeypatch, tmp_path) -> None:
+    from hea_screen.cli import main
+
+    monkeypatch.setattr(bundle_files, "shipped_bundle_path", lambda name: tmp_path / name)
+    assert main(["--elements", "Co,Cr,Fe,Ni", "--top", "3", "--model", "transformer"]) == 2
+    err = capsys.readouterr().err
+    assert f"no shipped 'transformer' model bundle at {tmp_path / 'transformer'}" in err
