@@ -14,6 +14,7 @@ per task, that the fp32 networks reproduce the run's recorded out-of-fold predic
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from hea_screen.errors import UserInputError
 from hea_screen.inference.bundle import TRANSFORMER_OUTPUTS, VARIANTS, transformer_relpath
 from hea_screen.inference.bundle_files import TOKENIZER_DIR
 from hea_screen.inference.tokens import Encoded, TokenEncoder
+
+log = logging.getLogger(__name__)
 
 #: Largest relative difference allowed between the fp32 network and the run's recorded
 #: out-of-fold predictions.
@@ -122,10 +125,11 @@ def write_transformer(
                 check_graph(path, len(OUTPUT_TASKS))
                 provider = parity_provider(variant)
                 candidate = onnx_outputs(str(path), encoded, provider)
-                parity[variant].append(
-                    compare(variant, fold, reference, candidate, measured, provider,
-                            options.bounds)
+                result = compare(
+                    variant, fold, reference, candidate, measured, provider, options.bounds
                 )
+                log.info("transformer %s fold %d: %s", variant, fold, result.reason)
+                parity[variant].append(result)
         if len(sizes) != 1:
             raise UserInputError(f"the transformer's fold networks differ in size: {sizes}")
         variants = decide(parity, options.variants, options.bounds, fusions)

@@ -244,3 +244,16 @@ def test_cli_exports_the_transformer_member(
     assert "int8" not in bundle.variants
     with pytest.raises(BundleError):
         load_task_bundle(out / "tokenizer")
+
+
+def test_member_transformer_needs_a_trained_transformer(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "conditions").mkdir(parents=True)
+    for name in ("selection.json", "data.json"):
+        shutil.copyfile(tiny_run / "conditions" / name, run / "conditions" / name)
+    calibration = json.loads((tiny_run / "conditions" / "calibration.json").read_text())
+    calibration.pop("transformer")
+    (run / "conditions" / "calibration.json").write_text(json.dumps(calibration))
+    with pytest.raises(UserInputError, match="has no transformer member: train it"):
+        write_condition_bundle(run, tmp_path / "out", allow_dirty=True, member="transformer")
+    assert not (tmp_path / "out").exists()
