@@ -187,7 +187,7 @@ class TaskPredictor:
         """One line for users: providers, precision, models, bundle and its SHA-256."""
         models = ", ".join(f"{t.task.name}: {t.model} x{len(t.files)}" for t in self.bundle.tasks)
         where = f"{self.bundle.path} (sha256 {self.bundle.sha256})"
-        runs = f"{CPU}"
+        runs = CPU
         if self.bundle.variants:
             binding = ", I/O binding" if self.io_binding else ""
             runs = f"transformer on {self.provider} ({self.precision}{binding}), tabular on {CPU}"
