@@ -24,13 +24,14 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_ranks_and_writes_every_format(capsys, condition_bundle, tmp_path):
+def test_ranks_and_writes_every_format(capsys, condition_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
     csv = tmp_path / "ranked.csv"
     code, out, err = cli(
         capsys, *SMALL, "--model", str(condition_bundle), "--top", "7", "--out", str(csv)
     )
     assert code == 0, err
-    assert "rank" in out and "nearest uts_tension_mpa datum" in out  # the printed table
+    assert "rank" in out and "nearest datum" in out and " at 0." in out  # the printed table
     assert "ranked 7 of 145 candidates" in err
     table = pl.read_csv(csv)
     assert tuple(table.columns) == result_columns(Ranking())
@@ -92,6 +93,9 @@ def test_dry_run_reports_size_partitions_and_time(capsys, condition_bundle, tmp_
     assert "candidates: 145" in text
     assert "3 elements, grid: 72" in text and "4 elements, equimolar: 1" in text
     assert "partitions:" in text and "estimated time:" in text and "candidates/s" in text
+    assert " to " in text.split("estimated time: ")[1].splitlines()[0]  # a range
+    assert "assumes every fold model on all 145 candidates; 1 worker(s)" in text
+    assert "1 local worker(s)" in text  # what the run (and a batch of this space) uses
     assert not out.exists()
 
 
@@ -104,9 +108,11 @@ def test_batch_subcommand_resumes(capsys, condition_bundle, tmp_path):
     job = tmp_path / "job"
     base = ["batch", str(spec), "--out", str(job), "--model", str(condition_bundle), "--quiet"]
     base += ["--batch-size", "32"]
-    code, out, err = cli(capsys, *base, "--workers", "1", "--max-partitions", "1")
+    code, out, err = cli(capsys, *base, "--max-partitions", "1")
     assert code == 0, err
     assert "small: incomplete; partitions 1/3" in out
+    assert "condition: tension, 25 °C, cast; ranking pareto on" in err  # as the main command
+    assert json.loads((job / "summary.json").read_text())["workers"] == 1  # as its dry run
     code, out, err = cli(capsys, *base, "--workers", "1")
     assert code == 0, err
     assert "small: complete; partitions 3/3 (1 resumed, 2 this run)" in out

@@ -159,8 +159,15 @@ def test_huge_space_needs_sample_or_confirmation():
 def test_dry_run_estimate_probes_without_screening(space, model, info):
     est = estimate(space, Ranking(), model, info.reference, partition_size=64, workers=2, probe=64)
     assert est.candidates == 145 and est.partitions == 3 and est.partition_size == 64
-    assert est.probe_candidates == 64 and est.candidates_per_second > 0
-    assert est.estimated_seconds >= 145 / est.candidates_per_second
+    assert est.probe_candidates == 64 and 0 < est.rates[0] <= est.rates[1]
+    low, high = est.seconds
+    assert 145 / est.rates[1] <= low <= high and high >= 145 / est.rates[0]
+    assert est.assumes.startswith("every fold model on all 145 candidates; 2 worker(s)")
+    # a space above the shortlist: the estimate times the run's two stages, as the run does
+    two = estimate(space, Ranking(top=5), model, info.reference, partition_size=64, workers=1,
+                   probe=64, shortlist=50)
+    assert two.assumes.startswith("fold 0 only on all 145 candidates, the full ensemble on the "
+                                  "50-row shortlist")
 
 
 def manifest_sha256(bundle: Path) -> str:
@@ -191,14 +198,17 @@ def test_workers_load_only_the_pinned_bundle(space, model, info, condition_bundl
     assert ranked["model_sha256"][0] == digest
 
 
-def test_hea_screen_prints_and_pins_the_bundle_identity(capsys, condition_bundle, tmp_path):
+def test_hea_screen_prints_and_pins_the_bundle_identity(
+    capsys, condition_bundle, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "200")
     digest = manifest_sha256(condition_bundle)
     small = ["--elements", "Co,Cr,Fe,Ni", "--step", "0.1", "--workers", "1", "--quiet"]
     small += ["--model", str(condition_bundle), "--top", "3"]
     assert main([*small, "--model-sha256", digest[:12]]) == 0
     out, err = capsys.readouterr()
     assert f"model: {condition_bundle} (sha256 {digest})" in err
-    assert "(d " in out and "nearest uts_tension_mpa datum" in out  # per-task distances
+    assert out.count("nearest datum") == 2 and " at 0." in out  # per-task distances
     assert main([*small, "--model-sha256", "0" * 64]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and digest in err and "0" * 64 in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,10 +22,11 @@ from hea_screen.planning.acquisition import (
     PlanOptions,
     acquisition,
     normal_cdf,
-    reasons,
     select,
     table_of,
 )
+from hea_screen.planning.charts import nice_ticks, place_labels, tick_text
+from hea_screen.planning.reasons import expected_gain, labels, percentile_ranks
 from hea_screen.screening.ranking import Ranking
 
 UTS = "uts_tension_mpa"
@@ -53,14 +55,44 @@ NOTHING = Measured((), {})
 
 def test_expected_improvement_closed_form():
     mu, sigma, best = np.array([110.0, 90.0, 100.0]), np.array([10.0, 30.0, 0.0]), 100.0
-    value, exploit, explore = acquisition(mu, sigma, best, "ei")
+    value = acquisition(mu, sigma, best, "ei")
     u = (mu[:2] - best) / sigma[:2]
     pdf = np.exp(-u * u / 2) / math.sqrt(2 * math.pi)
     expected = (mu[:2] - best) * normal_cdf(u) + sigma[:2] * pdf
     assert value[:2] == pytest.approx(expected)
     assert value[2] == 0.0 and np.all(value >= 0)
     assert normal_cdf(np.array([1.6448536269514722]))[0] == pytest.approx(0.95)
-    assert reasons(exploit, explore)[:2] == ["exploit", "explore"]
+    # the same expected improvement, in the task's unit, is what a pick's reason states
+    gain, chance = expected_gain(110.0, 10.0, best)
+    assert gain == pytest.approx(value[0])
+    assert chance == pytest.approx(normal_cdf(np.array([1.0]))[0])
+
+
+def test_labels_mean_which_side_chose_the_pick():
+    # percentiles among the feasible candidates of the pick's mean and uncertainty
+    assert labels(np.array([0.9, 0.2, 0.8, 0.5]), np.array([0.1, 0.9, 0.9, 0.5])) == [
+        "exploit", "explore", "both", "exploit"]
+    ranks = percentile_ranks(np.array([1.0, 4.0]), np.array([1.0, 2.0, 3.0, 4.0]))
+    assert ranks.tolist() == [0.25, 1.0]
+
+
+def test_reasons_speak_in_mpa_over_the_best_measured_alloy():
+    space = candidates([("Co1", 900.0, 50.0), ("Cr1", 700.0, 300.0), ("Fe1", 600.0, 20.0)])
+    measured = Measured(("Ni1",), {UTS: {"Ni1": 800.0}})
+    plan = select(space, UTS_OBJECTIVE, measured, PlanOptions(k=3, min_distance=0))
+    first = plan.row(0, named=True)
+    assert first["composition"] == "Co1" and first["reason"] == "exploit"
+    gain, chance = expected_gain(900.0, 50.0, 800.0)
+    assert first[f"{UTS}_expected_gain"] == pytest.approx(gain)  # MPa, about 100
+    assert first[f"{UTS}_chance_to_beat_best"] == pytest.approx(chance)
+    assert first[f"{UTS}_best_measured"] == 800.0 and first["nearest_measured"] == "Ni1"
+    assert (
+        f"tensile UTS +{gain:,.0f} MPa expected over the best measured 800 MPa "
+        f"({100 * chance:.0f} % chance to beat it); predicted 900 [818–982] MPa"
+    ) in first["why"]
+    assert "nearest measured alloy Ni100 at L1 2.00" in first["why"]
+    by_comp = dict(zip(plan["composition"], plan["reason"]))
+    assert by_comp["Cr1"] == "explore"  # below the best measured, widest interval
 
 
 def test_sigma_comes_from_the_calibrated_interval():
@@ -90,7 +122,7 @@ def test_batch_spreads_instead_of_crowding_one_corner():
     assert sum(c.startswith("Co") for c in plan["composition"]) == 1
     assert plan["pick"].to_list() == [1, 2, 3, 4]
     assert set(plan["reason"]) <= {"exploit", "explore", "both"}
-    assert plan["why"].str.contains("predicted uts_tension_mpa").all()
+    assert plan["why"].str.contains("(no measured value to beat)", literal=True).all()
 
 
 def test_constraints_bounds_measured_distance_and_phase():
@@ -185,21 +217,62 @@ def test_plan_bad_candidates_exit_2_naming_the_problem(tmp_path, capsys, content
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
-def test_lab_sheet_renders_in_headless_chromium(screened, tmp_path, capsys):
-    page = tmp_path / "plan.html"
-    assert main(["plan", str(screened), "--out", str(tmp_path / "p.csv"), "--html", str(page)]) == 0
-    capsys.readouterr()
-    shot = tmp_path / "shot.png"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,1400"]
+CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+WIDTH_PROBE = (
+    "<script>document.body.setAttribute('data-scroll-width', "
+    "document.documentElement.scrollWidth)</script></body>"
+)
+
+
+def rendered(page: Path, window: int, printed: bool = False) -> tuple[str, int]:
+    """The DOM of ``page`` rendered by headless Chromium in a ``window`` px wide window and
+    the document's width (``scrollWidth``), measured on a copy with one line of script (the
+    page has none); ``printed`` applies the print style sheet (A4: 718 px between margins)."""
+    text = page.read_text(encoding="utf-8")
+    if printed:
+        text = text.replace("@media print{", "@media all{")
+    probe = page.with_name(f"{page.stem}-{window}-{printed}.html")
+    probe.write_text(text.replace("</body>", WIDTH_PROBE), encoding="utf-8")
     dom = subprocess.run(
-        ["chromium", *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
-        timeout=120,
+        [*CHROMIUM, f"--window-size={window},1000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=120,
     ).stdout
-    assert dom.count('class="pick-row"') == 8 and "<svg" in dom
-    subprocess.run(["chromium", *flags, f"--screenshot={shot}", page.as_uri()],
+    found = re.search(r'data-scroll-width="(\d+)"', dom)
+    assert found, dom[-2000:]
+    return dom, int(found[1])
+
+
+def fits_in_chromium(page: Path, tmp_path: Path) -> str:
+    """Check the page's width at 1,280 and 1,400 px and printed on A4; screenshot it."""
+    for window in (1280, 1400):
+        dom, width = rendered(page, window)
+        assert width <= window, f"{page.name} is {width} px wide in a {window} px window"
+    assert rendered(page, A4_PX, printed=True)[1] <= A4_PX
+    shot = tmp_path / f"{page.stem}.png"
+    subprocess.run([*CHROMIUM, "--window-size=1400,1800", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
+    return dom
+
+
+A4_PX = 718  # 210 mm less 2 x 12 mm margins at 96 px per inch
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_lab_sheets_render_in_headless_chromium_without_sideways_scrolling(
+    screened, tmp_path, capsys
+):
+    page = tmp_path / "plan.html"
+    assert main(["plan", str(screened), "--out", str(tmp_path / "p.csv"), "--html", str(page)]) == 0
+    dom = fits_in_chromium(page, tmp_path)
+    assert dom.count('class="pick-row') == 8 and dom.count('class="pick"') == 8
+    assert "tensile UTS, MPa: mean [90 %]" in dom
+    screen = tmp_path / "screen.html"
+    args = ["--elements", "Co,Cr,Fe,Mn,Ni", "--step", "0.1", "--workers", "1", "--quiet"]
+    assert main([*args, "--top", "60", "--show", "0", "--html", str(screen)]) == 0
+    capsys.readouterr()
+    dom = fits_in_chromium(screen, tmp_path)
+    assert dom.count('class="rank-row"') == 25 and "atomic percent" in dom
 
 
 def test_plan_from_a_spec_uses_its_space_and_condition(tmp_path, capsys):
@@ -217,3 +290,20 @@ def test_plan_from_a_spec_uses_its_space_and_condition(tmp_path, capsys):
     assert plan.height == 3
     assert set(table_of(plan["composition"]).elements) <= {"Co", "Cr", "Fe", "Ni"}
     assert "ys_tension_mpa_mean" in plan.columns
+
+
+def test_axis_ticks_are_round_numbers_with_the_data_inside():
+    ticks = nice_ticks(-76.23, 1600.0, 6)
+    assert ticks[0] <= -76.23 and ticks[-1] >= 1600.0
+    steps = set(np.round(np.diff(ticks), 9))
+    assert steps == {500.0} and all(t % 500 == 0 for t in ticks)
+    assert nice_ticks(0.0, 130.0, 5) == [0, 50, 100, 150]
+    assert tick_text(1500.0, 500.0) == "1,500" and tick_text(2.5, 2.5) == "2.5"
+
+
+def test_pick_numbers_never_overlap():
+    # eight picks on nearly one spot: each number moves to a free place around its point
+    spots = place_labels([(100.0 + i, 100.0 + i) for i in range(8)], (0, 0, 400, 400), 10.0)
+    for i, (ax, ay) in enumerate(spots):
+        for bx, by in spots[i + 1 :]:
+            assert math.hypot(ax - bx, ay - by) >= 20.0

@@ -40,8 +40,9 @@ def test_every_format_gives_the_screen_columns_and_the_predictor_values(files, t
         predict(tmp_path, str(files["csv"]), "--column", "formula"),
         predict(tmp_path, str(files["parquet"]), "--column", "formula"),
     ]
-    for frame in frames[1:]:
-        assert frame.equals(frames[0])
+    for frame in frames[1:]:  # the tables keep their other column, beside the row number
+        assert frame.columns[:2] == ["row", "name"] and frame["name"].to_list()[:2] == ["a0", "a1"]
+        assert frame.drop("name").equals(frames[0])
     frame = frames[0]
     assert frame.columns[: len(result_columns(Ranking())) + 1] == [
         "row", *result_columns(Ranking())
@@ -138,3 +139,21 @@ def test_streamed_csv_equals_the_parquet_rows(files, tmp_path):
     assert pl.read_csv(out).columns == parquet.columns
     assert pl.read_csv(out)["composition"].to_list() == parquet["composition"].to_list()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hea-predict-")]
+
+
+def test_the_users_columns_stay_beside_the_predictions(tmp_path, capsys, monkeypatch):
+    source = tmp_path / "mine.csv"
+    pl.DataFrame(
+        {"sample": ["S-7", "S-9"], "composition": ["CoCrFeNi", "CoCrFeMnNi"],
+         "rank": ["their own", "rank column"], "note": ["arc melted", ""]}
+    ).write_csv(source)
+    frame = predict(tmp_path, str(source), "--order", "ranked")
+    assert frame.columns[:4] == ["row", "sample", "input_rank", "note"]
+    by_row = frame.sort("row")
+    assert by_row["sample"].to_list() == ["S-7", "S-9"]  # matched by row, whatever the order
+    assert by_row["input_rank"].to_list() == ["their own", "rank column"]
+    assert by_row["composition"].to_list() == [str(parse("CoCrFeNi")), str(parse("CoCrFeMnNi"))]
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["predict", str(source)]) == 0
+    out = capsys.readouterr().out
+    assert "S-7" in out and max(len(line) for line in out.splitlines()) <= 100

@@ -14,6 +14,7 @@ from hea_screen.cli import main
 from hea_screen.errors import UserInputError
 from hea_screen.inference.bundle import load_task_bundle
 from hea_screen.inference.bundle_files import default_bundle_path
+from hea_screen.inference.versions import resolve_model
 from hea_screen.planning.store import MeasurementStore, read_results
 
 HEADER = "composition,test_type,temperature_c,processing,uts_mpa,ys_mpa,elongation_pct,hardness_hv"
@@ -84,15 +85,47 @@ def bundle_copy(tmp_path) -> Path:
     return dst
 
 
-def test_update_writes_a_new_version_beside_the_old(tmp_path, bundle_copy, capsys):
+def test_bad_rows_are_all_named_in_one_pass(tmp_path):
+    rows = [GOOD[0], "CoCrXxNi,tension,25,cast,600,,,", "CoCrFeNi,shear,25,cast,600,,,",
+            "CoCrFeNi,tension,25,cast,-5,,,", "Te1Fe1,tension,25,cast,600,,,"]
+    with pytest.raises(UserInputError) as err:
+        read_results(results(tmp_path, rows))
+    text = str(err.value)
+    assert "4 bad row(s); nothing was stored" in text
+    for row in ("row 1 (line 3): unknown element", "row 2 (line 4): unknown test type",
+                "row 3 (line 5): uts_mpa '-5'"):
+        assert row in text
+    rows = [GOOD[0], "Te1Fe1,tension,25,cast,600,,,", "FeTe,tension,25,cast,600,,,"]
+    with pytest.raises(UserInputError) as err:  # element data: every row too
+        read_results(results(tmp_path, rows))
+    assert "2 bad row(s)" in str(err.value) and "row 2 (line 4)" in str(err.value)
+    many = [f"CoCrFeNi,tension,25,cast,{-i},,," for i in range(1, 31)]
+    with pytest.raises(UserInputError) as err:  # capped, with the count
+        read_results(results(tmp_path, many))
+    text = str(err.value)
+    assert "30 bad row(s)" in text and "... and 10 more bad row(s)" in text
+    assert text.count("outside the accepted") == 20
+
+
+def test_update_writes_a_new_version_to_the_user_data_directory(
+    tmp_path, bundle_copy, capsys, monkeypatch
+):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("COLUMNS", "100")
     old_manifest = (bundle_copy / "manifest.json").read_bytes()
     old = load_task_bundle(bundle_copy)
     args = ["update", "--measured", str(results(tmp_path, GOOD)), "--store",
             str(tmp_path / "store"), "--model", str(bundle_copy)]
     assert main(args) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    new_path = tmp_path / "bundle.v2"
+    new_path = tmp_path / "data" / "hea-screen" / "models" / "bundle.v2"
+    assert not (tmp_path / "bundle.v2").exists()  # never beside the bundle (the package)
     new = load_task_bundle(new_path)  # verifies every file's SHA-256
+    assert resolve_model("bundle.v2") == str(new_path)  # --model by version name
+    assert "use it with --model bundle.v2" in out
+    table = out.split("before -> after:\n")[1].splitlines()
+    assert len(table) >= 4 and max(len(line) for line in table) <= 100  # fits COLUMNS
+    assert "shape:" not in out and "┌" not in out  # a formatted table, not a raw frame
     assert (bundle_copy / "manifest.json").read_bytes() == old_manifest  # never overwritten
     assert new.manifest["parent"]["sha256"] == old.sha256 != new.sha256
     for task in ("uts_tension_mpa", "ys_tension_mpa", "elongation_tension_pct", "hardness_hv"):
@@ -115,7 +148,7 @@ def test_update_writes_a_new_version_beside_the_old(tmp_path, bundle_copy, capsy
     # the same results again: refused, and no third bundle is written
     assert main(args) == 2
     assert "imported before" in capsys.readouterr().err
-    assert not (tmp_path / "bundle.v3").exists()
+    assert not new_path.with_name("bundle.v3").exists()
 
 
 def test_update_refuses_a_condition_the_model_lacks(tmp_path, bundle_copy, capsys):
@@ -125,6 +158,7 @@ def test_update_refuses_a_condition_the_model_lacks(tmp_path, bundle_copy, capsy
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "row 1 (line 3)" in err and "1500" in err and "lacks this condition" in err
+    assert "1 bad row(s)" in err
     assert not (tmp_path / "store").exists() and not (tmp_path / "bundle.v2").exists()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,12 +13,14 @@ from hea_screen.cli.common import (
     model_options,
     model_ref,
     positive_int,
+    run_header,
     setup_logging,
     stage_options,
     workers,
 )
 from hea_screen.output import check_writable_dir
 from hea_screen.screening.jobs import run_batch
+from hea_screen.screening.model_ref import inspect_model
 from hea_screen.screening.spec import (
     load_spec,
 )
@@ -56,6 +59,8 @@ def run_batch_command(argv: Sequence[str]) -> int:
     def logged(pid: int, done: int, total: int) -> None:
         log.info("partition %d recorded (%d of %d done)", pid, done, total)
 
+    info = inspect_model(args.model, args.model_sha256)
+    print(run_header(spec.ranking, info), file=sys.stderr)
     summary = run_batch(
         spec,
         args.out,

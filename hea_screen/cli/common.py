@@ -10,12 +10,11 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-import polars as pl
-
-from hea_screen.conditions import TASKS_BY_NAME, Condition, Processing, TestType
+from hea_screen.conditions import Condition, Processing, TestType
 from hea_screen.inference.runtime import DEVICES, PRECISIONS
+from hea_screen.inference.versions import models_dir, resolve_model
 from hea_screen.screening.engine import IN_PROCESS_SPACE
-from hea_screen.screening.model_ref import DEFAULT_BATCH, ModelRef
+from hea_screen.screening.model_ref import DEFAULT_BATCH, ModelInfo, ModelRef
 from hea_screen.screening.partition import MIN_SHORTLIST, SHORTLIST_FACTOR
 from hea_screen.screening.ranking import Ranking
 from hea_screen.screening.spec import parse_condition
@@ -71,14 +70,18 @@ def sha256(text: str) -> str:
     return text.lower()
 
 
+#: ``--model``: a bundle directory, or the name of a version ``hea-screen update`` wrote.
+MODEL_FLAG: dict[str, object] = {
+    "metavar": "BUNDLE",
+    "type": resolve_model,
+    "help": "model bundle directory, default / transformer for a shipped bundle, or the name "
+    f"of a version written by hea-screen update (in {models_dir()}); default: default",
+}
+
+
 def model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and machines")
-    g.add_argument(
-        "--model",
-        metavar="BUNDLE",
-        help="model bundle directory, or default / transformer for a shipped bundle "
-        "(default: default)",
-    )
+    g.add_argument("--model", **MODEL_FLAG)  # type: ignore[arg-type]
     g.add_argument(
         "--model-sha256",
         type=sha256,
@@ -212,31 +215,9 @@ def setup_logging(verbose: bool) -> None:
     # engine keeps that chatter for --verbose (quiet_distributed)
 
 
-def display_table(table: pl.DataFrame, rows: int, ranking: Ranking) -> pl.DataFrame:
-    """The printed table: score, each ranked task as its mean and calibrated 90 % interval,
-    and the nearest measured alloy of that task's own training data."""
-    columns = [
-        "rank",
-        "composition",
-        pl.col("score").round(4),
-        "pareto",
-    ]
-    for name in ranking.tasks:
-        task = TASKS_BY_NAME[name]
-        digits = 1 if task.unit == "%" else 0
-        columns.append(
-            pl.format(
-                "{} [{}, {}]",
-                *(pl.col(f"{name}_{s}").round(digits) for s in ("mean", "lo", "hi")),
-            ).alias(f"{name} ({task.unit}, 90 % interval)")
-        )
-    for name in ranking.tasks:
-        columns.append(
-            pl.format(
-                "{}: {} (d {})",
-                pl.col(f"{name}_nearest_composition"),
-                pl.col(f"{name}_nearest_measured").round(1),
-                pl.col(f"{name}_nearest_distance").round(2),
-            ).alias(f"nearest {name} datum")
-        )
-    return table.head(rows).select(columns)
+def run_header(ranking: Ranking, info: ModelInfo) -> str:
+    """The two lines every ranking command starts with: its condition and its model."""
+    return (
+        f"condition: {ranking.condition}; ranking {ranking.objective} on "
+        f"{', '.join(ranking.tasks)}\nmodel: {info.path} (sha256 {info.sha256})"
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from hea_screen.cli.common import (
+    MODEL_FLAG,
     Parser,
     condition_from_args,
     condition_options,
@@ -18,7 +19,9 @@ from hea_screen.cli.common import (
     positive_int,
     sha256,
 )
+from hea_screen.cli.tables import plan_table, render
 from hea_screen.compositions.weighing import lab_columns
+from hea_screen.conditions import TASKS_BY_NAME
 from hea_screen.errors import UserInputError
 from hea_screen.inference.applicability import TrainingSet
 from hea_screen.inference.bundle import load_task_bundle
@@ -26,6 +29,7 @@ from hea_screen.output import check_output_path, check_writable_dir
 from hea_screen.planning.acquisition import (
     ACQUISITIONS,
     PHASE_SCREENS,
+    Measured,
     Objective,
     PlanOptions,
     measured_from_training,
@@ -36,6 +40,7 @@ from hea_screen.planning.acquisition import (
 )
 from hea_screen.planning.lab_sheet import write_lab_sheet
 from hea_screen.planning.store import MeasurementStore
+from hea_screen.screening.columns import at_pct, quantity, task_name
 from hea_screen.screening.model_ref import check_ranking, inspect_model
 from hea_screen.screening.ranking import OBJECTIVES, Ranking
 from hea_screen.screening.spec import (
@@ -96,9 +101,7 @@ def plan_parser() -> argparse.ArgumentParser:
     p.add_argument("--ingot-mass", type=number, default=50.0, metavar="G", help="grams (50)")
     p.add_argument("--out", required=True, metavar="CSV", help="the plan as CSV")
     p.add_argument("--html", metavar="FILE", help="the HTML report")
-    p.add_argument(
-        "--model", metavar="BUNDLE", help="model bundle directory, or default / transformer"
-    )
+    p.add_argument("--model", **MODEL_FLAG)  # type: ignore[arg-type]
     p.add_argument("--model-sha256", type=sha256, metavar="HEX", help="pin the bundle")
     return p
 
@@ -125,6 +128,20 @@ def _plan_inputs(args: argparse.Namespace) -> tuple[pl.DataFrame, Ranking]:
     return pl.DataFrame({"composition": texts}), ranking
 
 
+def incumbents(measured: Measured, objective: Objective) -> str:
+    """``tensile UTS 1,500 MPa (Co25 Cr25 ...), ...``: the best measured value per task."""
+    parts = []
+    for name in objective.tasks:
+        task, best = TASKS_BY_NAME[name], measured.best(name)
+        value = "none" if best is None else f"{quantity(best.value, task.unit)} {task.unit}"
+        where = "" if best is None else f" ({at_pct(best.composition)})"
+        parts.append(f"{task_name(task)} {value}{where}")
+    return (
+        "; ".join(parts) + " (the bundle's training alloys, any temperature and route of "
+        "this test type, and the store's values at this condition)"
+    )
+
+
 def run_plan(argv: Sequence[str]) -> int:
     args = plan_parser().parse_args(join_signed_values(argv))
     check_output_path(args.out)
@@ -147,7 +164,8 @@ def run_plan(argv: Sequence[str]) -> int:
     objective = Objective.of(ranking, info.reference)
     measured = measured_from_training(TrainingSet.from_json(bundle.training_set_text()))
     if args.store:
-        measured = merge_measured(measured, MeasurementStore(args.store).measured())
+        stored = MeasurementStore(args.store).measured(ranking.condition)
+        measured = merge_measured(measured, stored)
     frame = with_predictions(frame, info.path, info.sha256, ranking.condition, ranking.tasks)
     plan = select(frame, objective, measured, options, bundle.interval)
     plan = lab_columns(plan, args.ingot_mass)
@@ -157,6 +175,7 @@ def run_plan(argv: Sequence[str]) -> int:
         f"({', '.join(objective.tasks)}); acquisition {options.acquisition}",
         f"constraints: phase {options.phase}; bounds {args.bounds or 'none'}; minimum L1 "
         f"distance {options.min_distance:g}; {len(measured.compositions)} measured alloys",
+        f"best measured: {incumbents(measured, objective)}",
         f"model: {info.path} (sha256 {info.sha256}); ingot {args.ingot_mass:g} g",
     ]
     write_lab_sheet(
@@ -164,23 +183,12 @@ def run_plan(argv: Sequence[str]) -> int:
         frame,
         args.out,
         args.html,
+        objective.tasks,
         (strength.name, ductility.name),
         header,
-        (strength.label, ductility.label),
     )
     print("\n".join(header), file=sys.stderr)
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
-        print(
-            plan.select(
-                "pick",
-                "composition",
-                "reason",
-                "acquisition",
-                "objective_mean",
-                "objective_sigma",
-                "distance_to_measured",
-            )
-        )
+    print(render(plan_table(plan, objective.tasks), whole=f"every column: {args.out}"))
     print(
         f"planned {plan.height} of {frame.height:,} candidates; written to {args.out}"
         + (f" and {args.html}" if args.html else ""),

@@ -8,20 +8,19 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import polars as pl
-
 from hea_screen.cli.common import (
     Parser,
     condition_from_args,
     condition_options,
     count,
-    display_table,
     join_signed_values,
     model_options,
     model_ref,
     number,
+    run_header,
     setup_logging,
 )
+from hea_screen.cli.tables import ranked_table, render
 from hea_screen.conditions import Condition
 from hea_screen.errors import UserInputError
 from hea_screen.output import check_output_path, write_table
@@ -105,11 +104,7 @@ def run_predict_command(argv: Sequence[str]) -> int:
         print(f"skipped {checked.bad.height} bad row(s): written to {bad_path}", file=sys.stderr)
     if not checked.good:
         raise UserInputError(f"{args.file}: no composition to predict")
-    print(
-        f"condition: {ranking.condition}; ranking {ranking.objective} on "
-        f"{', '.join(ranking.tasks)}\nmodel: {info.path} (sha256 {info.sha256})",
-        file=sys.stderr,
-    )
+    print(run_header(ranking, info), file=sys.stderr)
     model = replace(model_ref(args), sha256=info.sha256)
     result = predict_file(
         checked,
@@ -125,19 +120,9 @@ def run_predict_command(argv: Sequence[str]) -> int:
     )
     table = result.head
     if args.show > 0:
-        shown = pl.concat(
-            [table.select("row").head(args.show), display_table(table, args.show, ranking)],
-            how="horizontal",
-        )
-        with pl.Config(
-            tbl_rows=args.show,
-            tbl_cols=-1,
-            fmt_str_lengths=100,
-            tbl_width_chars=250,
-            tbl_hide_dataframe_shape=True,
-            tbl_hide_column_data_types=True,
-        ):
-            print(shown)
+        ids = table.columns[: table.columns.index("rank")][:3]
+        columns = ranked_table(table, ranking.tasks, args.show, ids=ids)
+        print(render(columns, whole="every column: --out FILE"))
     print(
         f"predicted {result.rows:,} row(s) of {args.file}"
         + (f"; written to {args.out}" if args.out else ""),

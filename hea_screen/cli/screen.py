@@ -8,27 +8,28 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-
-import polars as pl
+from pathlib import Path
 
 from hea_screen.cli.common import (
     Parser,
     condition_from_args,
     condition_options,
     count,
-    display_table,
     duration,
     join_signed_values,
     model_options,
     model_ref,
     number,
     positive_int,
+    run_header,
     setup_logging,
     stage_options,
     workers,
 )
+from hea_screen.cli.tables import ranked_table, render
 from hea_screen.errors import UserInputError
-from hea_screen.output import check_output_path, write_table
+from hea_screen.output import check_output_path, check_writable_dir, write_table
+from hea_screen.planning.lab_sheet import screen_html, write_html
 from hea_screen.screening.engine import LARGE_SPACE, estimate, guard_size, screen
 from hea_screen.screening.model_ref import check_inputs, check_ranking, inspect_model
 from hea_screen.screening.ranking import OBJECTIVES, RISKS, Ranking
@@ -112,6 +113,12 @@ def screen_parser() -> argparse.ArgumentParser:
     stage_options(r)
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="FILE", help="write the ranking as .csv, .parquet or .json")
+    o.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write the lab sheet of the ranking: a self-contained HTML page (charts of "
+        "strength vs ductility and of the top candidates' compositions, the top rows)",
+    )
     o.add_argument(
         "--show", type=count, default=20, metavar="N", help="rows printed (default 20; 0: none)"
     )
@@ -213,42 +220,41 @@ def run_screen(argv: Sequence[str]) -> int:
     spec = spec_from_args(args)
     if args.out:
         check_output_path(args.out)
+    if args.html:
+        check_writable_dir(Path(args.html).resolve().parent, f"--html {args.html!r}")
     spec.space.check_nonempty()
     candidates = spec.candidates()
     info = inspect_model(args.model, args.model_sha256, args.device, args.precision)
     check_inputs(candidates, info)
     check_ranking(spec.ranking, info)
     model = replace(model_ref(args), sha256=info.sha256)
-    header = (
-        f"condition: {spec.ranking.condition}; ranking {spec.ranking.objective} on "
-        f"{', '.join(spec.ranking.tasks)}\nmodel: {info.path} (sha256 {info.sha256})"
-    )
+    header = run_header(spec.ranking, info)
     if args.dry_run:
         print(_describe_space(spec))
         print(header)
+        n_workers = workers(args.workers, candidates.size)
         est = estimate(
             candidates,
             spec.ranking,
             model,
             info.reference,
             partition_size=spec.partition_size,
-            workers=workers(args.workers, candidates.size),
+            workers=n_workers,
+            exact=args.exact,
+            shortlist=args.shortlist,
         )
         where = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
         print(
             f"partitions: {est.partitions:,} of up to {est.partition_size:,} candidates "
             f"(batch {model.batch_size}); "
-            + (
-                f"scheduler {where}"
-                if where
-                else f"{workers(args.workers, candidates.size)} local worker(s)"
-            )
+            + (f"scheduler {where}" if where else f"{n_workers} local worker(s)")
         )
         print(
-            f"probe: {est.probe_candidates} candidates at {est.candidates_per_second:,.0f} "
-            f"candidates/s (model load {est.load_seconds:.1f} s)"
+            f"probe: {est.probe_candidates} candidates at {est.rates[0]:,.0f}-"
+            f"{est.rates[1]:,.0f} candidates/s (model load {est.load_seconds:.1f} s)"
         )
-        print(f"estimated time: {duration(est.estimated_seconds)} (this machine, all cores)")
+        low, high = (duration(x) for x in est.seconds)
+        print(f"estimated time: {low} to {high}; assumes {est.assumes}")
         if isinstance(candidates, SampledSpace) or candidates.size <= LARGE_SPACE:
             return 0
         whole = "--yes (or --sample N)" if candidates.size < MAX_INDEXABLE else "--sample N"
@@ -274,23 +280,32 @@ def run_screen(argv: Sequence[str]) -> int:
     )
     if args.out:
         write_table(outcome.table, args.out)
+    if args.html:
+        facts = [
+            f"condition: {spec.ranking.condition}",
+            f"ranking: {spec.ranking.objective} on {', '.join(spec.ranking.tasks)}, risk "
+            f"{spec.ranking.risk}",
+            _describe_space(spec).splitlines()[0],
+            f"model: {info.path} (sha256 {info.sha256})",
+        ]
+        page = screen_html(outcome.table, spec.ranking.tasks, facts, outcome.merged.candidates)
+        write_html(args.html, page)
     if args.show > 0:
-        with pl.Config(
-            tbl_rows=args.show,
-            tbl_cols=-1,
-            fmt_str_lengths=100,
-            tbl_width_chars=250,
-            tbl_hide_dataframe_shape=True,
-            tbl_hide_column_data_types=True,
-        ):
-            print(display_table(outcome.table, args.show, spec.ranking))
+        columns = ranked_table(outcome.table, spec.ranking.tasks, args.show)
+        print(render(columns, whole="every column: --out FILE"))
     rate = outcome.merged.candidates / max(outcome.wall_seconds, 1e-9)
     shown = min(args.show, outcome.table.height)
+    saved = (
+        f"; written to {args.out}"
+        if args.out
+        else f"\nnot saved: add --out FILE (.csv, .parquet or .json) to keep all "
+        f"{outcome.table.height:,} rows and every column"
+    )
     print(
-        f"ranked {outcome.table.height} of {outcome.merged.candidates:,} candidates "
+        f"ranked {outcome.table.height:,} of {outcome.merged.candidates:,} candidates "
         f"({spec.ranking.objective}, risk {spec.ranking.risk}) in "
-        f"{duration(outcome.wall_seconds)} ({rate:,.0f}/s); shown {shown}"
-        + (f"; written to {args.out}" if args.out else ""),
+        f"{duration(outcome.wall_seconds)} ({rate:,.0f}/s); shown {shown}{saved}"
+        + (f"\nlab sheet: {args.html}" if args.html else ""),
         file=sys.stderr,
     )
     return 0

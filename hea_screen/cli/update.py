@@ -10,9 +10,11 @@ from pathlib import Path
 
 import polars as pl
 
-from hea_screen.cli.common import Parser, sha256
+from hea_screen.cli.common import MODEL_FLAG, Parser, sha256
+from hea_screen.cli.tables import movement_table, render
 from hea_screen.errors import UserInputError
 from hea_screen.inference.predictor import TaskPredictor
+from hea_screen.inference.versions import models_dir, next_version
 from hea_screen.output import check_writable_dir
 from hea_screen.planning.acquisition import (
     read_candidates,
@@ -21,7 +23,6 @@ from hea_screen.planning.store import MeasurementStore, read_results
 from hea_screen.planning.update import (
     Refit,
     check_against_model,
-    default_version_path,
     movement,
     new_scores,
     recalibrate,
@@ -51,9 +52,13 @@ def update_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--store", default="measurements", metavar="DIR", help="store (default ./measurements)"
     )
-    p.add_argument("--model", metavar="BUNDLE", help="bundle to update (default: shipped)")
+    p.add_argument("--model", **MODEL_FLAG)  # type: ignore[arg-type]
     p.add_argument("--model-sha256", type=sha256, metavar="HEX", help="pin that bundle")
-    p.add_argument("--out", metavar="DIR", help="new bundle (default: BUNDLE.vN beside it)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help=f"new bundle (default: {models_dir()}/NAME.vN; then --model NAME.vN uses it)",
+    )
     p.add_argument("--plan", metavar="FILE", help="plan (or candidates) to report movement on")
     p.add_argument("--no-refit", action="store_true", help="recalibrate only")
     return p
@@ -65,12 +70,14 @@ def run_update(argv: Sequence[str]) -> int:
     store = MeasurementStore(args.store)
     store.check_new(records)
     info = inspect_model(args.model, args.model_sha256)
-    out = Path(args.out) if args.out else default_version_path(info.path)
+    out = Path(args.out) if args.out else next_version(info.path)
     if out.exists():
         raise UserInputError(f"--out {str(out)!r} exists: a new bundle never overwrites one")
+    if not args.out:
+        out.parent.mkdir(parents=True, exist_ok=True)
     check_writable_dir(out.resolve().parent, f"--out {str(out)!r}")
     old = TaskPredictor(info.path, sha256=info.sha256)
-    check_against_model(records, old)
+    check_against_model(records, old, f"measured results {args.measured!r}")
     plan = read_candidates(args.plan)["composition"] if args.plan else None
     calibration = recalibrate(old.bundle, new_scores(records, old))
     tasks = sorted(calibration)
@@ -90,18 +97,20 @@ def run_update(argv: Sequence[str]) -> int:
     print(f"stored {entry['rows']} measurements in {args.store} (sha256 {entry['sha256'][:12]})")
     for task, cal in calibration.items():
         print(
-            f"{task}: {cal.new_rows} new; old 90 % interval held {cal.covered_before:.0%} of "
-            f"them; conformal factor {cal.old:.3g} -> {cal.new:.3g}"
+            f"{task}: {cal.new_rows} new; old 90 % interval held "
+            f"{100 * cal.covered_before:.0f} % of them; conformal factor {cal.old:.3g} -> "
+            f"{cal.new:.3g}"
         )
     for task, what in refit.done.items():
         print(f"{task}: {what}")
     for task, why in refit.skipped.items():
         print(f"{task}: members kept: {why}")
-    print(f"new bundle {out} (sha256 {sha}; parent {info.sha256})")
+    print(f"new bundle {out}\n  sha256 {sha}\n  parent {info.sha256}")
+    if not args.out:
+        print(f"use it with --model {out.name} (or --model {out})")
     new = TaskPredictor(out, sha256=sha)
     shown = records["composition"].unique(maintain_order=True) if plan is None else plan
     moved = movement(old, new, shown, Ranking().condition, list(Ranking().tasks))
-    with pl.Config(tbl_rows=20, tbl_cols=-1, fmt_str_lengths=40, tbl_width_chars=200):
-        print(f"predictions at {Ranking().condition}, before -> after:")
-        print(moved.head(20))
+    print(f"predictions at {Ranking().condition}, before -> after:")
+    print(render(movement_table(moved.head(20), list(Ranking().tasks))))
     return 0

@@ -13,10 +13,11 @@ output, or :meth:`~hea_screen.inference.predictor.TaskPredictor.predict`). Steps
    (:class:`~hea_screen.screening.ranking.Reference`) and ``sigma² = Σ (w_t sigma_t / s_t)²``.
 2. **Acquisition** against the incumbent ``best`` (the best measured value):
    expected improvement ``EI = (mu − best) Φ(u) + sigma φ(u)``, ``u = (mu − best) / sigma``,
-   or the upper confidence bound ``UCB = mu + beta · sigma``. Each splits into an *exploit*
-   part (``(mu − best) Φ(u)``; ``mu − best``) and an *explore* part (``sigma φ(u)``;
-   ``beta · sigma``); a pick whose exploit share is ≥ 2/3 is ``exploit``, ≤ 1/3
-   ``explore``, otherwise ``both``.
+   or the upper confidence bound ``UCB = mu + beta · sigma``. Each pick's reason
+   (:mod:`hea_screen.planning.reasons`) is stated per task in the task's unit: expected
+   gain over the best measured value, chance to beat it, prediction and interval, nearest
+   measured alloy; its label (``exploit``, ``explore``, ``both``) says whether its mean or
+   its uncertainty ranks higher among the feasible candidates.
 3. **Constraints**: per-element fraction bounds, a minimum L1 distance in atomic fractions
    to every alloy already measured, and a phase screen (:mod:`hea_screen.compositions.phase_rules`:
    ``solid-solution`` keeps Ω ≥ 1.1 and δ ≤ 6.6 %; ``fcc`` / ``bcc`` also need that VEC
@@ -51,6 +52,13 @@ from hea_screen.conditions import Condition
 from hea_screen.errors import CompositionError, UserInputError
 from hea_screen.inference.applicability import TrainingSet
 from hea_screen.inference.predictor import TaskPredictor
+from hea_screen.planning.reasons import (
+    Incumbent,
+    percentile_ranks,
+    task_gains,
+    why,
+)
+from hea_screen.planning.reasons import labels as reason_labels
 from hea_screen.screening.ranking import Ranking, Reference
 
 ACQUISITIONS: tuple[str, ...] = ("ei", "ucb")
@@ -67,6 +75,7 @@ PLAN_COLUMNS: tuple[str, ...] = (
     "objective_sigma",
     "distance_to_measured",
     "distance_to_picks",
+    "nearest_measured",
 )
 
 _ROWS_PER_BLOCK = 4096
@@ -178,23 +187,16 @@ def normal_cdf(u: np.ndarray) -> np.ndarray:
 
 def acquisition(
     mu: np.ndarray, sigma: np.ndarray, best: float, kind: str = "ei", beta: float = 2.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(value, exploit part, explore part) of EI or UCB per candidate (module docstring)."""
-    gain = mu - best
+) -> np.ndarray:
+    """EI or UCB per candidate (module docstring)."""
     if kind == "ucb":
-        return mu + beta * sigma, gain, beta * sigma
+        return mu + beta * sigma
+    gain = mu - best
     safe = np.where(sigma > 0, sigma, 1.0)
     u = gain / safe
     exploit = np.where(sigma > 0, gain * normal_cdf(u), np.maximum(gain, 0.0))
     explore = np.where(sigma > 0, sigma * np.exp(-0.5 * u * u) / math.sqrt(2 * math.pi), 0.0)
-    return exploit + explore, exploit, explore
-
-
-def reasons(exploit: np.ndarray, explore: np.ndarray) -> list[str]:
-    """``exploit``, ``explore`` or ``both`` from the two parts of the acquisition."""
-    e = np.maximum(exploit, 0.0)
-    share = np.divide(e, e + explore, out=np.zeros_like(e), where=(e + explore) > 0)
-    return ["exploit" if s >= 2 / 3 else "explore" if s <= 1 / 3 else "both" for s in share]
+    return exploit + explore
 
 
 _CANONICAL = r"^[A-Z][a-z]?(?:1|0\.\d{1,6})(?: [A-Z][a-z]?(?:1|0\.\d{1,6}))*$"
@@ -262,20 +264,25 @@ def fractions_over(table: CompositionTable, elements: Sequence[str]) -> np.ndarr
     return out
 
 
-def min_l1_distance(candidates: np.ndarray, others: np.ndarray, outside: np.ndarray) -> np.ndarray:
-    """L1 distance of each candidate row to its nearest ``others`` row.
+def min_l1_distance(
+    candidates: np.ndarray, others: np.ndarray, outside: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """L1 distance of each candidate row to its nearest ``others`` row, and that row's index
+    (-1 when there is none).
 
     ``candidates`` and ``others`` are fractions over the candidates' palette; ``outside`` is
     each other alloy's fraction of elements outside it (it adds to every distance).
     """
     best = np.full(len(candidates), np.inf)
+    index = np.full(len(candidates), -1, dtype=np.int64)
     if len(others) == 0:
-        return best
+        return best, index
     for start in range(0, len(candidates), _ROWS_PER_BLOCK):
         block = candidates[start : start + _ROWS_PER_BLOCK]
         d = np.abs(block[:, None, :] - others[None, :, :]).sum(axis=2) + outside[None, :]
         best[start : start + len(block)] = d.min(axis=1)
-    return best
+        index[start : start + len(block)] = d.argmin(axis=1)
+    return best, index
 
 
 def feasible(
@@ -309,6 +316,14 @@ class Measured:
         got = objective.of_values({t: [self.values[t][c] for c in rows] for t in objective.tasks})
         return float(np.max(got))
 
+    def best(self, task: str) -> Incumbent | None:
+        """The best measured value of ``task`` and its alloy (``None``: none measured)."""
+        values = self.values.get(task, {})
+        if not values:
+            return None
+        comp = max(sorted(values), key=lambda c: values[c])
+        return Incumbent(float(values[comp]), comp)
+
 
 def select(
     candidates: pl.DataFrame,
@@ -330,10 +345,10 @@ def select(
     done_x = fractions_over(done, palette)[: len(measured.compositions)]
     outside = 1.0 - done_x.sum(axis=1)
     near = outside < options.min_distance  # only these can lie within the minimum distance
-    d_measured = min_l1_distance(x, done_x[near], outside[near])
+    d_measured = min_l1_distance(x, done_x[near], outside[near])[0]
     best = measured.incumbent(objective)
     incumbent = float(np.nanmax(mu)) if best is None else best
-    value, exploit, explore = acquisition(mu, sigma, incumbent, options.acquisition, options.beta)
+    value = acquisition(mu, sigma, incumbent, options.acquisition, options.beta)
     ok = feasible(candidates, x, palette, options) & (d_measured >= options.min_distance)
     ok &= np.isfinite(value)
     if not ok.any():
@@ -343,18 +358,39 @@ def select(
             f"{len(measured.compositions)} measured alloys): relax them"
         )
     picks, d_picks = _greedy(x, value, ok, options)
-    d_measured[picks] = min_l1_distance(x[picks], done_x, outside)
-    why = _why(objective, mu, sigma, incumbent, d_measured, picks, options)
+    d_measured[picks], nearest = min_l1_distance(x[picks], done_x, outside)
+    nearest_texts = [measured.compositions[j] if j >= 0 else None for j in nearest]
+    labels = reason_labels(
+        percentile_ranks(mu[picks], mu[ok]), percentile_ranks(sigma[picks], sigma[ok])
+    )
+    z = NormalDist().inv_cdf(0.5 + interval / 2)
+    incumbents = {t: b for t in objective.tasks if (b := measured.best(t)) is not None}
+    rows = candidates[picks].to_dicts()
+    gains = [task_gains(row, objective.tasks, z, incumbents) for row in rows]
     plan = candidates[picks].with_columns(
         pl.Series("composition", [str(table.composition(int(i))) for i in picks]),
         pl.Series("pick", np.arange(1, len(picks) + 1), dtype=pl.Int64),
-        pl.Series("reason", reasons(exploit[picks], explore[picks]), dtype=pl.Utf8),
-        pl.Series("why", why, dtype=pl.Utf8),
+        pl.Series("reason", labels, dtype=pl.Utf8),
+        pl.Series(
+            "why",
+            [why(r, g, d_measured[i], n) for r, g, i, n in zip(rows, gains, picks, nearest_texts)],
+            dtype=pl.Utf8,
+        ),
         pl.Series("acquisition", value[picks]),
         pl.Series("objective_mean", mu[picks]),
         pl.Series("objective_sigma", sigma[picks]),
         pl.Series("distance_to_measured", d_measured[picks]),
         pl.Series("distance_to_picks", d_picks),
+        pl.Series("nearest_measured", nearest_texts, dtype=pl.Utf8),
+        *(
+            pl.Series(f"{t}_{name}", [getattr(g[j], what) for g in gains], dtype=pl.Float64)
+            for j, t in enumerate(objective.tasks)
+            for what, name in (("gain", "expected_gain"), ("chance", "chance_to_beat_best"))
+        ),
+        *(
+            pl.Series(f"{t}_best_measured", [b.value] * len(picks), dtype=pl.Float64)
+            for t, b in incumbents.items()
+        ),
     )
     return plan.select(*PLAN_COLUMNS, pl.exclude(PLAN_COLUMNS))
 
@@ -384,29 +420,6 @@ def _greedy(
             penalty *= 1.0 - np.exp(-d / options.diversity)
         alive &= d_nearest >= max(options.min_distance, 1e-12)
     return np.array(picks, dtype=np.int64), np.array(dists)
-
-
-def _why(
-    objective: Objective,
-    mu: np.ndarray,
-    sigma: np.ndarray,
-    best: float,
-    d_measured: np.ndarray,
-    picks: np.ndarray,
-    options: PlanOptions,
-) -> list[str]:
-    out = []
-    for i in picks:
-        near = (
-            "no measured alloy"
-            if np.isinf(d_measured[i])
-            else f"L1 {d_measured[i]:.2f} from the nearest measured alloy"
-        )
-        out.append(
-            f"{options.acquisition.upper()}: predicted {objective.name} {mu[i]:.4g} ± "
-            f"{sigma[i]:.3g} (1 sigma) vs best measured {best:.4g}; {near}"
-        )
-    return out
 
 
 def measured_from_training(training: TrainingSet) -> Measured:

@@ -1,13 +1,20 @@
-"""The lab sheet of a plan: a CSV and a self-contained HTML report (inline SVG, no server).
+"""The lab sheet: a plan (or a screen's top candidates) as CSV and as one self-contained
+HTML page a metallurgist reads at a glance and prints on A4.
 
-The HTML opens from disk in any browser: no script, no external file, no network. It holds
+The HTML opens from disk in any browser: no script, no external file, no network; charts
+are inline SVG (:mod:`hea_screen.planning.charts`). At a 1,280–1,400 px window the page
+needs no sideways scrolling; printed, it fits an A4 page width (print CSS). It holds
 
-- the condition, the objective, the model's SHA-256 and the phase rules' references;
-- a scatter plot of predicted strength against ductility of the candidates (a seeded
-  sample of :data:`MAX_POINTS` when there are more), the picks highlighted and numbered with
-  their calibrated intervals as error bars on both axes, and the Pareto front of all
-  candidates drawn as a line;
-- one row per pick: why it was picked, predictions, phase flags and the weigh-out masses.
+- the condition, the objective, the incumbents, the constraints and the model's SHA-256;
+- predicted strength against ductility of the candidates with their Pareto front, and the
+  picks (or top ranks) numbered, with light 90 % interval whiskers;
+- where the picks (or the top candidates) sit in composition: atomic percent per element;
+- one row per pick (or rank): predictions as ``mean [90 %]`` with units, the expected gain
+  over the best measured value, the nearest measured alloy, the phase rules and flags, the
+  weigh-out; for a plan, the reason in words below each row.
+
+Column headers and number formats come from :mod:`hea_screen.screening.columns`, so a task
+or flag added upstream shows here without a change.
 """
 
 from __future__ import annotations
@@ -20,182 +27,381 @@ import numpy as np
 import polars as pl
 
 from hea_screen.compositions.phase_rules import REFERENCES
+from hea_screen.conditions import TASKS_BY_NAME, Task
 from hea_screen.output import atomic_write
+from hea_screen.planning.acquisition import table_of
+from hea_screen.planning.charts import INK, MARK, Points, composition_svg, scatter_svg
+from hea_screen.planning.reasons import TOP_QUARTER
+from hea_screen.screening import columns as col
 
-#: Candidates drawn in the plot (a seeded sample beyond; the front and picks always).
-MAX_POINTS = 2000
+#: Candidates shown in a screen page's composition chart and table.
+SCREEN_TOP = 100
+SCREEN_ROWS = 25
+SCREEN_MARKS = 10
 
-_W, _H, _PAD = 720, 480, 60
+_CSS = f"""
+*{{box-sizing:border-box}}
+body{{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+color:{INK};margin:0;background:#f5f7fa}}
+main{{max-width:1360px;margin:0 auto;padding:24px 28px;background:#fff}}
+h1{{font-size:24px;margin:0 0 4px}} h2{{font-size:17px;margin:26px 0 8px}}
+.sub{{color:#52606d;margin:0 0 14px}}
+dl.facts{{display:grid;grid-template-columns:max-content 1fr;gap:3px 14px;margin:0;
+font-size:13px}}
+dl.facts dt{{color:#52606d}} dl.facts dd{{margin:0;overflow-wrap:anywhere}}
+.figs{{display:grid;grid-template-columns:58fr 42fr;gap:20px;margin-top:18px}}
+figure{{margin:0;min-width:0}} figcaption{{font-size:12.5px;color:#52606d;margin-top:4px}}
+svg.chart{{width:100%;height:auto;display:block;font-family:inherit}}
+.tick{{font-size:12px;fill:#52606d}} .axis{{font-size:13.5px;fill:{INK};font-weight:600}}
+.legend{{font-size:12px;fill:{INK}}} .cloud{{fill:#9aa5b1;fill-opacity:.55}}
+.front{{fill:none;stroke:#d9480f;stroke-width:2.2}}
+.whisker{{stroke:#4c6fb1;stroke-opacity:.3;stroke-width:1.3}}
+.leader{{stroke:{MARK};stroke-width:1}} .num{{fill:#fff;font-size:11px;font-weight:700}}
+table{{border-collapse:collapse;width:100%;font-size:13px}}
+th{{text-align:left;font-weight:600;color:#3e4c59;border-bottom:2px solid {INK};
+padding:6px 8px;vertical-align:bottom}}
+td{{padding:6px 8px;vertical-align:top;border-bottom:1px solid #e4e7eb}}
+td.n,th.n,td.r{{text-align:right;font-variant-numeric:tabular-nums}} td.n{{white-space:nowrap}}
+.line{{white-space:nowrap}}
+tr.why td{{color:#52606d;font-size:12.5px;padding-top:0;border-bottom:1px solid #cbd2d9}}
+tr.has-why td{{border-bottom:none}}
+.chip{{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;
+font-weight:600;white-space:nowrap}}
+.exploit{{background:#d3f9d8;color:#2b8a3e}} .explore{{background:#d0ebff;color:#1864ab}}
+.both{{background:#fff3bf;color:#8a6d00}}
+.comp{{font-weight:600;white-space:nowrap}} .small{{font-size:12px;color:#52606d}}
+.grams{{display:grid;grid-template-columns:repeat(2,max-content);gap:0 12px;
+font-variant-numeric:tabular-nums;font-size:12.5px;white-space:nowrap}}
+.warn{{color:#c92a2a;font-weight:600}}
+.notes{{font-size:12.5px;color:#3e4c59}} .notes li{{margin:2px 0}}
+@media (max-width:1100px){{.figs{{grid-template-columns:1fr}}}}
+@page{{size:A4 portrait;margin:12mm}}
+@media print{{body{{background:#fff;font-size:10px}} main{{max-width:none;padding:0}}
+h1{{font-size:17px}} h2{{font-size:13px;margin:12px 0 4px}} .sub{{font-size:10px}}
+dl.facts,figcaption,.notes{{font-size:9px}}
+.figs{{grid-template-columns:1fr;gap:6px;justify-items:center}} figure{{width:88%}}
+figure+figure{{width:62%}} .chip{{font-size:8px;padding:0 4px}}
+.grams{{grid-template-columns:max-content}}
+table{{font-size:9px}} th,td{{padding:3px 4px}} .grams,.small,tr.why td{{font-size:8.5px}}
+tr,figure{{break-inside:avoid}} thead{{display:table-header-group}}
+.comp{{white-space:normal}}}}
+"""
 
-#: Columns of the pick table in the report, when present.
-_TABLE_COLUMNS: tuple[str, ...] = (
-    "pick",
-    "composition",
-    "reason",
-    "why",
-    "omega",
-    "delta_r",
-    "vec_phase",
-    "solid_solution",
-    "phase_fcc_prob",
-    "phase_bcc_prob",
-    "at_pct",
-    "weigh_out_g",
-)
+
+def _page(title: str, subtitle: str, facts: Sequence[str], body: str) -> str:
+    items = []
+    for line in facts:
+        key, _, value = line.partition(": ")
+        items.append(f"<dt>{html.escape(key)}</dt><dd>{html.escape(value)}</dd>")
+    refs = "".join(f"<li>{html.escape(r)}</li>" for r in REFERENCES)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title><style>{_CSS}</style></head>
+<body><main>
+<h1>{html.escape(title)}</h1><p class="sub">{html.escape(subtitle)}</p>
+<dl class="facts">{"".join(items)}</dl>
+{body}
+<section class="notes"><h2>Phase rules</h2><ul>{refs}</ul></section>
+</main></body></html>
+"""
 
 
-def front_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Points no other point beats on both x and y (larger is better)."""
-    order = np.lexsort((-y, -x))  # x descending, then y descending
-    ys = y[order]
-    before = np.r_[-np.inf, np.maximum.accumulate(ys)[:-1]]
-    keep = np.zeros(len(x), dtype=bool)
-    keep[order] = ys > before
-    return keep
+def _axes(frame: pl.DataFrame, tasks: Sequence[str]) -> tuple[Task, Task] | None:
+    have = [TASKS_BY_NAME[t] for t in tasks if t in {x.name for x in col.tasks_in(frame)}]
+    return (have[0], have[1]) if len(have) >= 2 else None
 
 
-class _Axes:
-    """Linear map from data to SVG pixels."""
+def _marks(frame: pl.DataFrame, x: Task, y: Task, labels: Sequence[str]) -> Points:
+    def arr(task: Task, s: str) -> np.ndarray:
+        return frame[f"{task.name}_{s}"].cast(pl.Float64).to_numpy()
 
-    def __init__(self, x: np.ndarray, y: np.ndarray):
-        self.x0, self.x1 = _span(x)
-        self.y0, self.y1 = _span(y)
-
-    def px(self, x: float) -> float:
-        return _PAD + (x - self.x0) / (self.x1 - self.x0) * (_W - 2 * _PAD)
-
-    def py(self, y: float) -> float:
-        return _H - _PAD - (y - self.y0) / (self.y1 - self.y0) * (_H - 2 * _PAD)
-
-
-def _span(v: np.ndarray) -> tuple[float, float]:
-    v = v[np.isfinite(v)]
-    lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 1.0)
-    pad = (hi - lo) * 0.05 or 1.0
-    return lo - pad, hi + pad
-
-
-def scatter_svg(
-    cand: pl.DataFrame, plan: pl.DataFrame, x_task: str, y_task: str, labels: Sequence[str]
-) -> str:
-    """Strength (x) against ductility (y): candidates, Pareto front, picks with intervals."""
-    all_x, all_y = cand[f"{x_task}_mean"].to_numpy(), cand[f"{y_task}_mean"].to_numpy()
-    ok = np.isfinite(all_x) & np.isfinite(all_y)
-    front = np.flatnonzero(ok)[front_mask(all_x[ok], all_y[ok])]
-    front = front[np.argsort(all_x[front])]
-    fx, fy = all_x[front], all_y[front]
-    shown = np.flatnonzero(ok)
-    if len(shown) > MAX_POINTS:
-        shown = np.random.default_rng(0).choice(shown, MAX_POINTS, replace=False)
-    xs, ys = all_x[shown], all_y[shown]
-    px_, py_ = plan[f"{x_task}_mean"].to_numpy(), plan[f"{y_task}_mean"].to_numpy()
-    ax = _Axes(
-        np.r_[xs, plan[f"{x_task}_lo"].to_numpy(), plan[f"{x_task}_hi"].to_numpy()],
-        np.r_[ys, plan[f"{y_task}_lo"].to_numpy(), plan[f"{y_task}_hi"].to_numpy()],
+    return Points(
+        labels,
+        arr(x, "mean"),
+        arr(x, "lo"),
+        arr(x, "hi"),
+        arr(y, "mean"),
+        arr(y, "lo"),
+        arr(y, "hi"),
+        [col.at_pct(c) for c in frame["composition"]],
     )
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" '
-        f'viewBox="0 0 {_W} {_H}" role="img" aria-label="strength vs ductility">',
-        f'<rect x="{_PAD}" y="{_PAD}" width="{_W - 2 * _PAD}" height="{_H - 2 * _PAD}" '
-        'fill="none" stroke="#444"/>',
-    ]
-    parts += _ticks(ax)
-    parts += [
-        f'<circle cx="{ax.px(a):.1f}" cy="{ax.py(b):.1f}" r="2" fill="#9ab"/>'
-        for a, b in zip(xs, ys)
-    ]
-    steps = " ".join(f"{ax.px(a):.1f},{ax.py(b):.1f}" for a, b in zip(fx, fy))
-    parts.append(f'<polyline class="front" points="{steps}" fill="none" stroke="#d62"/>')
-    for j, (a, b) in enumerate(zip(px_, py_)):
-        xl, xh = plan[f"{x_task}_lo"][j], plan[f"{x_task}_hi"][j]
-        yl, yh = plan[f"{y_task}_lo"][j], plan[f"{y_task}_hi"][j]
-        parts += [
-            f'<line x1="{ax.px(xl):.1f}" y1="{ax.py(b):.1f}" x2="{ax.px(xh):.1f}" '
-            f'y2="{ax.py(b):.1f}" stroke="#036"/>',
-            f'<line x1="{ax.px(a):.1f}" y1="{ax.py(yl):.1f}" x2="{ax.px(a):.1f}" '
-            f'y2="{ax.py(yh):.1f}" stroke="#036"/>',
-            f'<circle class="pick" cx="{ax.px(a):.1f}" cy="{ax.py(b):.1f}" r="6" '
-            f'fill="#fc0" stroke="#036"><title>{html.escape(str(plan["composition"][j]))}'
-            "</title></circle>",
-            f'<text x="{ax.px(a) + 8:.1f}" y="{ax.py(b) - 8:.1f}" font-size="12">{j + 1}</text>',
-        ]
-    parts += [
-        f'<text x="{_W / 2}" y="{_H - 15}" text-anchor="middle" font-size="13">'
-        f"{html.escape(labels[0])}</text>",
-        f'<text x="15" y="{_H / 2}" text-anchor="middle" font-size="13" '
-        f'transform="rotate(-90 15 {_H / 2})">{html.escape(labels[1])}</text>',
-        "</svg>",
-    ]
-    return "\n".join(parts)
 
 
-def _ticks(ax: _Axes) -> list[str]:
-    out = []
-    for v in np.linspace(ax.x0, ax.x1, 6):
-        out.append(
-            f'<text x="{ax.px(v):.1f}" y="{_H - _PAD + 16}" text-anchor="middle" '
-            f'font-size="11">{v:.4g}</text>'
+def _figures(
+    cloud: pl.DataFrame,
+    marked: pl.DataFrame,
+    labels: Sequence[str],
+    tasks: Sequence[str],
+    mark_name: str,
+    comp_rows: pl.DataFrame,
+    highlight: pl.DataFrame | None,
+    captions: tuple[str, str],
+) -> str:
+    axes = _axes(marked, tasks)
+    if axes is None:
+        scatter = "<p>(no strength and ductility predictions to plot)</p>"
+    else:
+        x, y = axes
+        scatter = scatter_svg(
+            cloud[f"{x.name}_mean"].cast(pl.Float64).to_numpy(),
+            cloud[f"{y.name}_mean"].cast(pl.Float64).to_numpy(),
+            _marks(marked, x, y, labels),
+            (f"predicted {x.label}", f"predicted {y.label}"),
+            mark_name,
         )
-    for v in np.linspace(ax.y0, ax.y1, 6):
-        out.append(
-            f'<text x="{_PAD - 6}" y="{ax.py(v) + 4:.1f}" text-anchor="end" '
-            f'font-size="11">{v:.4g}</text>'
+    table = table_of(comp_rows["composition"])
+    picked = None
+    if highlight is not None:
+        hl = table_of(highlight["composition"])
+        picked = np.stack(
+            [
+                hl.fractions[:, hl.elements.index(e)] if e in hl.elements else np.zeros(len(hl))
+                for e in table.elements
+            ],
+            axis=1,
         )
-    return out
+    comp = composition_svg(table.fractions, table.elements, picked)
+    return (
+        f'<section class="figs"><figure>{scatter}<figcaption>{captions[0]}</figcaption>'
+        f"</figure><figure>{comp}<figcaption>{captions[1]}</figcaption></figure></section>"
+    )
 
 
-def _table(plan: pl.DataFrame, tasks: Sequence[str]) -> str:
-    cols = [c for c in _TABLE_COLUMNS[:4] if c in plan.columns]
-    cols += [f"{t}_{s}" for t in tasks for s in ("mean", "lo", "hi") if f"{t}_mean" in plan.columns]
-    cols += [c for c in _TABLE_COLUMNS[4:] if c in plan.columns]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+def _th(text: str, numeric: bool = False) -> str:
+    return f'<th class="n">{text}</th>' if numeric else f"<th>{text}</th>"
+
+
+def _td(text: str, numeric: bool = False, raw: bool = False) -> str:
+    body = text if raw else html.escape(text)
+    return f'<td class="n">{body}</td>' if numeric else f"<td>{body}</td>"
+
+
+def _weigh_out(text: object) -> str:
+    if not text:
+        return "–"
+    cells = "".join(
+        f"<span>{html.escape(part.removesuffix(' g'))}</span>" for part in str(text).split(", ")
+    )
+    return f'<div class="grams">{cells}</div>'
+
+
+def _phase(row: dict[str, object], flags: Sequence[str]) -> str:
+    text = html.escape(col.flags_text(row, flags))
+    if row.get("solid_solution") is False or any(row.get(f) for f in flags):
+        text = f'<span class="warn">{text}</span>'
+    rules, learned = [], []
+    if row.get("omega") is not None:
+        rules.append(f"Ω {col.scalar('omega', row['omega'])}")
+    if row.get("delta_r") is not None:
+        rules.append(f"δ {col.scalar('delta_r', row['delta_r'])} %")
+    for c in ("phase_fcc_prob", "phase_bcc_prob"):
+        if row.get(c) is not None:
+            learned.append(f"{col.SCALARS[c].header} {col.scalar(c, row[c])}")
+    lines = "".join(
+        f'<div class="small line">{html.escape(" · ".join(x))}</div>' for x in (rules, learned) if x
+    )
+    return f'<div class="line">{text}</div>{lines}'
+
+
+
+def _task_cells(row: dict[str, object], tasks: Sequence[Task]) -> str:
+    return "".join(
+        _td(
+            col.interval(row[f"{t.name}_mean"], row[f"{t.name}_lo"], row[f"{t.name}_hi"], t.unit),
+            numeric=True,
+        )
+        for t in tasks
+    )
+
+
+def _ordered_tasks(frame: pl.DataFrame, first: Sequence[str]) -> list[Task]:
+    present = col.tasks_in(frame)
+    return sorted(present, key=lambda t: (t.name not in first, list(present).index(t)))
+
+
+def _gain_cell(row: dict[str, object], tasks: Sequence[str]) -> str:
+    lines = []
+    for name in tasks:
+        gain, chance = row.get(f"{name}_expected_gain"), row.get(f"{name}_chance_to_beat_best")
+        if gain is None or chance is None:
+            continue
+        task = TASKS_BY_NAME[name]
+        lines.append(
+            f'<div class="line">{html.escape(col.short_name(task))} '
+            f"+{col.quantity(gain, task.unit)} {task.unit} "
+            f'<span class="small">({100 * float(chance):.0f} %)</span></div>'  # type: ignore[arg-type]
+        )
+    return "".join(lines) or "–"
+
+
+def plan_table_html(plan: pl.DataFrame, objective_tasks: Sequence[str]) -> str:
+    """The pick table: one row per pick and its reason in words below it."""
+    tasks = _ordered_tasks(plan, objective_tasks)
+    flags = col.flag_columns(plan)
+    head = (
+        _th("#", True)
+        + _th("composition, at.%")
+        + _th("reason")
+        + "".join(_th(html.escape(col.interval_header(t)), True) for t in tasks)
+        + _th("expected gain over the best measured (chance)")
+        + _th("nearest measured alloy, L1", True)
+        + _th("phase rules and flags")
+        + _th("weigh-out, g")
+    )
     rows = []
-    for row in plan.select(cols).iter_rows():
-        cells = "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row)
-        rows.append(f'<tr class="pick-row">{cells}</tr>')
+    span = 7 + len(tasks)
+    for row in plan.iter_rows(named=True):
+        nearest = row.get("nearest_measured")
+        near = f'<div class="line">{col.number(row["distance_to_measured"], 2)}</div>' + (
+            f'<div class="small">{html.escape(col.at_pct(nearest))}</div>' if nearest else ""
+        )
+        reason = str(row["reason"])
+        rows.append(
+            '<tr class="pick-row has-why">'
+            + _td(str(row["pick"]), True)
+            + _td(
+                f'<span class="comp">{html.escape(col.at_pct(row["composition"]))}</span>', raw=True
+            )
+            + _td(f'<span class="chip {reason}">{reason}</span>', raw=True)
+            + _task_cells(row, tasks)
+            + _td(_gain_cell(row, objective_tasks), raw=True)
+            + f'<td class="r">{near}</td>'
+            + _td(_phase(row, flags), raw=True)
+            + _td(_weigh_out(row.get("weigh_out_g")), raw=True)
+            + "</tr>"
+            + f'<tr class="why"><td></td><td colspan="{span - 1}">{html.escape(str(row["why"]))}'
+            "</td></tr>"
+        )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def report_html(
+def plan_html(
     plan: pl.DataFrame,
     candidates: pl.DataFrame,
-    strength: str,
-    ductility: str,
+    objective_tasks: Sequence[str],
+    axes: Sequence[str],
     header: Sequence[str],
-    labels: Sequence[str],
 ) -> str:
-    """The self-contained report (module docstring); ``header`` lines go on top."""
-    have_axes = all(
-        f"{t}_{s}" in plan.columns for t in (strength, ductility) for s in ("mean", "lo", "hi")
+    """The plan's page (module docstring); ``header`` lines (``key: value``) go on top."""
+    quarter = f"{TOP_QUARTER:.0%}"
+    figs = _figures(
+        candidates,
+        plan,
+        [str(p) for p in plan["pick"]],
+        axes,
+        "picks, numbered",
+        candidates.head(max(SCREEN_TOP, plan.height)),
+        plan,
+        (
+            f"Grey: the {candidates.height:,} candidates (a sample of 2,000 when there are more);"
+            " orange: their Pareto front; numbered: the picks. Axes span the predicted means; "
+            "the picks' 90 % intervals are far wider and are clipped at the edge.",
+            f"Blue: the first {min(candidates.height, SCREEN_TOP)} candidates of the input, in "
+            "its order (darker: earlier); orange rings: the picks; below each element, how "
+            "many of them hold it.",
+        ),
     )
-    plot = (
-        scatter_svg(candidates, plan, strength, ductility, labels)
-        if have_axes
-        else "<p>(no strength and ductility predictions to plot)</p>"
+    notes = (
+        '<section class="notes"><h2>Reading the plan</h2><ul>'
+        "<li><b>expected gain</b>: E[max(y − best, 0)] in the task's unit, y normal with the "
+        "predicted mean and σ from the upper half of the calibrated 90 % interval; the "
+        "chance is P(y &gt; best).</li>"
+        f"<li><b>exploit</b>: picked mainly for its predicted mean (it ranks higher among the "
+        f"feasible candidates than its uncertainty does); <b>explore</b>: mainly for its "
+        f"uncertainty (measuring it teaches the model most); <b>both</b>: mean and "
+        f"uncertainty both above the {quarter} percentile.</li>"
+        "<li><b>L1</b>: Σ|x_i − y_i| over atomic fractions (0 identical, 2 nothing in "
+        "common).</li><li><b>SS</b>: solid solution by the Ω and δ rules; VEC class by "
+        "Guo's rule (references below).</li></ul></section>"
     )
-    lines = "".join(f"<li>{html.escape(h)}</li>" for h in header)
-    refs = "".join(f"<li>{html.escape(r)}</li>" for r in REFERENCES)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>hea-screen plan</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #bbb;padding:3px 6px;vertical-align:top}}</style></head>
-<body><h1>Experimental plan: {plan.height} alloys</h1><ul>{lines}</ul>
-<h2>Predicted strength vs ductility</h2>
-<p>Grey: {min(candidates.height, MAX_POINTS):,} of the {candidates.height:,} candidates;
-red line: the Pareto front of all of them; yellow, numbered: the picks, with their
-calibrated intervals as error bars.</p>
-{plot}
-<h2>Picks and weigh-outs</h2>
-{_table(plan, (strength, ductility))}
-<h2>Phase rules</h2><ul>{refs}</ul>
-</body></html>
-"""
+    body = figs + f"<h2>Picks and weigh-outs</h2>{plan_table_html(plan, objective_tasks)}" + notes
+    subtitle = f"{plan.height} alloys picked from {candidates.height:,} candidates"
+    return _page(f"Experimental plan: {plan.height} alloys", subtitle, header, body)
+
+
+def screen_table_html(table: pl.DataFrame, ranked_tasks: Sequence[str]) -> str:
+    """The top rows of a screen: rank, composition, score, predictions, nearest data,
+    phase rules and flags, weigh-out."""
+    tasks = _ordered_tasks(table, ranked_tasks)
+    flags = col.flag_columns(table)
+    nearest = [t for t in tasks if f"{t.name}_nearest_measured" in table.columns]
+    head = (
+        _th("rank", True)
+        + _th("composition, at.%")
+        + _th("score", True)
+        + "".join(_th(html.escape(col.interval_header(t)), True) for t in tasks)
+        + "".join(
+            _th(html.escape(f"nearest measured {col.short_name(t)}, {t.unit} (L1)"), True)
+            for t in nearest
+        )
+        + _th("phase rules and flags")
+        + _th("weigh-out, g")
+    )
+    rows = []
+    for row in table.iter_rows(named=True):
+        near = "".join(
+            _td(
+                f"{col.quantity(row[f'{t.name}_nearest_measured'], t.unit)} "
+                f"({col.number(row[f'{t.name}_nearest_distance'], 2)})",
+                True,
+            )
+            for t in nearest
+        )
+        front = ' <span class="small">front</span>' if row.get("pareto") else ""
+        rows.append(
+            '<tr class="rank-row">'
+            + _td(str(row.get("rank", "")), True)
+            + _td(
+                f'<span class="comp">{html.escape(col.at_pct(row["composition"]))}</span>' + front,
+                raw=True,
+            )
+            + _td(col.scalar("score", row.get("score")), True)
+            + _task_cells(row, tasks)
+            + near
+            + _td(_phase(row, flags), raw=True)
+            + _td(_weigh_out(row.get("weigh_out_g")), raw=True)
+            + "</tr>"
+        )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def screen_html(
+    table: pl.DataFrame, ranked_tasks: Sequence[str], header: Sequence[str], candidates: int
+) -> str:
+    """A screen's page: its ranked rows against each other, where the top ones sit in
+    composition, and the top rows as a table."""
+    top = table.head(SCREEN_TOP)
+    marks = table.head(SCREEN_MARKS)
+    figs = _figures(
+        table,
+        marks,
+        [str(r) for r in marks["rank"]],
+        ranked_tasks,
+        f"top {marks.height}, by rank",
+        top,
+        None,
+        (
+            f"Grey: the {table.height:,} ranked candidates; orange: their Pareto front; "
+            f"numbered: the top {marks.height} by rank with their 90 % intervals (clipped at "
+            "the edge).",
+            f"Atomic percent of each element in the top {top.height} candidates (darker: better "
+            "ranked); black bar: median among those holding it; below each element, how many "
+            "do.",
+        ),
+    )
+    body = (
+        figs
+        + f"<h2>Top {min(SCREEN_ROWS, table.height)} of {table.height:,} ranked</h2>"
+        + screen_table_html(table.head(SCREEN_ROWS), ranked_tasks)
+    )
+    subtitle = f"{table.height:,} ranked of {candidates:,} candidates screened"
+    return _page("Screen: top candidates", subtitle, header, body)
+
+
+def write_html(path: str | Path, text: str) -> Path:
+    """Write a page atomically."""
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def write_lab_sheet(
@@ -203,13 +409,14 @@ def write_lab_sheet(
     candidates: pl.DataFrame,
     csv_path: str | Path,
     html_path: str | Path | None,
-    axes: tuple[str, str],
+    objective_tasks: Sequence[str],
+    axes: Sequence[str],
     header: Sequence[str],
-    labels: Sequence[str],
 ) -> list[Path]:
-    """Write the plan as CSV and (when ``html_path``) the HTML report, atomically."""
+    """Write the plan as CSV and (when ``html_path``) its page, atomically."""
     written = [atomic_write(csv_path, plan.write_csv)]
     if html_path is not None:
-        text = report_html(plan, candidates, axes[0], axes[1], header, labels)
-        written.append(atomic_write(html_path, lambda p: p.write_text(text, encoding="utf-8")))
+        written.append(
+            write_html(html_path, plan_html(plan, candidates, objective_tasks, axes, header))
+        )
     return written

@@ -104,11 +104,19 @@ def read_results(path: str | Path) -> pl.DataFrame:
         )
     if raw.height == 0:
         raise UserInputError(f"measured results {str(path)!r} hold no rows")
-    records = [rec for i, row in enumerate(raw.iter_rows(named=True)) for rec in _records(i, row)]
+    records, problems = [], []
+    for i, row in enumerate(raw.iter_rows(named=True)):
+        try:
+            records += _records(i, row)
+        except UserInputError as exc:
+            problems.append(str(exc))
+    frame = pl.DataFrame(records, schema=dict.fromkeys(RECORD_COLUMNS), orient="row")
+    problems += _feature_problems(frame)
+    if problems:
+        source = f"measured results {str(path)!r}"
+        raise bad_rows_error(source, sorted(problems, key=lambda m: int(m.split()[1])))
     if not records:
         raise UserInputError(f"measured results {str(path)!r} hold no measured value")
-    frame = pl.DataFrame(records, schema=dict.fromkeys(RECORD_COLUMNS), orient="row")
-    _check_features(frame)
     return frame.cast({"temperature_c": pl.Float64, "value": pl.Float64, "source_row": pl.Int64})
 
 
@@ -161,16 +169,37 @@ def _value(i: int, column: str, cell: str, prop: str) -> float:
     return value
 
 
-def _check_features(frame: pl.DataFrame) -> None:
-    """Every composition has element data (its features are defined)."""
+def _feature_problems(frame: pl.DataFrame) -> list[str]:
+    """The rows whose composition has no element data (a feature is undefined)."""
     texts = frame["composition"].unique(maintain_order=True)
     try:
         featurize(texts)
-    except UserInputError as exc:
-        bad = str(exc).split(":", 1)[0]  # "row N" of the unique texts
-        row = int(bad.split()[1]) if bad.startswith("row ") else 0
-        source = frame.filter(pl.col("composition") == texts[row])["source_row"][0]
-        raise _row_error(int(source), str(exc).split(": ", 1)[-1]) from None
+        return []
+    except UserInputError:
+        pass
+    problems = []
+    for text in texts:
+        try:
+            featurize([text])
+        except UserInputError as exc:
+            rows = frame.filter(pl.col("composition") == text)["source_row"].unique().sort()
+            problems += [str(_row_error(int(r), str(exc).split(": ", 1)[-1])) for r in rows]
+    return problems
+
+
+#: Bad rows named in one error; the rest are counted.
+MAX_BAD_ROWS_SHOWN = 20
+
+
+def bad_rows_error(source: str, problems: list[str]) -> UserInputError:
+    """One error naming every bad row (up to :data:`MAX_BAD_ROWS_SHOWN`, then a count), so
+    a results file is fixed in one pass."""
+    shown = problems[:MAX_BAD_ROWS_SHOWN]
+    more = len(problems) - len(shown)
+    lines = [f"{source}: {len(problems)} bad row(s); nothing was stored:", *shown]
+    if more:
+        lines.append(f"... and {more} more bad row(s)")
+    return UserInputError("\n  ".join(lines))
 
 
 def records_sha256(records: pl.DataFrame) -> str:
@@ -239,11 +268,22 @@ class MeasurementStore:
             )
         return pl.concat(parts, how="vertical_relaxed")
 
-    def measured(self) -> Measured:
-        """The stored alloys with, per task, their mean measured value."""
-        rec = self.records()
+    def measured(self, condition: Condition | None = None) -> Measured:
+        """Every stored alloy with, per task, its mean measured value (only the values
+        measured at ``condition``'s temperature and route when given; hardness is a 25 °C
+        value of any route's alloy)."""
+        every = self.records()
+        rec = every
+        if condition is not None:
+            rec = every.filter(
+                (pl.col("task") == HARDNESS.name)
+                | (
+                    (pl.col("temperature_c") == condition.temperature_c)
+                    & (pl.col("processing") == condition.processing.value)
+                )
+            )
         means = rec.group_by("task", "composition").agg(pl.col("value").mean())
         values: dict[str, dict[str, float]] = {}
         for task, comp, value in means.iter_rows():
             values.setdefault(task, {})[comp] = value
-        return Measured(tuple(rec["composition"].unique(maintain_order=True)), values)
+        return Measured(tuple(every["composition"].unique(maintain_order=True)), values)

@@ -57,6 +57,7 @@ from hea_screen.inference.bundle_files import MANIFEST_FILE, TRAINING_SET_FILE
 from hea_screen.inference.design import design_matrix
 from hea_screen.inference.families import make_estimator
 from hea_screen.inference.predictor import TaskPredictor
+from hea_screen.planning.store import bad_rows_error
 
 #: Model families whose fold members ``update`` refits (with the train extra).
 TREE_FAMILIES: tuple[str, ...] = ("extra_trees", "random_forest", "gradient_boosting")
@@ -87,23 +88,27 @@ class UpdateResult:
     not_refitted: dict[str, str] = field(default_factory=dict)
 
 
-def check_against_model(records: pl.DataFrame, predictor: TaskPredictor) -> None:
-    """Refuse a record of a task the bundle lacks, or at a condition outside its data; the
-    error names the results file's row."""
+def check_against_model(records: pl.DataFrame, predictor: TaskPredictor, source: str) -> None:
+    """Refuse records of a task the bundle lacks, or at a condition outside its data; the
+    error names every such row of the results file (``source``)."""
+    problems = []
     for row in records.iter_rows(named=True):
         where = f"row {row['source_row']} (line {row['source_row'] + 2})"
         if row["task"] not in predictor.tasks:
-            raise UserInputError(
+            problems.append(
                 f"{where}: {row['task']} is not predicted by the model (it predicts "
                 f"{', '.join(predictor.tasks)})"
             )
+            continue
         condition = _condition(row)
         gaps = predictor.bundle.task(row["task"]).coverage.gaps(condition)
         if gaps:
-            raise UserInputError(
+            problems.append(
                 f"{where}: {row['task']} at {condition}: {'; '.join(gaps)} of the model's "
                 "training data; the model lacks this condition"
             )
+    if problems:
+        raise bad_rows_error(source, problems)
 
 
 def _condition(row: Mapping[str, Any]) -> Condition:
@@ -273,14 +278,6 @@ def _training_set(text: str, store_records: pl.DataFrame) -> str:
             target["compositions"].append(comp)
             target["values"].append(value)
     return json.dumps(data)
-
-
-def default_version_path(bundle: Path) -> Path:
-    """``<bundle>.v2`` (the first free ``.vN`` beside the bundle)."""
-    n = 2
-    while (bundle.parent / f"{bundle.name}.v{n}").exists():
-        n += 1
-    return bundle.parent / f"{bundle.name}.v{n}"
 
 
 def write_version(

@@ -235,15 +235,21 @@ def decorate(
 
 @dataclass(frozen=True)
 class Estimate:
-    """Dry-run figures: candidates, partitions, measured rate and estimated time."""
+    """Dry-run figures: candidates, partitions, the probe's measured rates and the range of
+    the estimated time, with what the estimate assumes in words."""
 
     candidates: int
     partitions: int
     partition_size: int
     probe_candidates: int
     load_seconds: float
-    candidates_per_second: float
-    estimated_seconds: float
+    rates: tuple[float, float]
+    seconds: tuple[float, float]
+    assumes: str
+
+
+#: Timed runs of the probe; their slowest and fastest give the estimate's range.
+PROBE_RUNS = 3
 
 
 def estimate(
@@ -255,12 +261,18 @@ def estimate(
     partition_size: int | None,
     workers: int,
     probe: int = 256,
+    exact: bool = False,
+    shortlist: int | None = None,
 ) -> Estimate:
-    """Time a short probe (a sample of up to ``probe`` candidates, in this process, twice).
+    """Time the run's own stages on a probe (a sample of up to ``probe`` candidates, in this
+    process): the first stage (:func:`first_stage`) :data:`PROBE_RUNS` times after a warm-up,
+    and the full ensemble once for the shortlist it re-scores.
 
-    The estimate is model load plus ``candidates / rate``: the probe runs with every core,
-    which is what local workers share between them.
+    The estimate is model load + candidates / first-stage rate + shortlist / full rate, from
+    the slowest and the fastest probe run: the spread is the machine's load while probing.
+    The probe runs with every core, which local workers share between them.
     """
+    stage = first_stage(ranking, candidates.size, exact, shortlist)
     step = partition_step(candidates.size, model.batch_size, partition_size, workers)
     space = candidates.space if isinstance(candidates, SampledSpace) else candidates
     sample = SampledSpace(space, min(probe, candidates.size), seed=0)
@@ -268,10 +280,29 @@ def estimate(
     predictor_for(model)
     load = time.perf_counter() - t0
     # The first pass warms up: ONNX Runtime plans each new input shape on first sight.
-    screen_partition(sample, 0, sample.size, model, ranking, reference)
-    t1 = time.perf_counter()
-    screen_partition(sample, 0, sample.size, model, ranking, reference)
-    rate = sample.size / max(time.perf_counter() - t1, 1e-9)
+    screen_partition(sample, 0, sample.size, model, ranking, reference, stage)
+    rates = []
+    for _ in range(PROBE_RUNS):
+        t1 = time.perf_counter()
+        screen_partition(sample, 0, sample.size, model, ranking, reference, stage)
+        rates.append(sample.size / max(time.perf_counter() - t1, 1e-9))
     size = candidates.size
+    rescored, full_seconds = 0, 0.0
+    if stage.folds is not None:
+        rescored = min(stage.keep, size)
+        t1 = time.perf_counter()
+        screen_partition(sample, 0, sample.size, model, ranking, reference)
+        full_seconds = rescored * (time.perf_counter() - t1) / sample.size
+    slow, fast = min(rates), max(rates)
+    seconds = (load + size / fast + full_seconds, load + size / slow + full_seconds)
+    first = "every fold model" if stage.folds is None else f"fold {stage.folds - 1} only"
+    assumes = (
+        f"{first} on all {size:,} candidates"
+        + (f", the full ensemble on the {rescored:,}-row shortlist" if rescored else "")
+        + f"; {workers} worker(s) sharing this machine's cores; the load of the probe's "
+        f"{PROBE_RUNS} runs ({slow:,.0f}-{fast:,.0f} candidates/s) lasting"
+    )
     parts = -(-size // step)
-    return Estimate(size, parts, min(step, size), sample.size, load, rate, load + size / rate)
+    return Estimate(
+        size, parts, min(step, size), sample.size, load, (slow, fast), seconds, assumes
+    )

@@ -299,7 +299,7 @@ def predict_file(
         parts, front = _predict_parts(
             checked, model, ranking, reference, work, ingot_mass_g, model_sha256, progress
         )
-        table = _ranked(parts, front, ranking, order_by)
+        table = _with_user_columns(_ranked(parts, front, ranking, order_by), checked)
         if out is not None:
             _sink(table, Path(out))
         return Predicted(table.head(head).collect(), checked.good)
@@ -375,6 +375,32 @@ def _ranked(
     names = table.collect_schema().names()
     first = [c for c in result_columns(ranking) if c in names]
     return table.select("row", *first, pl.exclude("row", *first))
+
+
+def _with_user_columns(table: pl.LazyFrame, checked: Checked) -> pl.LazyFrame:
+    """``table`` with the input table's other columns (sample ids, notes, ...) right after
+    ``row``, matched by row; a name the output already uses gets the prefix ``input_``. A
+    text file has no other columns."""
+    path = checked.path
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        return table
+    source = pl.scan_csv(path, infer_schema=False) if suffix == ".csv" else pl.scan_parquet(path)
+    names = source.collect_schema().names()
+    text = _column(names, checked.column, path)
+    others = [c for c in names if c != text]
+    if not others:
+        return table
+    taken = set(table.collect_schema().names())
+    ids = [f"input_{c}" if c in taken else c for c in others]
+    extra = (
+        source.select(others)
+        .rename(dict(zip(others, ids)))
+        .with_row_index("row", offset=1)
+        .with_columns(pl.col("row").cast(pl.Int64))
+    )
+    joined = table.join(extra, on="row", how="left", maintain_order="left")
+    return joined.select("row", *ids, pl.exclude("row", *ids))
 
 
 def _sink(table: pl.LazyFrame, out: Path) -> None:
