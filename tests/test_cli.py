@@ -272,7 +272,9 @@ def test_disk_full_mid_batch_is_a_clean_error_and_keeps_finished_partitions(
     base = ["batch", str(_small_spec(tmp_path)), "--out", str(job), "--quiet", "--workers", "1"]
     code, _, err = cli(capsys, *base, "--batch-size", "32")
     assert code == 1
-    assert err.startswith("error: No space left on device") and "Traceback" not in err
+    assert err.startswith("condition: ")  # a batch states its condition, as a screen does
+    assert err.splitlines()[-1].startswith("error: No space left on device")
+    assert "Traceback" not in err
     kept = json.loads((job / "manifest.json").read_text())["partitions"]
     assert sorted(kept) == ["0", "1"] and all((job / e["file"]).is_file() for e in kept.values())
     monkeypatch.setattr(hea_screen.output, "atomic_write", real)  # space freed
