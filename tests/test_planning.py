@@ -70,7 +70,7 @@ def test_expected_improvement_closed_form():
 
 def test_labels_mean_which_side_chose_the_pick():
     # percentiles among the feasible candidates of the pick's mean and uncertainty
-    assert labels(np.array([0.9, 0.2, 0.8, 0.5]), np.array([0.1, 0.9, 0.9, 0.5])) == [
+    assert labels(np.array([0.95, 0.2, 0.95, 0.5]), np.array([0.1, 0.9, 0.92, 0.5])) == [
         "exploit", "explore", "both", "exploit"]
     ranks = percentile_ranks(np.array([1.0, 4.0]), np.array([1.0, 2.0, 3.0, 4.0]))
     assert ranks.tolist() == [0.25, 1.0]

@@ -31,7 +31,7 @@ from hea_screen.conditions import TASKS_BY_NAME, Task
 from hea_screen.output import atomic_write
 from hea_screen.planning.acquisition import table_of
 from hea_screen.planning.charts import INK, MARK, Points, composition_svg, scatter_svg
-from hea_screen.planning.reasons import TOP_QUARTER
+from hea_screen.planning.reasons import TOP
 from hea_screen.screening import columns as col
 
 #: Candidates shown in a screen page's composition chart and table.
@@ -204,7 +204,6 @@ def _phase(row: dict[str, object], flags: Sequence[str]) -> str:
     return f'<div class="line">{text}</div>{lines}'
 
 
-
 def _task_cells(row: dict[str, object], tasks: Sequence[Task]) -> str:
     return "".join(
         _td(
@@ -284,7 +283,7 @@ def plan_html(
     header: Sequence[str],
 ) -> str:
     """The plan's page (module docstring); ``header`` lines (``key: value``) go on top."""
-    quarter = f"{TOP_QUARTER:.0%}"
+    top = f"{100 * (1 - TOP):.0f} %"
     figs = _figures(
         candidates,
         plan,
@@ -310,7 +309,7 @@ def plan_html(
         f"<li><b>exploit</b>: picked mainly for its predicted mean (it ranks higher among the "
         f"feasible candidates than its uncertainty does); <b>explore</b>: mainly for its "
         f"uncertainty (measuring it teaches the model most); <b>both</b>: mean and "
-        f"uncertainty both above the {quarter} percentile.</li>"
+        f"uncertainty both in the top {top} of the feasible candidates.</li>"
         "<li><b>L1</b>: Σ|x_i − y_i| over atomic fractions (0 identical, 2 nothing in "
         "common).</li><li><b>SS</b>: solid solution by the Ω and δ rules; VEC class by "
         "Guo's rule (references below).</li></ul></section>"
@@ -329,6 +328,7 @@ def screen_table_html(table: pl.DataFrame, ranked_tasks: Sequence[str]) -> str:
     head = (
         _th("rank", True)
         + _th("composition, at.%")
+        + _th("Pareto front")
         + _th("score", True)
         + "".join(_th(html.escape(col.interval_header(t)), True) for t in tasks)
         + "".join(
@@ -348,14 +348,14 @@ def screen_table_html(table: pl.DataFrame, ranked_tasks: Sequence[str]) -> str:
             )
             for t in nearest
         )
-        front = ' <span class="small">front</span>' if row.get("pareto") else ""
         rows.append(
             '<tr class="rank-row">'
             + _td(str(row.get("rank", "")), True)
             + _td(
-                f'<span class="comp">{html.escape(col.at_pct(row["composition"]))}</span>' + front,
+                f'<span class="comp">{html.escape(col.at_pct(row["composition"]))}</span>',
                 raw=True,
             )
+            + _td("yes" if row.get("pareto") else "")
             + _td(col.scalar("score", row.get("score")), True)
             + _task_cells(row, tasks)
             + near

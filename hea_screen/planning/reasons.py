@@ -14,7 +14,7 @@ The label of a pick says which side of the acquisition chose it, relative to the
 candidates it was chosen from (percentiles of the objective's mean and uncertainty among
 them):
 
-- ``both``: its predicted mean and its uncertainty are both in the top quarter;
+- ``both``: its predicted mean and its uncertainty are both in the top 10 %;
 - ``exploit``: otherwise, when its mean ranks above its uncertainty (picked mainly for how
   good the model predicts it to be);
 - ``explore``: otherwise (picked mainly for how little the model knows about it: measuring
@@ -32,8 +32,8 @@ import numpy as np
 from hea_screen.conditions import TASKS_BY_NAME
 from hea_screen.screening.columns import at_pct, interval, quantity, task_name
 
-#: Percentile above which the mean or the uncertainty counts as high (``both``).
-TOP_QUARTER = 0.75
+#: Percentile from which the mean or the uncertainty counts as high (``both``).
+TOP = 0.9
 
 
 def percentile_ranks(values: np.ndarray, among: np.ndarray) -> np.ndarray:
@@ -49,7 +49,7 @@ def labels(mean_rank: np.ndarray, sigma_rank: np.ndarray) -> list[str]:
     (module docstring)."""
     out = []
     for m, s in zip(mean_rank, sigma_rank):
-        if m >= TOP_QUARTER and s >= TOP_QUARTER:
+        if m >= TOP and s >= TOP:
             out.append("both")
         else:
             out.append("exploit" if m >= s else "explore")
