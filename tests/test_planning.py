@@ -219,15 +219,19 @@ def test_plan_bad_candidates_exit_2_naming_the_problem(tmp_path, capsys, content
 
 CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
 WIDTH_PROBE = (
-    "<script>document.body.setAttribute('data-scroll-width', "
-    "document.documentElement.scrollWidth)</script></body>"
+    "<script>var b = document.body, o = 0;"
+    "document.querySelectorAll('.wrap').forEach(function (e) {"
+    "o = Math.max(o, e.scrollWidth - e.clientWidth); });"
+    "b.setAttribute('data-scroll-width', document.documentElement.scrollWidth + o);"
+    "</script></body>"
 )
 
 
 def rendered(page: Path, window: int, printed: bool = False) -> tuple[str, int]:
     """The DOM of ``page`` rendered by headless Chromium in a ``window`` px wide window and
-    the document's width (``scrollWidth``), measured on a copy with one line of script (the
-    page has none); ``printed`` applies the print style sheet (A4: 718 px between margins)."""
+    the document's width (``scrollWidth``, plus any overflow of a table's own scrolling box),
+    measured on a copy with one line of script (the page has none); ``printed`` applies the
+    print style sheet (A4: 718 px between margins)."""
     text = page.read_text(encoding="utf-8")
     if printed:
         text = text.replace("@media print{", "@media all{")
@@ -267,6 +271,14 @@ def test_lab_sheets_render_in_headless_chromium_without_sideways_scrolling(
     dom = fits_in_chromium(page, tmp_path)
     assert dom.count('class="pick-row') == 8 and dom.count('class="pick"') == 8
     assert "tensile UTS, MPa: mean [90 %]" in dom
+    # compositions only, predicted here: three task columns and a long composition
+    mine = tmp_path / "mine.csv"
+    pl.DataFrame({"composition": ["Al0.3CoCrFeNi", "CoCrFeMnNi", "Co2CrFeNi"]}).write_csv(mine)
+    page = tmp_path / "hardness.html"
+    args = ["--objective", "hardness", "--phase", "any", "--min-distance", "0", "-k", "3"]
+    assert main(["plan", str(mine), *args, "--out", str(tmp_path / "h.csv"), "--html",
+                 str(page)]) == 0
+    assert "Vickers hardness, HV: mean [90 %]" in fits_in_chromium(page, tmp_path)
     screen = tmp_path / "screen.html"
     args = ["--elements", "Co,Cr,Fe,Mn,Ni", "--step", "0.1", "--workers", "1", "--quiet"]
     assert main([*args, "--top", "60", "--show", "0", "--html", str(screen)]) == 0

@@ -100,7 +100,9 @@ def plan_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="DIR", help="measurement store (hea-screen update)")
     p.add_argument("--ingot-mass", type=number, default=50.0, metavar="G", help="grams (50)")
     p.add_argument("--out", required=True, metavar="CSV", help="the plan as CSV")
-    p.add_argument("--html", metavar="FILE", help="the HTML report")
+    p.add_argument(
+        "--html", metavar="FILE", help="the lab sheet: a self-contained HTML page (prints on A4)"
+    )
     p.add_argument("--model", **MODEL_FLAG)  # type: ignore[arg-type]
     p.add_argument("--model-sha256", type=sha256, metavar="HEX", help="pin the bundle")
     return p

@@ -207,14 +207,14 @@ def plan_table(plan: pl.DataFrame, tasks: Sequence[str]) -> list[Column]:
         composition_column(plan),
         Column("reason", list(plan["reason"]), 1),
     ]
+    out += task_columns(plan, tasks, 2)
     for name in tasks:
         gain = f"{name}_expected_gain"
         if gain in plan.columns:
             task = TASKS_BY_NAME[name]
             cells = [f"+{col.quantity(v, task.unit)}" if v is not None else "–" for v in plan[gain]]
             header = f"expected gain\n{col.short_name(task)}, {task.unit}"
-            out.append(Column(header, cells, 2, right=True))
-    out += task_columns(plan, tasks, 3)
+            out.append(Column(header, cells, 3, right=True))
     out.append(scalar_column(plan, "distance_to_measured", 4))
     out += flags_column(plan, 5)
     return out

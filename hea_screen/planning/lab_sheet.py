@@ -69,7 +69,8 @@ tr.has-why td{{border-bottom:none}}
 font-weight:600;white-space:nowrap}}
 .exploit{{background:#d3f9d8;color:#2b8a3e}} .explore{{background:#d0ebff;color:#1864ab}}
 .both{{background:#fff3bf;color:#8a6d00}}
-.comp{{font-weight:600;white-space:nowrap}} .small{{font-size:12px;color:#52606d}}
+.comp{{font-weight:600;display:inline-block;min-width:12.5em}} .wrap{{overflow-x:auto}}
+.small{{font-size:12px;color:#52606d}}
 .grams{{display:grid;grid-template-columns:repeat(2,max-content);gap:0 12px;
 font-variant-numeric:tabular-nums;font-size:12.5px;white-space:nowrap}}
 .warn{{color:#c92a2a;font-weight:600}}
@@ -81,10 +82,9 @@ h1{{font-size:17px}} h2{{font-size:13px;margin:12px 0 4px}} .sub{{font-size:10px
 dl.facts,figcaption,.notes{{font-size:9px}}
 .figs{{grid-template-columns:1fr;gap:6px;justify-items:center}} figure{{width:88%}}
 figure+figure{{width:62%}} .chip{{font-size:8px;padding:0 4px}}
-.grams{{grid-template-columns:max-content}}
+.grams{{grid-template-columns:max-content}} .comp{{min-width:6em}}
 table{{font-size:9px}} th,td{{padding:3px 4px}} .grams,.small,tr.why td{{font-size:8.5px}}
-tr,figure{{break-inside:avoid}} thead{{display:table-header-group}}
-.comp{{white-space:normal}}}}
+tr,figure{{break-inside:avoid}} thead{{display:table-header-group}}}}
 """
 
 
@@ -165,6 +165,15 @@ def _figures(
     return (
         f'<section class="figs"><figure>{scatter}<figcaption>{captions[0]}</figcaption>'
         f"</figure><figure>{comp}<figcaption>{captions[1]}</figcaption></figure></section>"
+    )
+
+
+def _table(head: str, rows: Sequence[str]) -> str:
+    """A table in a box that scrolls by itself if a table ever outgrows the page (the page
+    never does; the width test checks the box too)."""
+    return (
+        f'<div class="wrap"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 
@@ -272,7 +281,7 @@ def plan_table_html(plan: pl.DataFrame, objective_tasks: Sequence[str]) -> str:
             + f'<tr class="why"><td></td><td colspan="{span - 1}">{html.escape(str(row["why"]))}'
             "</td></tr>"
         )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return _table(head, rows)
 
 
 def plan_html(
@@ -363,7 +372,7 @@ def screen_table_html(table: pl.DataFrame, ranked_tasks: Sequence[str]) -> str:
             + _td(_weigh_out(row.get("weigh_out_g")), raw=True)
             + "</tr>"
         )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return _table(head, rows)
 
 
 def screen_html(
