@@ -297,7 +297,7 @@ def test_plan_from_a_spec_uses_its_space_and_condition(tmp_path, capsys):
     out = tmp_path / "p.csv"
     assert main(["plan", "--spec", str(spec), "-k", "3", "--phase", "any", "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "objective ys_tension_mpa" in err
+    assert "objective tensile yield strength (MPa) [ys_tension_mpa]" in err
     plan = pl.read_csv(out)
     assert plan.height == 3
     assert set(table_of(plan["composition"]).elements) <= {"Co", "Cr", "Fe", "Ni"}

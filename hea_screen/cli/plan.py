@@ -130,6 +130,18 @@ def _plan_inputs(args: argparse.Namespace) -> tuple[pl.DataFrame, Ranking]:
     return pl.DataFrame({"composition": texts}), ranking
 
 
+def objective_text(objective: Objective) -> str:
+    """``tensile UTS (MPa) [uts_tension_mpa]`` or ``weighted z-scores: 0.5 × tensile UTS +
+    0.5 × tensile elongation at fracture [...]``."""
+    names = ", ".join(objective.tasks)
+    if objective.name != "weighted":
+        return f"{TASKS_BY_NAME[objective.name].label} [{names}]"
+    terms = " + ".join(
+        f"{w:g} × {task_name(TASKS_BY_NAME[t])}" for t, w in objective.weights.items()
+    )
+    return f"weighted z-scores: {terms} [{names}]"
+
+
 def incumbents(measured: Measured, objective: Objective) -> str:
     """``tensile UTS 1,500 MPa (Co25 Cr25 ...), ...``: the best measured value per task."""
     parts = []
@@ -173,8 +185,8 @@ def run_plan(argv: Sequence[str]) -> int:
     plan = lab_columns(plan, args.ingot_mass)
     strength, ductility = ranking.strength, ranking.ductility
     header = [
-        f"condition: {ranking.condition}; objective {objective.name} "
-        f"({', '.join(objective.tasks)}); acquisition {options.acquisition}",
+        f"condition: {ranking.condition}; objective {objective_text(objective)}; "
+        f"acquisition {options.acquisition.upper()}",
         f"constraints: phase {options.phase}; bounds {args.bounds or 'none'}; minimum L1 "
         f"distance {options.min_distance:g}; {len(measured.compositions)} measured alloys",
         f"best measured: {incumbents(measured, objective)}",

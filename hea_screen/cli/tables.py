@@ -82,6 +82,7 @@ def _fit(columns: Sequence[Column], width: int) -> tuple[list[int], list[int]]:
 
 
 def _cell(text: str, width: int, right: bool) -> str:
+    text = " ".join(text.split())  # a user's note may hold line breaks or tabs
     if len(text) > width:
         text = text[: width - 1] + "…"
     return text.rjust(width) if right else text.ljust(width)
