@@ -14,7 +14,7 @@ from hea_screen.cli import main
 from hea_screen.errors import UserInputError
 from hea_screen.inference.bundle import load_task_bundle
 from hea_screen.inference.bundle_files import default_bundle_path
-from hea_screen.inference.versions import resolve_model
+from hea_screen.inference.versions import models_dir, next_version, resolve_model
 from hea_screen.planning.store import MeasurementStore, read_results
 
 HEADER = "composition,test_type,temperature_c,processing,uts_mpa,ys_mpa,elongation_pct,hardness_hv"
@@ -190,3 +190,17 @@ def test_plan_counts_the_store_as_measured(tmp_path, capsys):
     with_store = pl.read_csv(tmp_path / "b.csv")["composition"].to_list()
     assert "Co0.25 Cr0.3 Ni0.45" in without
     assert "Co0.25 Cr0.3 Ni0.45" not in with_store and "Co0.26 Cr0.3 Ni0.44" not in with_store
+
+
+def test_versions_live_in_the_xdg_data_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert models_dir() == tmp_path / "xdg" / "hea-screen" / "models"
+    assert next_version(Path("hea_screen/models/default")) == models_dir() / "default.v2"
+    (models_dir() / "default.v2").mkdir(parents=True)
+    assert next_version(models_dir() / "default.v2") == models_dir() / "default.v3"
+    assert resolve_model("default.v2") == str(models_dir() / "default.v2")
+    assert resolve_model("default") == "default"  # a shipped bundle's name stays one
+    assert resolve_model("nowhere.v9") == "nowhere.v9"  # the bundle check then says so
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")  # the spec: absolute paths only
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert models_dir() == tmp_path / "home" / ".local" / "share" / "hea-screen" / "models"
