@@ -418,7 +418,9 @@ def test_cli_refuses_cuda_without_a_gpu_before_any_work(capsys, tmp_path, comman
     argv = [str(places.get(a, a)) for a in command] + ["--device", "cuda"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: device='cuda' was requested but no usable CUDA GPU")
+    # batch states its condition and model first (issue 20); the error is the last line
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: device='cuda' was requested but no usable CUDA GPU")
     assert "Traceback" not in err and not (tmp_path / "job").exists()
 
 
