@@ -24,3 +24,11 @@ class SpaceError(UserInputError):
 
 class BundleError(UserInputError):
     """A model bundle that is missing, incomplete, tampered with or of an unknown format."""
+
+
+def brief(exc: BaseException, limit: int = 160) -> str:
+    """The first line of a library's error message, cut to ``limit`` characters: a reader's
+    message may quote a whole line of the file it failed on."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -19,7 +19,10 @@ SMALL = ["--elements", "Co,Cr,Fe,Ni", "--step", "0.1", "--workers", "1", "--quie
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's usage errors
+        code = int(exc.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -198,7 +201,7 @@ QUICK = ["--elements", "Co,Cr,Fe,Ni", "--step", "0.1", "--workers", "1", "--quie
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--ingot-mass", "-5"], "ingot mass -5.0 g: need a positive finite number"),
+        (["--ingot-mass", "-5"], "ingot mass -5.0 g: need a number of grams from 0.001"),
         (["--out", "/proc/top.csv"], "cannot write in directory '/proc'"),
         (["--elements", "Co,Co,Fe"], "--elements: Co given more than once"),
         (["--weights", "-1,2"], "weights must be >= 0"),
@@ -209,7 +212,7 @@ QUICK = ["--elements", "Co,Cr,Fe,Ni", "--step", "0.1", "--workers", "1", "--quie
 def test_options_and_output_path_are_checked_before_any_work(capsys, args, message):
     code, out, err = cli(capsys, *QUICK, *args, "--dry-run")  # a dry run probes the model
     assert code == 2, err
-    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert "error: " in err and message in err and "Traceback" not in err
     assert "partitions:" not in out  # refused before the dry run's probe
 
 
@@ -217,7 +220,7 @@ def test_show_must_not_be_negative(capsys):
     with pytest.raises(SystemExit) as info:
         main([*QUICK, "--show", "-5"])
     assert info.value.code == 2
-    assert "argument --show: '-5': need a whole number >= 0" in capsys.readouterr().err
+    assert "argument --show: '-5': need a whole number from 0 to" in capsys.readouterr().err
 
 
 def test_dry_run_of_a_space_too_large_to_index_estimates_and_samples(capsys):
@@ -262,10 +265,10 @@ def test_disk_full_mid_batch_is_a_clean_error_and_keeps_finished_partitions(
 
     real = hea_screen.output.atomic_write
 
-    def disk_fills_at_partition_2(path, write):
+    def disk_fills_at_partition_2(path, write, *args):
         if "part-000002" in str(path):
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, write)
+        return real(path, write, *args)
 
     monkeypatch.setattr(hea_screen.output, "atomic_write", disk_fills_at_partition_2)
     job = tmp_path / "job"

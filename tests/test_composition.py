@@ -149,3 +149,13 @@ def test_string_amounts_follow_the_parser_rules() -> None:
     for amount in ("٣", "1_000"):
         with pytest.raises(CompositionError, match="ASCII digits 0-9"):
             Composition.from_amounts({"Co": amount, "Ni": 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "position"), [("1", 0), ("0.5", 0), ("2(CoFe)", 0), ("Co 1 2", 5)]
+)
+def test_a_number_without_an_element_is_named_as_such(text: str, position: int) -> None:
+    # issue 19 item 16: "1" was reported as a non-ASCII digit '1' (U+0031)
+    message = rf"number without an element at position {position}"
+    with pytest.raises(CompositionError, match=message):
+        parse(text)

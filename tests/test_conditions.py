@@ -142,7 +142,7 @@ def test_spec_condition_section() -> None:
     for bad, match in (
         ({"test": "shear"}, "unknown test type 'shear'"),
         ({"temperature": "1e999"}, "finite"),
-        ({"pressure": 1}, "unknown key pressure in condition"),
+        ({"pressure": 1}, "unknown key 'pressure' in condition"),
     ):
         with pytest.raises((SpaceError, UserInputError), match=match):
             spec_from_dict({**base, "condition": bad})

@@ -241,11 +241,17 @@ def test_spec_files_shipped_in_candidates_load():
         ("space: [unclosed", "not valid YAML"),
         ("- just\n- a list\n", "expected a mapping"),
         ("name: x\n", "no 'space' section"),
-        ("space: {elements: [Co, Cr], colour: red}", "unknown key colour in space"),
+        ("space: {elements: [Co, Cr], colour: red}", "unknown key 'colour' in space"),
         ("space: {elements: [Co, Cr], step: abc}", "step: expected a number"),
         ("space: {elements: [Co, Cr]}\nranking: {objective: cheapest}", "unknown objective"),
         ("space: {elements: [Co, Cr], families: [binary]}", "choose one or both"),
         ("space: {elements: [Co, Cr], min_elements: two}", "expected a whole number"),
+        # issue 19 item 18: the second of two equal keys silently won
+        ("space: {elements: [Co, Cr]}\nspace: {elements: [Ni, Fe]}", "'space' given twice"),
+        ("space: {elements: [Co, Cr], step: 0.1, step: 0.2}", "'step' given twice"),
+        # issue 19 item 14: a 50-digit top overflowed (OverflowError)
+        ("space: {elements: [Co, Cr]}\nranking: {top: " + "9" * 50 + "}", "from 1 to"),
+        ("space: {elements: [Co, Cr], sample: " + "9" * 50 + "}", "from 1 to"),
     ],
 )
 def test_invalid_spec_files(tmp_path, text, match):
@@ -330,7 +336,7 @@ def _spec(tmp_path: Path, text: str) -> Path:
         ("space: {elements: [Co, Cr]}\ndescription: " + "[" * 20000 + "]" * 20000, "nested deeper"),
         ("space: {elements: [Co, Cr]}\n" + "# padding\n" * 200_000, "larger than 1,000,000 bytes"),
         ("space: {elements: [Co, Cr, Fe, Ni], step: 0.000001}", "cannot be indexed"),
-        ("space: {elements: [Co, Cr]}\nranking: {top: 0}", "top 0: need a whole number >= 1"),
+        ("space: {elements: [Co, Cr]}\nranking: {top: 0}", "top 0: need a whole number from 1"),
         ("space: {elements: [Co, Cr]}\nrun: {ingot_mass_g: -50}", "ingot mass -50"),
         ("space: {elements: [Co, Cr]}\nrun: {ingot_mass_g: .nan}", "ingot mass nan"),
         ("space: {elements: [Co, Cr]}\nrun: {partition_size: 0}", "partition size 0"),
@@ -378,3 +384,14 @@ def test_huge_exponent_is_refused_without_computing_it(tmp_path):
         _spec(tmp_path, 'space: {elements: [Co, Cr, Fe], step: "1e-999999999"}')
     )
     assert "step: expected a number" in message and "exponent within" in message
+
+
+def test_a_spec_that_is_another_file_is_not_echoed(tmp_path):
+    # issue 19 item 17: a spec symlinked to a secrets file listed its 18 keys in the error
+    secret = tmp_path / "secrets"
+    secret.write_text("".join(f"TOKEN_{i}: s3cr3t{i}\n" for i in range(18)))
+    link = tmp_path / "spec.yaml"
+    link.symlink_to(secret)
+    with pytest.raises(SpaceError, match=r"unknown key 'TOKEN_0' \(and 17 more\)") as info:
+        load_spec(link)
+    assert "TOKEN_1" not in str(info.value) and "s3cr3t" not in str(info.value)

@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # e.g. the disk filled up while results were written
-        print(f"error: {os_error(exc)}", file=sys.stderr)
+        print(f"error: {os_error(exc, batch=argv[:1] == ['batch'])}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -10,13 +10,15 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
+from hea_screen.compositions.weighing import check_ingot_mass
 from hea_screen.conditions import Condition, Processing, TestType
+from hea_screen.errors import UserInputError
 from hea_screen.inference.runtime import DEVICES, PRECISIONS
 from hea_screen.inference.versions import models_dir, resolve_model
 from hea_screen.screening.engine import IN_PROCESS_SPACE
 from hea_screen.screening.model_ref import DEFAULT_BATCH, ModelInfo, ModelRef
 from hea_screen.screening.partition import MIN_SHORTLIST, SHORTLIST_FACTOR
-from hea_screen.screening.ranking import Ranking
+from hea_screen.screening.ranking import MAX_COUNT, Ranking
 from hea_screen.screening.spec import parse_condition
 
 log = logging.getLogger("hea_screen")
@@ -35,15 +37,17 @@ class Parser(argparse.ArgumentParser):
 
 
 def whole(low: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``low``."""
+    """An argparse type: a whole number from ``low`` to :data:`MAX_COUNT`."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{text!r}: need a whole number >= {low}")
+        if not low <= value <= MAX_COUNT:
+            raise argparse.ArgumentTypeError(
+                f"{text[:20]!r}: need a whole number from {low} to {MAX_COUNT:,}"
+            )
         return value
 
     return parse
@@ -60,6 +64,15 @@ def number(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def ingot_mass(text: str) -> float:
+    """An argparse type: an ingot mass in grams (:func:`check_ingot_mass`), checked before
+    any work."""
+    try:
+        return check_ingot_mass(number(text))
+    except UserInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def sha256(text: str) -> str:
@@ -79,7 +92,9 @@ MODEL_FLAG: dict[str, object] = {
 }
 
 
-def model_options(p: argparse.ArgumentParser) -> None:
+def model_options(p: argparse.ArgumentParser, cluster: bool = True) -> None:
+    """The model and machine flags; ``cluster``: also ``--workers``, ``--scheduler`` and
+    ``--yes`` (the commands that run a space on Dask)."""
     g = p.add_argument_group("model and machines")
     g.add_argument("--model", **MODEL_FLAG)  # type: ignore[arg-type]
     g.add_argument(
@@ -98,6 +113,14 @@ def model_options(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_BATCH,
         help=f"candidates per model call (default {DEFAULT_BATCH})",
     )
+    if cluster:
+        cluster_options(g)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO)")
+
+
+def cluster_options(g: argparse._ActionsContainer) -> None:
+    """``--workers``, ``--scheduler``, ``--yes``: where a space runs."""
     g.add_argument(
         "--workers",
         type=positive_int,
@@ -111,8 +134,6 @@ def model_options(p: argparse.ArgumentParser) -> None:
         help="existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (or DASK_SCHEDULER_ADDRESS)",
     )
     g.add_argument("--yes", action="store_true", help="confirm a space above 1,000,000 candidates")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO)")
 
 
 def stage_options(group: argparse._ActionsContainer) -> None:
@@ -178,13 +199,16 @@ def join_signed_values(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def os_error(exc: OSError) -> str:
-    """A system error (disk full, permission, ...) in one line, for ``error: ...``."""
+def os_error(exc: OSError, batch: bool = False) -> str:
+    """A system error (disk full, permission, ...) in one line, for ``error: ...``; every
+    output is written atomically, so none is left half-written."""
     where = f" ({exc.filename})" if exc.filename else ""
-    return (
-        f"{exc.strerror or exc}{where}; the run stopped (a batch job keeps its finished "
-        "partitions and resumes when run again)"
+    then = (
+        "the run stopped (a batch job keeps its finished partitions and resumes when run again)"
+        if batch
+        else "the run stopped; no output was left half-written"
     )
+    return f"{exc.strerror or exc}{where}; {then}"
 
 
 def workers(given: int | None, candidates: int) -> int:

@@ -14,6 +14,7 @@ from hea_screen.cli.common import (
     Parser,
     condition_from_args,
     condition_options,
+    ingot_mass,
     join_signed_values,
     number,
     positive_int,
@@ -25,7 +26,7 @@ from hea_screen.conditions import TASKS_BY_NAME
 from hea_screen.errors import UserInputError
 from hea_screen.inference.applicability import TrainingSet
 from hea_screen.inference.bundle import load_task_bundle
-from hea_screen.output import check_output_path, check_writable_dir
+from hea_screen.output import check_output_path, check_target, check_writable_dir
 from hea_screen.planning.acquisition import (
     ACQUISITIONS,
     PHASE_SCREENS,
@@ -98,7 +99,7 @@ def plan_parser() -> argparse.ArgumentParser:
         "--bounds", action="append", default=[], metavar="EL:LO-HI", help="e.g. Al:0-0.2"
     )
     p.add_argument("--store", metavar="DIR", help="measurement store (hea-screen update)")
-    p.add_argument("--ingot-mass", type=number, default=50.0, metavar="G", help="grams (50)")
+    p.add_argument("--ingot-mass", type=ingot_mass, default=50.0, metavar="G", help="grams (50)")
     p.add_argument("--out", required=True, metavar="CSV", help="the plan as CSV")
     p.add_argument(
         "--html", metavar="FILE", help="the lab sheet: a self-contained HTML page (prints on A4)"
@@ -158,8 +159,10 @@ def incumbents(measured: Measured, objective: Objective) -> str:
 
 def run_plan(argv: Sequence[str]) -> int:
     args = plan_parser().parse_args(join_signed_values(argv))
-    check_output_path(args.out)
+    inputs = {"candidates FILE": args.candidates, "--spec": args.spec}
+    check_output_path(args.out, "--out", inputs)
     if args.html:
+        check_target(args.html, "--html", {**inputs, "--out": args.out})
         check_writable_dir(Path(args.html).resolve().parent, f"--html {args.html!r}")
     bounds = {el: (float(lo), float(hi)) for el, (lo, hi) in parse_bounds(args.bounds).items()}
     options = PlanOptions(
@@ -171,15 +174,15 @@ def run_plan(argv: Sequence[str]) -> int:
         args.phase,
         bounds,
     )
+    store = MeasurementStore(args.store, create=False) if args.store else None
     frame, ranking = _plan_inputs(args)
     info = inspect_model(args.model, args.model_sha256)
     check_ranking(ranking, info)
     bundle = load_task_bundle(info.path, info.sha256)
     objective = Objective.of(ranking, info.reference)
     measured = measured_from_training(TrainingSet.from_json(bundle.training_set_text()))
-    if args.store:
-        stored = MeasurementStore(args.store).measured(ranking.condition)
-        measured = merge_measured(measured, stored)
+    if store is not None:
+        measured = merge_measured(measured, store.measured(ranking.condition))
     frame = with_predictions(frame, info.path, info.sha256, ranking.condition, ranking.tasks)
     plan = select(frame, objective, measured, options, bundle.interval)
     plan = lab_columns(plan, args.ingot_mass)

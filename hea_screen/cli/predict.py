@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -13,6 +14,7 @@ from hea_screen.cli.common import (
     condition_from_args,
     condition_options,
     count,
+    ingot_mass,
     join_signed_values,
     model_options,
     model_ref,
@@ -25,7 +27,7 @@ from hea_screen.conditions import Condition
 from hea_screen.errors import UserInputError
 from hea_screen.output import check_output_path, write_table
 from hea_screen.screening.model_ref import check_ranking, inspect_model
-from hea_screen.screening.predict_file import ORDERS, check_file, predict_file
+from hea_screen.screening.predict_file import ORDERS, bad_row_message, check_file, predict_file
 from hea_screen.screening.ranking import OBJECTIVES, RISKS, Ranking
 from hea_screen.screening.spec import (
     parse_weights,
@@ -63,7 +65,7 @@ def predict_parser() -> argparse.ArgumentParser:
         "--show", type=count, default=20, metavar="N", help="rows printed (default 20; 0: none)"
     )
     p.add_argument(
-        "--ingot-mass", type=number, default=50.0, metavar="G", help="ingot mass in g (50)"
+        "--ingot-mass", type=ingot_mass, default=50.0, metavar="G", help="ingot mass in g (50)"
     )
     c = p.add_argument_group("condition and ranking (as for a screen)")
     condition_options(c)
@@ -71,18 +73,26 @@ def predict_parser() -> argparse.ArgumentParser:
     c.add_argument("--weights", metavar="W_UTS,W_EL", help="default 0.5,0.5")
     c.add_argument("--risk", choices=RISKS, default="mean")
     c.add_argument("--kappa", type=number, default=1.0, metavar="K")
-    model_options(p)
+    model_options(p, cluster=False)
     return p
+
+
+def no_wider_than(path: str) -> int:
+    """Permissions for a side file that copies rows of ``path``: the usual ones (umask), but
+    never readable by anyone who cannot read ``path`` itself."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return os.stat(path).st_mode & 0o666 & ~umask
 
 
 def run_predict_command(argv: Sequence[str]) -> int:
     args = predict_parser().parse_args(join_signed_values(argv))
     setup_logging(args.verbose)
     if args.out:
-        check_output_path(args.out)
+        check_output_path(args.out, "--out", {"FILE": args.file})
     bad_path = Path(args.bad_rows or Path(args.file).name + ".bad.csv")
     if args.skip_bad:
-        check_output_path(bad_path)
+        check_output_path(bad_path, "--bad-rows", {"FILE": args.file, "--out": args.out})
     ranking = Ranking(
         objective=args.objective,
         risk=args.risk,
@@ -94,13 +104,12 @@ def run_predict_command(argv: Sequence[str]) -> int:
     check_ranking(ranking, info)
     checked = check_file(args.file, args.column)
     if checked.bad.height and not args.skip_bad:
-        row, text, reason = checked.bad.row(0)
         raise UserInputError(
-            f"{args.file}: row {row}: {text!r}: {reason} ({checked.bad.height} bad row(s) in "
-            "all; fix them or pass --skip-bad to write them to a side file and go on)"
+            f"{args.file}: {bad_row_message(*checked.bad.row(0))} ({checked.bad.height} bad "
+            "row(s) in all; fix them or pass --skip-bad to write them to a side file and go on)"
         )
     if checked.bad.height:
-        write_table(checked.bad, bad_path)
+        write_table(checked.bad, bad_path, mode=no_wider_than(args.file))
         print(f"skipped {checked.bad.height} bad row(s): written to {bad_path}", file=sys.stderr)
     if not checked.good:
         raise UserInputError(f"{args.file}: no composition to predict")

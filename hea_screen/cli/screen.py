@@ -16,6 +16,7 @@ from hea_screen.cli.common import (
     condition_options,
     count,
     duration,
+    ingot_mass,
     join_signed_values,
     model_options,
     model_ref,
@@ -28,7 +29,7 @@ from hea_screen.cli.common import (
 )
 from hea_screen.cli.tables import ranked_table, render
 from hea_screen.errors import UserInputError
-from hea_screen.output import check_output_path, check_writable_dir, write_table
+from hea_screen.output import check_output_path, check_target, check_writable_dir, write_table
 from hea_screen.planning.lab_sheet import screen_html, write_html
 from hea_screen.screening.engine import LARGE_SPACE, estimate, guard_size, screen
 from hea_screen.screening.model_ref import check_inputs, check_ranking, inspect_model
@@ -123,7 +124,7 @@ def screen_parser() -> argparse.ArgumentParser:
         "--show", type=count, default=20, metavar="N", help="rows printed (default 20; 0: none)"
     )
     o.add_argument(
-        "--ingot-mass", type=number, metavar="G", help="ingot mass in g for weigh-outs (50)"
+        "--ingot-mass", type=ingot_mass, metavar="G", help="ingot mass in g for weigh-outs (50)"
     )
     o.add_argument(
         "--partition-size", type=positive_int, metavar="N", help="candidates per partition"
@@ -219,8 +220,9 @@ def run_screen(argv: Sequence[str]) -> int:
     setup_logging(args.verbose)
     spec = spec_from_args(args)
     if args.out:
-        check_output_path(args.out)
+        check_output_path(args.out, "--out", {"--spec": args.spec})
     if args.html:
+        check_target(args.html, "--html", {"--spec": args.spec, "--out": args.out})
         check_writable_dir(Path(args.html).resolve().parent, f"--html {args.html!r}")
     spec.space.check_nonempty()
     candidates = spec.candidates()

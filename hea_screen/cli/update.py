@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def run_update(argv: Sequence[str]) -> int:
     records = read_results(args.measured)
     store = MeasurementStore(args.store)
     store.check_new(records)
+    store.check_writable()
     info = inspect_model(args.model, args.model_sha256)
     out = Path(args.out) if args.out else next_version(info.path)
     if out.exists():
@@ -93,7 +95,11 @@ def run_update(argv: Sequence[str]) -> int:
         "not_refitted": refit.skipped,
     }
     sha = write_version(old.bundle, out, calibration, refit.files, everything, update)
-    entry = store.add(records, str(args.measured))
+    try:
+        entry = store.add(records, str(args.measured))
+    except BaseException:  # the new bundle names this import: it goes with it
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     print(f"stored {entry['rows']} measurements in {args.store} (sha256 {entry['sha256'][:12]})")
     for task, cal in calibration.items():
         print(

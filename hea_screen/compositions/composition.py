@@ -410,6 +410,11 @@ def _parse_group(
                 f"unbalanced parentheses in {text!r}: unexpected {ch!r} at position {pos}"
             )
         m = _SYMBOL.match(text, pos)
+        if m is None and (ch in "0123456789" or (ch in "+-." and _NUMBER.match(text, pos))):
+            raise CompositionError(
+                f"number without an element at position {pos} in {text!r}: an amount follows "
+                "the element or group it counts, e.g. 'Co1', 'Al0.5CoCrFeNi', '(CoFe)2'"
+            )
         if m is None and ch.isdigit():
             raise CompositionError(
                 f"non-ASCII digit {ch!r} (U+{ord(ch):04X}) at position {pos} in {text!r}: "

@@ -27,6 +27,22 @@ from hea_screen.errors import UserInputError
 #: Default ingot mass in grams (a typical arc-melted button).
 DEFAULT_INGOT_MASS_G = 50.0
 
+#: Ingot masses accepted, in grams: at least a milligram (the weigh-out resolution) and at
+#: most a tonne, far beyond any laboratory melt; masses are whole milligrams in int64.
+INGOT_MASS_RANGE_G: tuple[float, float] = (0.001, 1_000_000.0)
+
+
+def check_ingot_mass(mass: object, what: str = "ingot mass") -> float:
+    """``mass`` (grams) as a float, or :class:`UserInputError` naming it and the accepted
+    range :data:`INGOT_MASS_RANGE_G`."""
+    lo, hi = INGOT_MASS_RANGE_G
+    ok = isinstance(mass, (int, float)) and not isinstance(mass, bool)
+    if not ok or not math.isfinite(mass) or not lo <= mass <= hi:  # type: ignore[arg-type]
+        raise UserInputError(
+            f"{what} {mass!r} g: need a number of grams from {lo:g} to {hi:,.0f}, e.g. 50"
+        )
+    return float(mass)  # type: ignore[arg-type]
+
 
 def weight_fractions(elements: Sequence[str], atomic_fractions: np.ndarray) -> np.ndarray:
     """Weight fractions (sum 1) from atomic fractions over ``elements``."""
@@ -49,14 +65,11 @@ def lab_columns(frame: pl.DataFrame, ingot_mass_g: float = DEFAULT_INGOT_MASS_G)
     """Add ``n_elements``, ``at_pct``, ``wt_pct`` and ``weigh_out_g`` texts for each row.
 
     ``frame`` needs a canonical ``composition`` column; ``ingot_mass_g`` is the mass of the
-    ingot to weigh out, in grams (> 0). Vectorized over rows with the same number of
-    elements: every value and text equals the per-composition arithmetic of
-    :func:`weight_fractions` and :func:`weigh_out_mg` to the last digit.
+    ingot to weigh out, in grams (within :data:`INGOT_MASS_RANGE_G`). Vectorized over rows
+    with the same number of elements: every value and text equals the per-composition
+    arithmetic of :func:`weight_fractions` and :func:`weigh_out_mg` to the last digit.
     """
-    if not (isinstance(ingot_mass_g, (int, float)) and math.isfinite(ingot_mass_g)):
-        raise UserInputError(f"ingot mass {ingot_mass_g!r}: need a number of grams > 0")
-    if ingot_mass_g <= 0 or round(ingot_mass_g * 1000) < 1:
-        raise UserInputError(f"ingot mass {ingot_mass_g!r} g: need at least 0.001 g")
+    check_ingot_mass(ingot_mass_g)
     table = CompositionTable.from_compositions(frame["composition"])
     present = table.micro > 0
     counts = present.sum(axis=1)

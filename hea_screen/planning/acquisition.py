@@ -49,9 +49,10 @@ from hea_screen.compositions.features import featurize
 from hea_screen.compositions.phase_rules import PHASE_FLAG_COLUMNS, phase_flags
 from hea_screen.compositions.table import CompositionTable
 from hea_screen.conditions import Condition
-from hea_screen.errors import CompositionError, UserInputError
+from hea_screen.errors import CompositionError, UserInputError, brief
 from hea_screen.inference.applicability import TrainingSet
 from hea_screen.inference.predictor import TaskPredictor
+from hea_screen.planning.checks import check_predictions, check_text_column
 from hea_screen.planning.reasons import (
     Incumbent,
     percentile_ranks,
@@ -454,12 +455,13 @@ def read_candidates(path: str | Path) -> pl.DataFrame:
     try:
         frame = reader(path)
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        raise UserInputError(f"candidates {str(path)!r} cannot be read: {exc}") from None
+        raise UserInputError(f"candidates {str(path)!r} cannot be read: {brief(exc)}") from None
     if "composition" not in frame.columns:
         raise UserInputError(
             f"candidates {str(path)!r} have no 'composition' column (columns: "
-            f"{', '.join(frame.columns[:10])})"
+            f"{', '.join(c[:24] for c in frame.columns[:10])})"
         )
+    check_text_column(frame, "composition", f"candidates {str(path)!r}")
     return frame
 
 
@@ -468,18 +470,19 @@ def predicted_at(
 ) -> bool:
     """Whether ``frame`` already holds predictions of ``tasks`` by this model at
     ``condition`` (else the planner predicts them itself)."""
+    stated = condition.describe()
+    for column, value in stated.items():
+        if column in frame.columns and set(frame[column].unique().to_list()) != {value}:
+            raise UserInputError(
+                f"candidates were screened at {column} {str(frame[column][0])[:24]!r}, the plan "
+                f"is at {value!r}: screen at the plan's condition, or give compositions only"
+            )
     need = [f"{t}_{s}" for t in tasks for s in ("mean", "lo", "hi")]
     if any(c not in frame.columns for c in need):
         return False
     if "model_sha256" in frame.columns and set(frame["model_sha256"].unique()) != {model_sha256}:
         return False
-    stated = condition.describe()
-    for column, value in stated.items():
-        if column in frame.columns and set(frame[column].unique().to_list()) != {value}:
-            raise UserInputError(
-                f"candidates were screened at {column} {frame[column][0]!r}, the plan is at "
-                f"{value!r}: screen at the plan's condition, or give compositions only"
-            )
+    check_predictions(frame, tasks, "candidates")
     return True
 
 

@@ -28,7 +28,7 @@ import polars as pl
 
 from hea_screen.compositions.phase_rules import REFERENCES
 from hea_screen.conditions import TASKS_BY_NAME, Task
-from hea_screen.output import atomic_write
+from hea_screen.output import atomic_write, csv_safe
 from hea_screen.planning.acquisition import table_of
 from hea_screen.planning.charts import INK, MARK, Points, composition_svg, scatter_svg
 from hea_screen.planning.reasons import TOP
@@ -423,7 +423,7 @@ def write_lab_sheet(
     header: Sequence[str],
 ) -> list[Path]:
     """Write the plan as CSV and (when ``html_path``) its page, atomically."""
-    written = [atomic_write(csv_path, plan.write_csv)]
+    written = [atomic_write(csv_path, csv_safe(plan).write_csv)]
     if html_path is not None:
         written.append(
             write_html(html_path, plan_html(plan, candidates, objective_tasks, axes, header))

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import logging
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,10 +43,13 @@ import polars as pl
 
 from hea_screen.compositions.composition import parse
 from hea_screen.compositions.features import featurize
-from hea_screen.conditions import HARDNESS, ROOM_TEMPERATURE_C, Condition, task_for
-from hea_screen.errors import UserInputError
-from hea_screen.output import atomic_write
+from hea_screen.conditions import HARDNESS, ROOM_TEMPERATURE_C, TASKS_BY_NAME, Condition, task_for
+from hea_screen.errors import UserInputError, brief
+from hea_screen.output import atomic_write, check_writable_dir, read_json
 from hea_screen.planning.acquisition import Measured
+from hea_screen.planning.checks import LIMITS, TEMPERATURE_RANGE_C, property_limits, within
+
+log = logging.getLogger("hea_screen")
 
 STORE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -59,15 +63,6 @@ PROPERTY_COLUMNS: dict[str, str] = {
     "elongation_pct": "elongation",
     "hardness_hv": "hardness",
 }
-
-#: Accepted range of each property (inclusive) and of test temperatures; beyond is absurd.
-LIMITS: dict[str, tuple[float, float]] = {
-    "uts": (1.0, 10000.0),
-    "ys": (1.0, 10000.0),
-    "elongation": (0.0, 300.0),
-    "hardness": (1.0, 2500.0),
-}
-TEMPERATURE_RANGE_C: tuple[float, float] = (-273.15, 2500.0)
 
 #: Columns of a stored record.
 RECORD_COLUMNS: tuple[str, ...] = (
@@ -93,7 +88,9 @@ def read_results(path: str | Path) -> pl.DataFrame:
     try:
         raw = pl.read_csv(path, infer_schema=False)
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"measured results {str(path)!r} cannot be read: {exc}") from None
+        raise UserInputError(
+            f"measured results {str(path)!r} cannot be read: {brief(exc)}"
+        ) from None
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     props = [c for c in raw.columns if c in PROPERTY_COLUMNS]
     if missing or not props:
@@ -104,12 +101,33 @@ def read_results(path: str | Path) -> pl.DataFrame:
         )
     if raw.height == 0:
         raise UserInputError(f"measured results {str(path)!r} hold no rows")
-    records, problems = [], []
+    ignored = [c for c in raw.columns if c not in (*REQUIRED_COLUMNS, *PROPERTY_COLUMNS)]
+    if ignored:
+        log.warning(
+            "measured results %r: ignored column(s) %s (read: %s)",
+            str(path),
+            ", ".join(repr(c[:24]) for c in ignored[:5]) + (" ..." if len(ignored) > 5 else ""),
+            ", ".join((*REQUIRED_COLUMNS, *PROPERTY_COLUMNS)),
+        )
+    records: list[tuple[object, ...]] = []
+    problems: list[str] = []
+    first_row: dict[tuple[object, ...], int] = {}
     for i, row in enumerate(raw.iter_rows(named=True)):
         try:
-            records += _records(i, row)
+            own = _records(i, row)
         except UserInputError as exc:
             problems.append(str(exc))
+            continue
+        key = tuple(rec[:-1] for rec in own)
+        if key in first_row:
+            message = (
+                f"repeats row {first_row[key]} (same composition, condition and values): list "
+                "each specimen once"
+            )
+            problems.append(str(_row_error(i, message)))
+            continue
+        first_row[key] = i
+        records += own
     frame = pl.DataFrame(records, schema=dict.fromkeys(RECORD_COLUMNS), orient="row")
     problems += _feature_problems(frame)
     if problems:
@@ -155,6 +173,14 @@ def _records(i: int, row: dict[str, str | None]) -> list[tuple[object, ...]]:
         )
     if not out:
         raise _row_error(i, f"no measured value in {', '.join(PROPERTY_COLUMNS)}")
+    value = {task_name: v for _, task_name, _, _, _, v, _ in out}
+    uts, ys = (task_for(p, condition.test_type).name for p in ("uts", "ys"))
+    if uts in value and ys in value and value[ys] > value[uts]:  # type: ignore[operator]
+        raise _row_error(
+            i,
+            f"ys_mpa {value[ys]:g} exceeds uts_mpa {value[uts]:g}: the yield strength is at most "
+            "the ultimate (fracture) strength; are the columns swapped?",
+        )
     return out
 
 
@@ -162,10 +188,10 @@ def _value(i: int, column: str, cell: str, prop: str) -> float:
     try:
         value = float(cell)
     except ValueError:
-        raise _row_error(i, f"{column} {cell!r} is not a number") from None
+        raise _row_error(i, f"{column} {cell[:24]!r} is not a number") from None
     lo, hi = LIMITS[prop]
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise _row_error(i, f"{column} {cell!r} outside the accepted {lo:g} to {hi:g}")
+    if not within(value, lo, hi):
+        raise _row_error(i, f"{column} {cell[:24]!r} outside the accepted {lo:g} to {hi:g}")
     return value
 
 
@@ -202,6 +228,60 @@ def bad_rows_error(source: str, problems: list[str]) -> UserInputError:
     return UserInputError("\n  ".join(lines))
 
 
+#: Types of a stored record's columns.
+RECORD_SCHEMA: dict[str, pl.DataType] = {
+    "composition": pl.Utf8(),
+    "task": pl.Utf8(),
+    "test_type": pl.Utf8(),
+    "temperature_c": pl.Float64(),
+    "processing": pl.Utf8(),
+    "value": pl.Float64(),
+    "source_row": pl.Int64(),
+}
+_IMPORT_FILE = re.compile(r"imports/[0-9a-f]{64}\.parquet")
+
+
+def _entry_problem(entry: object) -> str | None:
+    """What is wrong with one import entry of a store manifest (``None``: nothing)."""
+    if not isinstance(entry, dict):
+        return "not a mapping"
+    for key, kind in (("file", str), ("sha256", str), ("rows", int), ("source", str)):
+        if not isinstance(entry.get(key), kind) or isinstance(entry.get(key), bool):
+            return f"{key!r} is missing or not a {kind.__name__}"
+    if entry["file"] != f"imports/{entry['sha256']}.parquet" or not _IMPORT_FILE.fullmatch(
+        entry["file"]
+    ):
+        return f"file {entry['file'][:80]!r} is not imports/<its sha256>.parquet"
+    return None
+
+
+def check_records(frame: pl.DataFrame, where: str) -> None:
+    """Every stored record is one :func:`read_results` could have made: a canonical
+    composition, a regression task, its test type, a known processing route, a test
+    temperature and a value within the accepted ranges."""
+    for i, row in enumerate(frame.iter_rows(named=True)):
+        task = TASKS_BY_NAME.get(row["task"])
+        problem = None
+        try:
+            if task is None or not task.is_regression:
+                problem = f"task {str(row['task'])[:40]!r} is not a measured property"
+            elif str(parse(row["composition"])) != row["composition"]:
+                problem = "composition is not in canonical form"
+            elif task.test_type is not None and row["test_type"] != task.test_type.value:
+                problem = f"test type {str(row['test_type'])[:20]!r} is not that of {task.name}"
+            else:
+                Condition.of(row["test_type"], row["temperature_c"], row["processing"])
+        except UserInputError as exc:
+            problem = str(exc)
+        if problem is None and not within(row["temperature_c"], *TEMPERATURE_RANGE_C):
+            problem = f"test temperature {row['temperature_c']!r} °C outside the accepted range"
+        if problem is None and not within(row["value"], *property_limits(task.name)):
+            lo, hi = property_limits(task.name)
+            problem = f"value {row['value']!r} outside the accepted {lo:g} to {hi:g}"
+        if problem:
+            raise UserInputError(f"{where}: record {i}: {problem}")
+
+
 def records_sha256(records: pl.DataFrame) -> str:
     """Identity of an import: SHA-256 of its records, sorted, without the source rows."""
     norm = records.drop("source_row").sort(list(RECORD_COLUMNS[:-1]))
@@ -209,21 +289,50 @@ def records_sha256(records: pl.DataFrame) -> str:
 
 
 class MeasurementStore:
-    """A local directory of imported measurements (module docstring)."""
+    """A local directory of imported measurements (module docstring).
 
-    def __init__(self, path: str | Path):
+    ``create``: the store may not exist yet (``update`` makes it); with ``create=False`` a
+    missing store is an error (``plan --store`` reads one). Everything read back is checked: the
+    manifest's structure, each import's file name, its SHA-256 recomputed from its records,
+    and every record's values as an import checks them (:func:`check_records`).
+    """
+
+    def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise UserInputError(
+                f"measurement store {str(self.path)!r} is not a directory: give the store's "
+                "directory (hea-screen update --store DIR makes one)"
+            )
+        if not create and not self.path.exists():
+            raise UserInputError(
+                f"measurement store {str(self.path)!r} does not exist: hea-screen update "
+                "--measured FILE --store DIR makes one"
+            )
+
+    def check_writable(self) -> None:
+        """Refuse a store that cannot take an import, before anything else is written."""
+        existing = next(p for p in (self.path, *self.path.parents, Path(".")) if p.exists())
+        if not existing.is_dir():
+            raise UserInputError(
+                f"measurement store {str(self.path)!r}: {str(existing)!r} is a file"
+            )
+        check_writable_dir(existing, f"measurement store {str(self.path)!r}")
 
     def manifest(self) -> dict[str, object]:
         file = self.path / MANIFEST
         if not file.exists():
             return {"format": STORE_FORMAT, "imports": []}
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise UserInputError(f"measurement store {str(file)!r} is unreadable: {exc}") from None
+        data = read_json(file, "measurement store manifest")
         if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
             raise UserInputError(f"{str(file)!r} is not a measurement store of format 1")
+        imports = data.get("imports")
+        if not isinstance(imports, list):
+            raise UserInputError(f"{str(file)!r}: 'imports' is not a list")
+        for n, entry in enumerate(imports):
+            problem = _entry_problem(entry)
+            if problem:
+                raise UserInputError(f"{str(file)!r}: import {n}: {problem}")
         return data
 
     def imports(self) -> list[dict[str, object]]:
@@ -261,12 +370,32 @@ class MeasurementStore:
 
     def records(self) -> pl.DataFrame:
         """Every stored record, in import order (an empty frame for a new store)."""
-        parts = [pl.read_parquet(self.path / str(e["file"])) for e in self.imports()]
+        parts = [self._read(e) for e in self.imports()]
         if not parts:
             return pl.DataFrame(schema={c: pl.Utf8 for c in RECORD_COLUMNS}).cast(
                 {"temperature_c": pl.Float64, "value": pl.Float64, "source_row": pl.Int64}
             )
         return pl.concat(parts, how="vertical_relaxed")
+
+    def _read(self, entry: dict[str, object]) -> pl.DataFrame:
+        """One import's records, checked against its manifest entry and re-validated."""
+        where = f"measurement store {str(self.path)!r}, import {entry['file']!r}"
+        try:
+            frame = pl.read_parquet(self.path / str(entry["file"]))
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not Parquet"
+            raise UserInputError(
+                f"{where} cannot be read ({reason}): truncated or removed?"
+            ) from None
+        if dict(frame.schema) != RECORD_SCHEMA:
+            raise UserInputError(f"{where}: columns or types are not those of stored records")
+        if records_sha256(frame) != entry["sha256"]:
+            raise UserInputError(
+                f"{where}: its records do not match their recorded SHA-256 (edited after the "
+                "import): restore the file or remove the import from the store's manifest"
+            )
+        check_records(frame, where)
+        return frame
 
     def measured(self, condition: Condition | None = None) -> Measured:
         """Every stored alloy with, per task, its mean measured value (only the values

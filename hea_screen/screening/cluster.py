@@ -3,6 +3,7 @@ asked, and the loop that runs the partitions on it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -48,14 +49,7 @@ def executor(
     """Yield ``(client or None, ONNX Runtime threads per task)`` for the run (see module doc)."""
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if address:
-        from distributed import Client
-
-        quiet_distributed()
-        try:
-            client = Client(address, timeout="10s")
-        except (OSError, TimeoutError, ValueError, TypeError) as exc:
-            raise UserInputError(f"cannot reach the Dask scheduler at {address!r}: {exc}") from None
-        with client:
+        with connected(address) as client:
             yield client, 1
         return
     if workers <= 1 or n_partitions <= 1:
@@ -80,6 +74,53 @@ def executor(
         Client(cluster) as client,
     ):
         yield client, threads
+
+
+#: Seconds to wait for a Dask scheduler to answer (connection, handshake, first reply).
+SCHEDULER_TIMEOUT_S = 10.0
+
+
+def _unreachable(address: str, exc: BaseException) -> UserInputError:
+    if isinstance(exc, TimeoutError):
+        reason = "no answer"
+    elif isinstance(exc, MemoryError):
+        reason = "the peer does not speak Dask's protocol"
+    else:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+    return UserInputError(
+        f"cannot reach the Dask scheduler at {address!r} within {SCHEDULER_TIMEOUT_S:g} s "
+        f"({reason}): give the address of a running scheduler, e.g. tcp://10.0.0.5:8786"
+    )
+
+
+async def _probe(address: str) -> None:
+    """Connect and complete distributed's handshake, within the timeout: ``Client`` alone
+    waits for the handshake without one (a peer that accepts and never answers hangs it)."""
+    from distributed.comm import connect
+
+    comm = await asyncio.wait_for(
+        connect(address, timeout=SCHEDULER_TIMEOUT_S), SCHEDULER_TIMEOUT_S
+    )
+    await comm.close()
+
+
+@contextmanager
+def connected(address: str) -> Iterator[Client]:
+    """A client of the scheduler at ``address``, or :class:`UserInputError` within
+    :data:`SCHEDULER_TIMEOUT_S` when nothing there answers as a scheduler (a silent peer,
+    an HTTP server, a bad address)."""
+    from distributed import Client
+
+    quiet_distributed()
+    timeout = f"{SCHEDULER_TIMEOUT_S}s"
+    try:
+        with dask.config.set({"distributed.comm.timeouts.connect": timeout}):
+            asyncio.run(_probe(address))
+            client = Client(address, timeout=timeout)
+    except Exception as exc:  # any failure to connect (garbage from a peer: MemoryError)
+        raise _unreachable(address, exc) from None
+    with client:
+        yield client
 
 
 def run_partitions(

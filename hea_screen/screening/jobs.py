@@ -24,21 +24,21 @@ sizes) is recorded in the manifest; resuming with anything different is refused 
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import polars as pl
 
 from hea_screen import __version__
 from hea_screen.datasets.sources import sha256_file
 from hea_screen.errors import UserInputError
-from hea_screen.output import write_json, write_table
+from hea_screen.output import read_json, write_json, write_table
 from hea_screen.screening.cluster import run_partitions
 from hea_screen.screening.engine import guard_size, rescore, result_table
 from hea_screen.screening.model_ref import ModelRef, check_inputs, check_ranking, inspect_model
@@ -135,7 +135,13 @@ class Job:
         """Hold the directory's lock (one run at a time) with the job opened (:meth:`open`)."""
         if self.out.exists() and not self.out.is_dir():
             raise UserInputError(f"--out {str(self.out)!r} exists and is not a directory")
-        (self.out / PARTS).mkdir(parents=True, exist_ok=True)
+        parts = self.out / PARTS
+        if parts.is_symlink() or (parts.exists() and not parts.is_dir()):
+            raise UserInputError(
+                f"{str(parts)!r} is not a plain directory (a symbolic link or a file): a job "
+                "writes and deletes partition files only inside its own directory; move it aside"
+            )
+        parts.mkdir(parents=True, exist_ok=True)
         with open(self.out / LOCK, "a+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -155,13 +161,20 @@ class Job:
             self._save()
             return
         try:
-            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-            old_identity, entries = manifest["identity"], manifest["partitions"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UserInputError(
-                f"{self.manifest_path} is unreadable ({exc}); move the directory aside or "
-                "pass --restart"
-            ) from None
+            manifest = read_json(self.manifest_path, "job manifest")
+            if not isinstance(manifest, dict) or not {"identity", "partitions"} <= set(manifest):
+                raise UserInputError(
+                    f"job manifest {str(self.manifest_path)!r} lacks 'identity' or 'partitions'"
+                )
+        except UserInputError as exc:
+            if not restart:
+                raise UserInputError(
+                    f"{exc}; move the directory aside, or pass --restart to discard the job"
+                ) from None
+            self._clear_unreadable()
+            self._save()
+            return
+        old_identity, entries = manifest["identity"], manifest["partitions"]
         self._check_manifest(old_identity, entries)
         if old_identity != self.identity:
             if not restart:
@@ -194,11 +207,24 @@ class Job:
                 )
 
     def _outside(self, rel: str) -> str | None:
-        """Why ``rel`` (a manifest's file) is unacceptable, or ``None`` if it lies in the job."""
-        parts = (self.out / PARTS).resolve()
-        if Path(rel).is_absolute() or not (self.out / rel).resolve().is_relative_to(parts):
+        """Why ``rel`` (a manifest's file) is unacceptable, or ``None`` if it names a file
+        directly in the job's partitions folder (checked on the text, following no link)."""
+        path = PurePosixPath(rel)
+        if path.is_absolute() or len(path.parts) != 2 or path.parts[0] != PARTS:
+            return f"file {rel!r} lies outside {str(self.out / PARTS)!r}"
+        if path.name in (".", "..") or "\\" in rel:
             return f"file {rel!r} lies outside {str(self.out / PARTS)!r}"
         return None
+
+    def _clear_unreadable(self) -> None:
+        """``--restart`` over a manifest that cannot be read: remove what a job writes (the
+        partition files by their names, results, summary), nothing else."""
+        for path in (self.out / PARTS).glob("part-*.parquet"):
+            if re.fullmatch(r"part-\d{6}\.parquet", path.name) and not path.is_dir():
+                path.unlink()
+        for name in (*RESULTS, SUMMARY):
+            (self.out / name).unlink(missing_ok=True)
+        log.info("restart: removed the files of an unreadable job manifest")
 
     def _clear(self, entries: dict[str, dict[str, object]]) -> None:
         for entry in entries.values():
@@ -218,7 +244,7 @@ class Job:
         done = set()
         for key, entry in list(self.entries.items()):
             path = self.out / str(entry["file"])
-            if path.is_file() and sha256_file(path) == entry["sha256"]:
+            if path.is_file() and not path.is_symlink() and sha256_file(path) == entry["sha256"]:
                 done.add(int(key))
             else:
                 log.warning("partition %s: file missing or altered; it will be recomputed", key)
@@ -407,9 +433,11 @@ def run_batch(
 
 def _earlier_runs(path: Path) -> list[dict[str, object]]:
     """The run history recorded in an earlier ``summary.json`` (empty if there is none)."""
+    if not path.exists():
+        return []
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        old = read_json(path, "job summary")
+    except UserInputError:
         return []
     runs = old.get("runs") if isinstance(old, dict) else None
     if not isinstance(runs, list):

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from hea_screen.compositions.bulk_parse import parse_texts
 from hea_screen.compositions.elements import mixing_matrix, supported_elements
 from hea_screen.compositions.table import CompositionTable
-from hea_screen.errors import UserInputError
+from hea_screen.errors import UserInputError, brief
 from hea_screen.output import atomic_write, check_table_path
 from hea_screen.screening.engine import decorate, result_columns
 from hea_screen.screening.model_ref import ModelRef, predicted_tasks, predictor_for
@@ -75,6 +75,19 @@ class Inputs:
     bad: pl.DataFrame
 
 
+#: Characters of a row's text quoted in an error message (the rest is left out).
+EXCERPT = 24
+
+
+def bad_row_message(row: int, text: str, reason: str) -> str:
+    """One bad row for an error message: its number, a short excerpt of its text (marked as
+    such when cut) and the reason with the full text left out."""
+    shown = repr(text[:EXCERPT]) + (
+        f" (first {EXCERPT} of {len(text)} characters)" if len(text) > EXCERPT else ""
+    )
+    return f"row {row}: {shown}: {reason.replace(f' in {text!r}', '')}"
+
+
 def read_chunks(
     path: str | Path, column: str | None = None, rows: int | None = None
 ) -> Iterator[pl.Series]:
@@ -94,10 +107,10 @@ def read_chunks(
         return _text_chunks(path, rows)
     try:
         frame = pl.scan_csv(path, infer_schema=False) if suffix == ".csv" else pl.scan_parquet(path)
-        names = frame.collect_schema().names()
+        schema = frame.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise UserInputError(f"cannot read {str(path)!r} as {suffix[1:]}: {exc}") from None
-    chosen = _column(names, column, path)
+        raise UserInputError(f"cannot read {str(path)!r} as {suffix[1:]}: {brief(exc)}") from None
+    chosen = _column(schema, column, path)
     return _table_chunks(frame.select(pl.col(chosen).cast(pl.Utf8)), path, rows)
 
 
@@ -108,7 +121,7 @@ def _table_chunks(frame: pl.LazyFrame, path: Path, rows: int) -> Iterator[pl.Ser
                 yield batch.to_series().slice(start, rows)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UserInputError(
-            f"cannot read {str(path)!r} as {path.suffix.lower()[1:]}: {exc}"
+            f"cannot read {str(path)!r} as {path.suffix.lower()[1:]}: {brief(exc)}"
         ) from None
 
 
@@ -123,8 +136,8 @@ def _text_chunks(path: Path, rows: int) -> Iterator[pl.Series]:
                 text = pending + decoder.decode(block, final=not block)
             except UnicodeDecodeError as exc:
                 raise UserInputError(
-                    f"input {str(path)!r} is not UTF-8 text: {exc} (in the block at byte "
-                    f"{offset:,})"
+                    f"input {str(path)!r} is not UTF-8 text: {brief(exc)} (in the block at "
+                    f"byte {offset:,})"
                 ) from None
             offset += len(block)
             pieces = text.splitlines(keepends=True)
@@ -141,14 +154,19 @@ def _text_chunks(path: Path, rows: int) -> Iterator[pl.Series]:
                 return
 
 
-def _column(names: list[str], column: str | None, path: Path) -> str:
+def _column(schema: pl.Schema, column: str | None, path: Path) -> str:
+    names = schema.names()
     if column is None:
         column = "composition" if "composition" in names or len(names) != 1 else None
         column = column or names[0]
     if column not in names:
         raise UserInputError(
             f"{str(path)!r} has no column {column!r}: its columns are "
-            f"{', '.join(names)} (choose one with --column)"
+            f"{', '.join(c[:24] for c in names[:20])} (choose one with --column)"
+        )
+    if schema[column].is_nested():
+        raise UserInputError(
+            f"{str(path)!r}: column {column!r} is of type {schema[column]}, not text"
         )
     return column
 

@@ -57,6 +57,11 @@ def adj(task: str) -> str:
     return f"{task}_adj"
 
 
+#: Largest count (top-k, sample, partition size, any whole-number flag) accepted: beyond it a
+#: count means nothing here and overflows the int32/int64 arithmetic of polars and numpy.
+MAX_COUNT = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class Ranking:
     """How candidates are ranked: objective, weights, risk attitude, kappa, top-k, condition.
@@ -87,8 +92,9 @@ class Ranking:
             raise UserInputError(
                 f"weights {w!r}: need two numbers >= 0 (strength, ductility), not both zero"
             )
-        if isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 1:
-            raise UserInputError(f"top {self.top!r}: need a whole number >= 1")
+        top = self.top
+        if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_COUNT:
+            raise UserInputError(f"top {top!r}: need a whole number from 1 to {MAX_COUNT:,}")
         if not isinstance(self.condition, Condition):
             raise UserInputError(f"condition {self.condition!r}: need a Condition")
 

@@ -43,7 +43,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -51,10 +51,10 @@ from typing import Any
 
 import yaml
 
-from hea_screen.compositions.weighing import DEFAULT_INGOT_MASS_G
+from hea_screen.compositions.weighing import DEFAULT_INGOT_MASS_G, check_ingot_mass
 from hea_screen.conditions import Condition
 from hea_screen.errors import SpaceError, UserInputError
-from hea_screen.screening.ranking import Ranking
+from hea_screen.screening.ranking import MAX_COUNT, Ranking
 from hea_screen.screening.space import Candidates, CandidateSpace, SampledSpace
 
 #: Defaults shared by the command line and spec files.
@@ -121,15 +121,13 @@ class ScreenSpec:
 
     def __post_init__(self) -> None:
         for what, value in (("sample", self.sample), ("partition size", self.partition_size)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise UserInputError(f"{what} {value!r}: need a whole number >= 1")
+            if value is not None and (not isinstance(value, int) or not 1 <= value <= MAX_COUNT):
+                raise UserInputError(
+                    f"{what} {value!r}: need a whole number from 1 to {MAX_COUNT:,}"
+                )
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise UserInputError(f"seed {self.seed!r}: need a whole number from 0 to 2**63 - 1")
-        mass = self.ingot_mass_g
-        if isinstance(mass, bool) or not isinstance(mass, (int, float)) or not 0 < mass < math.inf:
-            raise UserInputError(
-                f"ingot mass {mass!r} g: need a positive finite number of grams, e.g. 50"
-            )
+        check_ingot_mass(self.ingot_mass_g)
 
     def candidates(self) -> Candidates:
         """The space, or the sample of it when ``sample`` is set."""
@@ -307,12 +305,25 @@ MAX_SPEC_DEPTH = 32
 
 
 class SpecLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without anchors and aliases, and with a nesting limit.
+    """PyYAML's safe loader without anchors and aliases, with a nesting limit, and refusing
+    a key given twice in one mapping.
 
     Aliases let a few lines expand into gigabytes (an "alias bomb") and deep nesting
     exhausts the Python stack; a spec needs neither, so both are refused while the
-    document is composed, before anything is built.
+    document is composed, before anything is built. PyYAML keeps the last of two equal keys
+    silently (two ``space:`` sections: the second wins); here the second is an error.
     """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {_short(key)} given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
     depth = 0
 
@@ -434,13 +445,21 @@ def _section(value: object, name: str) -> dict[str, Any]:
         raise SpaceError("the spec has no 'space' section: it needs at least space.elements")
     if not isinstance(value, Mapping):
         raise SpaceError(f"{label}: expected a mapping of keys, got {type(value).__name__}")
-    unknown = [str(k) for k in value if k not in _SECTIONS[name]]
+    unknown = [k for k in value if k not in _SECTIONS[name]]
     if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
         raise SpaceError(
-            f"unknown key {', '.join(unknown)} in {label}: accepted keys are "
+            f"unknown key {_short(unknown[0])}{more} in {label}: accepted keys are "
             f"{', '.join(_SECTIONS[name])}"
         )
     return dict(value)
+
+
+def _short(key: object, limit: int = 24) -> str:
+    """A key of the file for a message: quoted, cut to ``limit`` characters (a spec that is
+    some other file, say a secrets file, is not echoed)."""
+    text = str(key)
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
 
 
 def _int(section: Mapping[str, Any], key: str, name: str) -> int | None:
