@@ -5,6 +5,7 @@ file is checked, no traceback and no file content echoed. One test (or more) per
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -53,8 +54,15 @@ def test_item1_a_fifo_or_device_is_never_replaced(screen, tmp_path, capsys):
     fifo = tmp_path / "p.html"
     os.mkfifo(fifo)
     code, err = run(
-        capsys, "plan", str(screen), "-k", "2", "--out", str(tmp_path / "p.csv"),
-        "--html", str(fifo),
+        capsys,
+        "plan",
+        str(screen),
+        "-k",
+        "2",
+        "--out",
+        str(tmp_path / "p.csv"),
+        "--html",
+        str(fifo),
     )
     assert code == 2 and "is a FIFO" in err
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and not (tmp_path / "p.csv").exists()
@@ -83,8 +91,15 @@ def test_item3_an_output_never_names_an_input_or_another_output(screen, tmp_path
     for args in (
         ["predict", str(mine), "--skip-bad", "--bad-rows", str(mine)],
         ["predict", str(mine), "--out", str(mine)],
-        ["predict", str(mine), "--skip-bad", "--out", str(tmp_path / "x.csv"),
-         "--bad-rows", str(tmp_path / "x.csv")],
+        [
+            "predict",
+            str(mine),
+            "--skip-bad",
+            "--out",
+            str(tmp_path / "x.csv"),
+            "--bad-rows",
+            str(tmp_path / "x.csv"),
+        ],
     ):
         code, err = run(capsys, *args)
         assert code == 2 and "is the same file as" in err, err
@@ -99,8 +114,12 @@ def test_item3_an_output_never_names_an_input_or_another_output(screen, tmp_path
 # ----------------------------------------------------------- 2: batch containment
 def _spec():
     return spec_from_dict(
-        {"name": "t", "space": {"elements": ["Co", "Cr", "Fe", "Ni"], "step": 0.25},
-         "ranking": {"top": 5}, "run": {"partition_size": 16}}
+        {
+            "name": "t",
+            "space": {"elements": ["Co", "Cr", "Fe", "Ni"], "step": 0.25},
+            "ranking": {"top": 5},
+            "run": {"partition_size": 16},
+        }
     )
 
 
@@ -166,8 +185,15 @@ def test_item4_a_store_that_is_a_file_is_refused_before_any_bundle(tmp_path, cap
     store = tmp_path / "store"
     store.write_text("not a directory")
     code, err = run(
-        capsys, "update", "--measured", str(measured), "--store", str(store),
-        "--out", str(tmp_path / "nb"), "--no-refit",
+        capsys,
+        "update",
+        "--measured",
+        str(measured),
+        "--store",
+        str(store),
+        "--out",
+        str(tmp_path / "nb"),
+        "--no-refit",
     )
     assert code == 2 and "is not a directory" in err and "batch" not in err
     assert not (tmp_path / "nb").exists()
@@ -221,8 +247,10 @@ def test_item5_a_silent_or_http_peer_is_a_clean_error_in_bounded_time(
     code, err = run(capsys, *SMALL, "--scheduler", address, "--show", "0")
     assert time.perf_counter() - t0 < 30
     assert code == 2
-    assert err.strip().splitlines()[-1].startswith(
-        f"error: cannot reach the Dask scheduler at '{address}' within 2 s ({reason}"
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(f"error: cannot reach the Dask scheduler at '{address}' within 2 s ({reason}")
     )
 
 
@@ -232,13 +260,20 @@ def test_item6_formula_cells_are_escaped_in_every_csv(screen, tmp_path, capsys):
         {"text": ["=1+1", "@SUM(A1)", "+x", "-x", "-5", "1e3", "Co"], "n": [1, 2, 3, 4, 5, 6, 7]}
     )
     assert csv_safe(frame)["text"].to_list() == [
-        "'=1+1", "'@SUM(A1)", "'+x", "'-x", "-5", "1e3", "Co"
+        "'=1+1",
+        "'@SUM(A1)",
+        "'+x",
+        "'-x",
+        "-5",
+        "1e3",
+        "Co",
     ]
     bad = tmp_path / "bad.csv"
     source = tmp_path / "in.txt"
     source.write_text("CoCrFeNi\n=1+1\n@SUM(A1)\n")
-    code, err = run(capsys, "predict", str(source), "--skip-bad", "--bad-rows", str(bad),
-                    "--show", "0")
+    code, err = run(
+        capsys, "predict", str(source), "--skip-bad", "--bad-rows", str(bad), "--show", "0"
+    )
     assert code == 0, err
     assert pl.read_csv(bad)["text"].to_list() == ["'=1+1", "'@SUM(A1)"]
     cands = pl.read_parquet(screen).with_columns(pl.lit("@SUM(1+1)").alias("notes"))
@@ -253,8 +288,9 @@ def test_item6_formula_cells_are_escaped_in_every_csv(screen, tmp_path, capsys):
 def test_item7_a_screen_at_another_test_type_is_refused(tmp_path, capsys):
     comp = tmp_path / "c.parquet"
     assert main([*SMALL, "--test", "compression", "--show", "0", "--out", str(comp)]) == 0
-    code, err = run(capsys, "plan", str(comp), "--test", "tension", "--out",
-                    str(tmp_path / "p.csv"))
+    code, err = run(
+        capsys, "plan", str(comp), "--test", "tension", "--out", str(tmp_path / "p.csv")
+    )
     assert code == 2 and "screened at test_type 'compression'" in err
 
 
@@ -360,8 +396,15 @@ def test_item14_store_manifest_entries_are_checked(tmp_path, damage, message):
 
 
 def test_item9_a_missing_store_is_refused_by_plan(screen, tmp_path, capsys):
-    code, err = run(capsys, "plan", str(screen), "--store", str(tmp_path / "nonexistent"),
-                    "--out", str(tmp_path / "p.csv"))
+    code, err = run(
+        capsys,
+        "plan",
+        str(screen),
+        "--store",
+        str(tmp_path / "nonexistent"),
+        "--out",
+        str(tmp_path / "p.csv"),
+    )
     assert code == 2 and "does not exist" in err
 
 
@@ -404,7 +447,9 @@ def test_item11_results_are_checked_across_columns_and_rows(tmp_path, rows, head
         read_results(path)
 
 
-def test_item11_unknown_columns_are_named(tmp_path, caplog):
+def test_item11_unknown_columns_are_named(tmp_path, caplog, monkeypatch):
+    # another test's tool (import-linter) may have disabled the existing loggers
+    monkeypatch.setattr(logging.getLogger("hea_screen"), "disabled", False)
     path = tmp_path / "r.csv"
     path.write_text(HEADER + ",uts_MPa,notes\nCoCrFeNi,tension,25,cast,600,300,,700,hi\n")
     read_results(path)

@@ -91,6 +91,8 @@ def property_limits(task: str) -> tuple[float, float]:
     return LIMITS[TASKS_BY_NAME[task].property]
 
 
-def within(value: float, lo: float, hi: float) -> bool:
-    """Whether ``value`` is a finite number within ``[lo, hi]``."""
+def within(value: object, lo: float, hi: float) -> bool:
+    """Whether ``value`` is a finite number within ``[lo, hi]`` (``None``: no)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
     return math.isfinite(value) and lo <= value <= hi
