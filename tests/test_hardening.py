@@ -71,6 +71,12 @@ def test_item1_a_fifo_or_device_is_never_replaced(screen, tmp_path, capsys):
     os.mkfifo(tmp_path / "q.csv")
     code, err = run(capsys, *SMALL, "--out", str(tmp_path / "q.csv"))
     assert code == 2 and "is a FIFO" in err
+    if Path("/dev/full").exists():  # as root, this replaced the device node
+        code, err = run(
+            capsys, "plan", str(screen), "--out", str(tmp_path / "p.csv"), "--html", "/dev/full"
+        )
+        assert code == 2 and "is a character device" in err
+        assert stat.S_ISCHR(os.lstat("/dev/full").st_mode)
 
 
 def test_item1_atomic_write_refuses_a_non_regular_destination(tmp_path):
