@@ -18,10 +18,13 @@ import stat
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 
 from hea_screen.errors import UserInputError
+
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
 #: Table formats by file extension.
 FORMATS: tuple[str, ...] = (".csv", ".parquet", ".json")
@@ -117,9 +120,7 @@ def check_writable_dir(directory: Path, what: str) -> None:
         ) from None
 
 
-def atomic_write(
-    path: str | Path, write: Callable[[Path], None], mode: int | None = None
-) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], None], mode: int | None = None) -> Path:
     """Call ``write(tmp)`` on a temporary sibling of ``path``, flush it to disk, then rename it
     onto ``path``; missing folders are created, and a ``path`` that exists as anything but a
     regular file is refused (:func:`check_target`). ``write`` creates the temporary file
@@ -146,9 +147,9 @@ def atomic_write(
 FORMULA_START = r"^[=+\-@\t\r]"
 
 
-def csv_safe(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` with every text cell that matches :data:`FORMULA_START` and is not a number
-    (``-5`` stays) prefixed with ``'``, so no spreadsheet runs it."""
+def csv_safe(frame: FrameT) -> FrameT:
+    """``frame`` (eager or lazy) with every text cell that matches :data:`FORMULA_START` and
+    is not a number (``-5`` stays) prefixed with ``'``, so no spreadsheet runs it."""
     return frame.with_columns(
         pl.when(
             pl.col(name).str.contains(FORMULA_START)
@@ -157,7 +158,7 @@ def csv_safe(frame: pl.DataFrame) -> pl.DataFrame:
         .then(pl.lit("'") + pl.col(name))
         .otherwise(pl.col(name))
         .alias(name)
-        for name, dtype in frame.schema.items()
+        for name, dtype in frame.collect_schema().items()
         if dtype == pl.Utf8
     )
 

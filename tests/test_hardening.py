@@ -282,6 +282,21 @@ def test_item6_formula_cells_are_escaped_in_every_csv(screen, tmp_path, capsys):
     )
     assert code == 0, err
     assert pl.read_csv(bad)["text"].to_list() == ["'=1+1", "'@SUM(A1)"]
+    out = tmp_path / "scored.csv"
+    code, err = run(
+        capsys,
+        "predict",
+        str(source),
+        "--skip-bad",
+        "--bad-rows",
+        str(bad),
+        "--out",
+        str(out),
+        "--show",
+        "0",
+    )
+    assert code == 0, err
+    assert not any(str(v).startswith(("=", "@", "+")) for v in pl.read_csv(out).row(0))
     cands = pl.read_parquet(screen).with_columns(pl.lit("@SUM(1+1)").alias("notes"))
     cands.write_parquet(tmp_path / "c.parquet")
     plan = tmp_path / "p.csv"
@@ -486,3 +501,72 @@ def test_item20_predict_refuses_flags_it_would_ignore(tmp_path, capsys, flag):
     source.write_text("CoCrFeNi\n")
     code, err = run(capsys, "predict", str(source), *flag)
     assert code == 2 and "unrecognized arguments" in err
+
+
+# --------------------------------------------- 12-15: bundle, predictor and API
+def _bundle_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    from hea_screen.screening.model_ref import inspect_model
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(inspect_model(None, None).path, copy)
+    return copy
+
+
+def _rehash(bundle: Path, rel: str) -> None:
+    """List ``rel``'s new size and SHA-256 in the manifest, as a forger would."""
+    from hea_screen.datasets.sources import sha256_file
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"][rel] = {
+        "sha256": sha256_file(bundle / rel),
+        "bytes": (bundle / rel).stat().st_size,
+    }
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def test_item13_a_phase_model_over_a_uts_model_is_refused(tmp_path, capsys):
+    import shutil
+
+    bundle = _bundle_copy(tmp_path)
+    shutil.copyfile(bundle / "phase/fold_0.onnx", bundle / f"{UTS}/fold_0.onnx")
+    _rehash(bundle, f"{UTS}/fold_0.onnx")
+    code, err = run(capsys, *SMALL, "--model", str(bundle), "--show", "0")
+    assert code == 2 and f"{UTS}/fold_0.onnx" in err and "output" in err, err
+
+
+def test_item14_random_bytes_as_a_fold_model_are_refused(tmp_path, capsys):
+    bundle = _bundle_copy(tmp_path)
+    (bundle / f"{UTS}/fold_1.onnx").write_bytes(os.urandom(4096))
+    _rehash(bundle, f"{UTS}/fold_1.onnx")
+    code, err = run(capsys, *SMALL, "--model", str(bundle), "--show", "0")
+    assert code == 2 and f"{UTS}/fold_1.onnx" in err and "not an ONNX model" in err, err
+
+
+def test_item14_a_deeply_nested_bundle_manifest_is_refused(tmp_path, capsys):
+    bundle = _bundle_copy(tmp_path)
+    (bundle / "manifest.json").write_text("[" * 100_000)
+    code, err = run(capsys, *SMALL, "--model", str(bundle), "--show", "0")
+    assert code == 2 and "manifest.json" in err and "nests too deeply" in err, err
+
+
+@pytest.mark.parametrize("empty", [[], (), pl.Series("c", [], dtype=pl.Utf8), "generator"], ids=str)
+def test_item15_predicting_nothing_gives_an_empty_frame(empty):
+    from hea_screen import load_model
+    from hea_screen.conditions import Condition
+
+    model = load_model()
+    condition = Condition.of("tension", 25, "cast")
+    if empty == "generator":
+        empty = (t for t in ())
+    got = model.predict(empty, condition)
+    one = model.predict(["CoCrFeNi"], condition)
+    assert got.height == 0 and got.schema == one.schema
+
+
+def test_item15_a_condition_that_is_not_a_condition_is_named():
+    from hea_screen import load_model
+
+    with pytest.raises(UserInputError, match=r"condition 'tension'.*Condition\.of"):
+        load_model().predict(["CoCrFeNi"], "tension")

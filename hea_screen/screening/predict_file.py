@@ -39,7 +39,7 @@ from hea_screen.compositions.bulk_parse import parse_texts
 from hea_screen.compositions.elements import mixing_matrix, supported_elements
 from hea_screen.compositions.table import CompositionTable
 from hea_screen.errors import UserInputError, brief
-from hea_screen.output import atomic_write, check_table_path
+from hea_screen.output import atomic_write, check_table_path, csv_safe
 from hea_screen.screening.engine import decorate, result_columns
 from hea_screen.screening.model_ref import ModelRef, predicted_tasks, predictor_for
 from hea_screen.screening.ranking import (
@@ -425,7 +425,7 @@ def _sink(table: pl.LazyFrame, out: Path) -> None:
     """Stream ``table`` to ``out`` (CSV, Parquet) atomically; JSON is built in memory."""
     suffix = out.suffix.lower()
     if suffix == ".csv":
-        atomic_write(out, table.sink_csv)
+        atomic_write(out, csv_safe(table).sink_csv)
     elif suffix == ".parquet":
         atomic_write(out, table.sink_parquet)
     else:
