@@ -558,7 +558,7 @@ def test_item15_predicting_nothing_gives_an_empty_frame(empty):
 
     model = load_model()
     condition = Condition.of("tension", 25, "cast")
-    if empty == "generator":
+    if isinstance(empty, str):
         empty = (t for t in ())
     got = model.predict(empty, condition)
     one = model.predict(["CoCrFeNi"], condition)

@@ -134,6 +134,8 @@ def strict_json(data: bytes, path: Path) -> Any:
         return json.loads(data.decode("utf-8"), parse_constant=constant, object_pairs_hook=pairs)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BundleError(f"{path} nests too deeply to read: not a file of a bundle") from None
 
 
 def verify_files(root: Path, files: Mapping[str, Any]) -> None:

@@ -58,7 +58,7 @@ import polars as pl
 from hea_screen.compositions.features import FEATURE_NAMES, featurize
 from hea_screen.compositions.table import CompositionTable, to_table
 from hea_screen.conditions import PHASE, PHASES, Condition
-from hea_screen.errors import BundleError, UserInputError
+from hea_screen.errors import BundleError, UserInputError, brief
 from hea_screen.inference.applicability import TrainingSet
 from hea_screen.inference.bundle import (
     TRANSFORMER,
@@ -68,7 +68,7 @@ from hea_screen.inference.bundle import (
     load_task_bundle,
 )
 from hea_screen.inference.bundle_files import bundle_root
-from hea_screen.inference.design import condition_matrix
+from hea_screen.inference.design import DESIGN_COLUMNS, condition_matrix
 from hea_screen.inference.runtime import (
     CPU,
     CUDA,
@@ -218,10 +218,49 @@ class TaskPredictor:
         providers: list[Any] = [(CUDA, {"device_id": 0}), CPU] if provider == CUDA else [CPU]
         for rel in chosen:
             if rel not in self._sessions:
-                self._sessions[rel] = ort.InferenceSession(
-                    self.bundle.read(rel), self._session_options, providers=providers
-                )
+                data = self.bundle.read(rel)  # the bytes whose SHA-256 is checked
+                try:
+                    session = ort.InferenceSession(data, self._session_options, providers=providers)
+                except Exception as exc:  # ONNX Runtime's load errors share no base class
+                    raise BundleError(
+                        f"bundle file {self.bundle.path / rel} is not an ONNX model ONNX Runtime "
+                        f"can load ({brief(exc, 100)})"
+                    ) from None
+                self._check_signature(rel, session)
+                self._sessions[rel] = session
         return [self._sessions[rel] for rel in chosen]
+
+    def _check_signature(self, rel: str, session: ort.InferenceSession) -> None:
+        """Refuse a fold model whose inputs or outputs are not those of its task (say, a
+        phase classifier copied over a UTS regressor and re-hashed into the manifest)."""
+        # None: a network of the transformer's variants, which serve every transformer task
+        model = next((t for t in self.bundle.tasks if rel in t.files), None)
+        outputs = {o.name: o for o in session.get_outputs()}
+        if model is None or model.kind == TRANSFORMER:
+            want = f"an output {_OUTPUT!r} of [rows, {len(TRANSFORMER_OUTPUTS)}]"
+            ok = _OUTPUT in outputs and _width(outputs[_OUTPUT].shape) == len(TRANSFORMER_OUTPUTS)
+        else:
+            inputs = session.get_inputs()
+            width = len(PHASES) if model.task is PHASE else 1
+            index = 1 if model.task is PHASE else 0
+            found = session.get_outputs()
+            want = (
+                f"one input of [rows, {len(DESIGN_COLUMNS)}], output {index} float [rows, {width}]"
+            )
+            ok = (
+                len(inputs) == 1
+                and _width(inputs[0].shape) == len(DESIGN_COLUMNS)
+                and len(found) > index
+                and "float" in found[index].type
+                and _width(found[index].shape) == width
+            )
+        if not ok:
+            shapes = ", ".join(f"{o.name} {o.type} {o.shape}" for o in session.get_outputs())
+            raise BundleError(
+                f"bundle file {self.bundle.path / rel}: the model's outputs ({shapes}) are not "
+                f"those of {model.task.name if model else 'the transformer'} (need {want}): "
+                "a file of another task?"
+            )
 
     def _transformer_sessions(self, folds: int | None) -> list[ort.InferenceSession]:
         """The transformer's fold sessions in the chosen precision; where the CUDA provider
@@ -264,7 +303,16 @@ class TaskPredictor:
         ``applicability=False`` leaves out the nearest-training-data columns. The whole input
         (parsing, element data, features, tokens) is validated before any model runs.
         """
-        condition = condition or Condition()
+        if condition is None:
+            condition = Condition()
+        if not isinstance(condition, Condition):
+            raise UserInputError(
+                f"condition {str(condition)[:40]!r} is a {type(condition).__name__}, not a "
+                "Condition: pass e.g. Condition.of('tension', 25, 'cast') "
+                "(from hea_screen.conditions import Condition)"
+            )
+        if isinstance(tasks, str):
+            raise UserInputError(f"tasks {tasks!r}: pass a list of task names, e.g. [{tasks!r}]")
         chosen = [self.bundle.task(n) for n in (tasks or self.tasks)]
         table = as_table(compositions)
         texts = table.canonical_texts()
@@ -280,10 +328,11 @@ class TaskPredictor:
             else:
                 first = model if folds is None else replace(model, files=model.files[:folds])
                 columns.update(self._task_columns(first, x))
-        columns["extrapolated_tasks"] = ",".join(
-            m.task.name for m in chosen if m.coverage.gaps(condition)
+        extrapolated = ",".join(m.task.name for m in chosen if m.coverage.gaps(condition))
+        # a literal column keeps its type on no rows (a broadcast scalar makes every column Null)
+        frame = pl.DataFrame(columns).with_columns(
+            pl.lit(extrapolated, dtype=pl.Utf8).alias("extrapolated_tasks")
         )
-        frame = pl.DataFrame(columns)
         if not applicability:
             return frame
         nearest = self.training_set.applicability(table).select(
@@ -300,7 +349,7 @@ class TaskPredictor:
     def _task_columns(self, model: TaskModel, x: np.ndarray) -> dict[str, np.ndarray]:
         if not len(x):  # no rows: some graphs (the GP's) cannot run on an empty batch
             if model.task is PHASE:
-                return {phase_column(p): np.empty(0) for p in PHASES}
+                return {phase_column(p): np.empty(0, dtype=np.float32) for p in PHASES}
             return self._summary(model, np.empty((len(model.files), 0)))
         sessions = self._fold_sessions(model.files, None)
         if model.task is PHASE:
@@ -394,6 +443,11 @@ class TaskPredictor:
             f"{name}_lo": np.maximum(mean - half, 0.0),  # strengths, strains, HV are >= 0
             f"{name}_hi": mean + half,
         }
+
+
+def _width(shape: Sequence[Any]) -> int | str | None:
+    """Values per row of a tensor of ``shape`` ([rows] is 1; a symbolic size stays as is)."""
+    return 1 if len(shape) == 1 else shape[-1] if len(shape) == 2 else None
 
 
 def _checked_features(texts: pl.Series, features: pl.DataFrame) -> pl.DataFrame:
