@@ -282,21 +282,12 @@ def test_item6_formula_cells_are_escaped_in_every_csv(screen, tmp_path, capsys):
     )
     assert code == 0, err
     assert pl.read_csv(bad)["text"].to_list() == ["'=1+1", "'@SUM(A1)"]
+    mine = tmp_path / "mine.csv"  # predict FILE keeps the user's columns
+    pl.DataFrame({"composition": ["CoCrFeNi"], "notes": ["=HYPERLINK(1)"]}).write_csv(mine)
     out = tmp_path / "scored.csv"
-    code, err = run(
-        capsys,
-        "predict",
-        str(source),
-        "--skip-bad",
-        "--bad-rows",
-        str(bad),
-        "--out",
-        str(out),
-        "--show",
-        "0",
-    )
+    code, err = run(capsys, "predict", str(mine), "--out", str(out), "--show", "0")
     assert code == 0, err
-    assert not any(str(v).startswith(("=", "@", "+")) for v in pl.read_csv(out).row(0))
+    assert pl.read_csv(out)["notes"].to_list() == ["'=HYPERLINK(1)"]
     cands = pl.read_parquet(screen).with_columns(pl.lit("@SUM(1+1)").alias("notes"))
     cands.write_parquet(tmp_path / "c.parquet")
     plan = tmp_path / "p.csv"

@@ -404,8 +404,9 @@ def _with_user_columns(table: pl.LazyFrame, checked: Checked) -> pl.LazyFrame:
     if suffix not in (".csv", ".parquet"):
         return table
     source = pl.scan_csv(path, infer_schema=False) if suffix == ".csv" else pl.scan_parquet(path)
-    names = source.collect_schema().names()
-    text = _column(names, checked.column, path)
+    schema = source.collect_schema()
+    names = schema.names()
+    text = _column(schema, checked.column, path)
     others = [c for c in names if c != text]
     if not others:
         return table
