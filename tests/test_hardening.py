@@ -561,3 +561,22 @@ def test_item15_a_condition_that_is_not_a_condition_is_named():
 
     with pytest.raises(UserInputError, match=r"condition 'tension'.*Condition\.of"):
         load_model().predict(["CoCrFeNi"], "tension")
+
+
+def test_item4_update_out_as_a_dangling_link_is_refused(tmp_path, capsys):
+    measured = tmp_path / "r.csv"
+    measured.write_text(HEADER + "\nCo0.2 Cr0.2 Fe0.3 Ni0.3,tension,25,cast,640,300,55\n")
+    (tmp_path / "nb").symlink_to(tmp_path / "elsewhere")
+    code, err = run(
+        capsys,
+        "update",
+        "--measured",
+        str(measured),
+        "--store",
+        str(tmp_path / "store"),
+        "--out",
+        str(tmp_path / "nb"),
+        "--no-refit",
+    )
+    assert code == 2 and "exists" in err
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "store").exists()

@@ -73,7 +73,7 @@ def run_update(argv: Sequence[str]) -> int:
     store.check_writable()
     info = inspect_model(args.model, args.model_sha256)
     out = Path(args.out) if args.out else next_version(info.path)
-    if out.exists():
+    if out.exists() or out.is_symlink():  # a dangling link too: the bundle would go elsewhere
         raise UserInputError(f"--out {str(out)!r} exists: a new bundle never overwrites one")
     if not args.out:
         out.parent.mkdir(parents=True, exist_ok=True)
