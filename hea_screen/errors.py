@@ -32,3 +32,20 @@ def brief(exc: BaseException, limit: int = 160) -> str:
     lines = str(exc).strip().splitlines()
     text = lines[0] if lines else type(exc).__name__
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+#: Characters of a row's text an error quotes (the rest is left out, and said to be).
+EXCERPT = 24
+
+
+def excerpt(text: str) -> str:
+    """``text`` quoted, cut to :data:`EXCERPT` characters and marked so when longer."""
+    if len(text) <= EXCERPT:
+        return repr(text)
+    return f"{text[:EXCERPT]!r} (first {EXCERPT} of {len(text)} characters)"
+
+
+def bad_row_message(row: int, text: str, reason: str) -> str:
+    """One bad row of a user's data file for an error message: its number, a short excerpt
+    of its text and the reason with the full text left out."""
+    return f"row {row}: {excerpt(text)}: {reason.replace(f' in {text!r}', '')}"

@@ -580,3 +580,16 @@ def test_item4_update_out_as_a_dangling_link_is_refused(tmp_path, capsys):
     )
     assert code == 2 and "exists" in err
     assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "store").exists()
+
+
+def test_item17_plan_and_update_quote_only_an_excerpt_of_a_long_text(tmp_path, capsys):
+    long_text = "Co" + "X" * 200 + "secretsecret"
+    cands = tmp_path / "c.csv"
+    pl.DataFrame({"composition": [long_text]}).write_csv(cands)
+    code, err = run(capsys, "plan", str(cands), "--out", str(tmp_path / "p.csv"))
+    assert code == 2 and "(first 24 of 214 characters)" in err and "secret" not in err
+    results = tmp_path / "r.csv"
+    results.write_text(HEADER + f"\n{long_text},tension,25,cast,600,300,\n")
+    with pytest.raises(UserInputError, match=r"first 24 of 214 characters") as info:
+        read_results(results)
+    assert "secret" not in str(info.value)

@@ -24,10 +24,10 @@ from hea_screen.cli.common import (
 )
 from hea_screen.cli.tables import ranked_table, render
 from hea_screen.conditions import Condition
-from hea_screen.errors import UserInputError
+from hea_screen.errors import UserInputError, bad_row_message
 from hea_screen.output import check_output_path, write_table
 from hea_screen.screening.model_ref import check_ranking, inspect_model
-from hea_screen.screening.predict_file import ORDERS, bad_row_message, check_file, predict_file
+from hea_screen.screening.predict_file import ORDERS, check_file, predict_file
 from hea_screen.screening.ranking import OBJECTIVES, RISKS, Ranking
 from hea_screen.screening.spec import (
     parse_weights,

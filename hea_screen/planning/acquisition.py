@@ -49,7 +49,7 @@ from hea_screen.compositions.features import featurize
 from hea_screen.compositions.phase_rules import PHASE_FLAG_COLUMNS, phase_flags
 from hea_screen.compositions.table import CompositionTable
 from hea_screen.conditions import Condition
-from hea_screen.errors import CompositionError, UserInputError, brief
+from hea_screen.errors import CompositionError, UserInputError, bad_row_message, brief
 from hea_screen.inference.applicability import TrainingSet
 from hea_screen.inference.predictor import TaskPredictor
 from hea_screen.planning.checks import check_predictions, check_text_column
@@ -250,7 +250,7 @@ def _parsed(texts: pl.Series, rows: np.ndarray) -> list[Composition]:
         try:
             out.append(parse(str(texts[int(r)])))
         except CompositionError as exc:
-            raise CompositionError(f"row {r}: {texts[int(r)]!r} — {exc}") from None
+            raise CompositionError(bad_row_message(int(r), str(texts[int(r)]), str(exc))) from None
     return out
 
 

@@ -44,7 +44,7 @@ import polars as pl
 from hea_screen.compositions.composition import parse
 from hea_screen.compositions.features import featurize
 from hea_screen.conditions import HARDNESS, ROOM_TEMPERATURE_C, TASKS_BY_NAME, Condition, task_for
-from hea_screen.errors import UserInputError, brief
+from hea_screen.errors import UserInputError, brief, excerpt
 from hea_screen.output import atomic_write, check_writable_dir, read_json
 from hea_screen.planning.acquisition import Measured
 from hea_screen.planning.checks import LIMITS, TEMPERATURE_RANGE_C, property_limits, within
@@ -145,8 +145,8 @@ def _records(i: int, row: dict[str, str | None]) -> list[tuple[object, ...]]:
     try:
         canonical = str(parse(text))
         condition = Condition.of(row["test_type"], row["temperature_c"], row["processing"])
-    except UserInputError as exc:
-        raise _row_error(i, str(exc)) from None
+    except UserInputError as exc:  # the message quotes the text only as a short excerpt
+        raise _row_error(i, str(exc).replace(repr(text), excerpt(text))) from None
     lo_t, hi_t = TEMPERATURE_RANGE_C
     if not lo_t <= condition.temperature_c <= hi_t:
         raise _row_error(

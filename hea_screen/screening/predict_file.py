@@ -75,19 +75,6 @@ class Inputs:
     bad: pl.DataFrame
 
 
-#: Characters of a row's text quoted in an error message (the rest is left out).
-EXCERPT = 24
-
-
-def bad_row_message(row: int, text: str, reason: str) -> str:
-    """One bad row for an error message: its number, a short excerpt of its text (marked as
-    such when cut) and the reason with the full text left out."""
-    shown = repr(text[:EXCERPT]) + (
-        f" (first {EXCERPT} of {len(text)} characters)" if len(text) > EXCERPT else ""
-    )
-    return f"row {row}: {shown}: {reason.replace(f' in {text!r}', '')}"
-
-
 def read_chunks(
     path: str | Path, column: str | None = None, rows: int | None = None
 ) -> Iterator[pl.Series]:
