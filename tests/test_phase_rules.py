@@ -49,3 +49,27 @@ def test_screen_output_carries_the_flags(capsys, tmp_path):
     assert set(PHASE_FLAG_COLUMNS) <= set(table.columns)
     assert table["phase_fcc_prob"].is_between(0, 1).all()
     assert table["vec_phase"].is_in(["FCC", "BCC", "FCC+BCC"]).all()
+
+
+def test_risk_flags_of_known_alloys():
+    got = flags("NbMoTaW", "HfNbTaTiZr", "CoCrFeMnNi", "CoCrFeNiV", "AlCoCrFeNi")
+    # Sheikh et al. 2016: NbMoTaW (VEC 5.5) tensile-brittle, HfNbTaTiZr (VEC 4.4) ductile
+    assert got["NbMoTaW"]["brittle_risk"] is True and got["NbMoTaW"]["risk_flags"] == "brittle"
+    assert got["HfNbTaTiZr"]["brittle_risk"] is False
+    # Tsai et al. 2013: CoCrFeNiV (VEC 7.6, V-bearing) forms sigma; Cantor (VEC 8) does not
+    assert got["CoCrFeNiV"]["sigma_risk"] is True
+    assert got["CoCrFeMnNi"]["risk_flags"] == ""
+    # Yurchenko et al. 2017: delta 5.8 % > 5 %
+    assert got["AlCoCrFeNi"]["laves_risk"] is True
+
+
+def test_plan_excludes_flagged_candidates(tmp_path, capsys):
+    cands = tmp_path / "c.csv"
+    pl.DataFrame({"composition": ["NbMoTaW", "HfNbTaTiZr", "NbMoTa", "HfNbTiZr"]}).write_csv(cands)
+    out = tmp_path / "plan.csv"
+    args = ["plan", str(cands), "-k", "2", "--phase", "any", "--min-distance", "0"]
+    assert main([*args, "--exclude-flags", "brittle,laves", "--out", str(out)]) == 0
+    picked = pl.read_csv(out)
+    assert picked["risk_flags"].fill_null("").str.contains("brittle").sum() == 0
+    assert main([*args, "--exclude-flags", "cracks", "--out", str(out)]) == 2
+    assert "unknown risk flag 'cracks'" in capsys.readouterr().err

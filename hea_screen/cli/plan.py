@@ -21,6 +21,7 @@ from hea_screen.cli.common import (
     sha256,
 )
 from hea_screen.cli.tables import plan_table, render
+from hea_screen.compositions.phase_rules import RISKS
 from hea_screen.compositions.weighing import lab_columns
 from hea_screen.conditions import TASKS_BY_NAME
 from hea_screen.errors import UserInputError
@@ -94,6 +95,14 @@ def plan_parser() -> argparse.ArgumentParser:
         default="solid-solution",
         help="phase screen: solid-solution (Omega >= 1.1, delta <= 6.6 %%), fcc or bcc (and "
         "that VEC class), any (default solid-solution)",
+    )
+    p.add_argument(
+        "--exclude-flags",
+        default="",
+        metavar="RISKS",
+        help=f"drop candidates raising these risk flags, comma separated: {', '.join(RISKS)} "
+        "(BCC refractory tensile brittleness, sigma phase, Laves phase; see the flags' "
+        "references in docs/planning.md)",
     )
     p.add_argument(
         "--bounds", action="append", default=[], metavar="EL:LO-HI", help="e.g. Al:0-0.2"
@@ -173,6 +182,7 @@ def run_plan(argv: Sequence[str]) -> int:
         args.diversity,
         args.phase,
         bounds,
+        tuple(f.strip() for f in args.exclude_flags.split(",") if f.strip()),
     )
     store = MeasurementStore(args.store, create=False) if args.store else None
     frame, ranking = _plan_inputs(args)
@@ -190,7 +200,8 @@ def run_plan(argv: Sequence[str]) -> int:
     header = [
         f"condition: {ranking.condition}; objective {objective_text(objective)}; "
         f"acquisition {options.acquisition.upper()}",
-        f"constraints: phase {options.phase}; bounds {args.bounds or 'none'}; minimum L1 "
+        f"constraints: phase {options.phase}; excluded risks "
+        f"{', '.join(options.exclude_flags) or 'none'}; bounds {args.bounds or 'none'}; minimum L1 "
         f"distance {options.min_distance:g}; {len(measured.compositions)} measured alloys",
         f"best measured: {incumbents(measured, objective)}",
         f"model: {info.path} (sha256 {info.sha256}); ingot {args.ingot_mass:g} g",

@@ -46,7 +46,7 @@ import polars as pl
 from hea_screen.compositions.composition import SCALE, Composition, parse
 from hea_screen.compositions.elements import supported_elements
 from hea_screen.compositions.features import featurize
-from hea_screen.compositions.phase_rules import PHASE_FLAG_COLUMNS, phase_flags
+from hea_screen.compositions.phase_rules import PHASE_FLAG_COLUMNS, RISKS, phase_flags
 from hea_screen.compositions.table import CompositionTable
 from hea_screen.conditions import Condition
 from hea_screen.errors import CompositionError, UserInputError, bad_row_message, brief
@@ -87,7 +87,8 @@ class PlanOptions:
     """How to plan: batch size, acquisition, constraints, diversity.
 
     ``bounds`` maps an element to (low, high) atomic fractions; ``min_distance`` and
-    ``diversity`` are L1 distances in atomic fractions (0 to 2).
+    ``diversity`` are L1 distances in atomic fractions (0 to 2); ``exclude_flags`` names risks
+    of :data:`~hea_screen.compositions.phase_rules.RISKS` a pick must not raise.
     """
 
     k: int = 8
@@ -97,8 +98,15 @@ class PlanOptions:
     diversity: float = 0.3
     phase: str = "solid-solution"
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    exclude_flags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        unknown = [f for f in self.exclude_flags if f not in RISKS]
+        if unknown:
+            raise UserInputError(
+                f"unknown risk flag {', '.join(map(repr, unknown))}: choose from "
+                f"{', '.join(RISKS)}"
+            )
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
             raise UserInputError(f"batch size {self.k!r}: need a whole number >= 1")
         if self.acquisition not in ACQUISITIONS:
@@ -289,7 +297,7 @@ def min_l1_distance(
 def feasible(
     candidates: pl.DataFrame, fractions: np.ndarray, palette: Sequence[str], options: PlanOptions
 ) -> np.ndarray:
-    """Mask of candidates within the bounds and the phase screen."""
+    """Mask of candidates within the bounds, the phase screen and the excluded risk flags."""
     ok = np.ones(candidates.height, dtype=bool)
     for el, (lo, hi) in options.bounds.items():
         x = fractions[:, list(palette).index(el)] if el in palette else np.zeros(len(ok))
@@ -298,6 +306,8 @@ def feasible(
         ok &= candidates["solid_solution"].to_numpy().astype(bool)
         if options.phase in ("fcc", "bcc"):
             ok &= candidates["vec_phase"].to_numpy() == options.phase.upper()
+    for risk in options.exclude_flags:
+        ok &= ~candidates[f"{risk}_risk"].to_numpy().astype(bool)
     return ok
 
 

@@ -37,6 +37,10 @@ _PHASE_FLAG_TYPES: dict[str, tuple[type[pl.DataType], ...]] = {
     "solid_solution": (pl.Boolean,),
     "vec": (pl.Float64, pl.Float32),
     "vec_phase": (pl.Utf8,),
+    "brittle_risk": (pl.Boolean,),
+    "sigma_risk": (pl.Boolean,),
+    "laves_risk": (pl.Boolean,),
+    "risk_flags": (pl.Utf8,),
 }
 assert set(_PHASE_FLAG_TYPES) == set(PHASE_FLAG_COLUMNS)
 
