@@ -14,8 +14,16 @@ training, the model bundle and the screen all read these names from here.
   ``uts_tension_mpa`` (tensile ultimate strength, MPa) or ``fracture_strain_compression_pct``
   (compressive strain at fracture, %). A compressive value never trains or fills a tensile
   task: they are different tasks.
-- :class:`Condition`: test temperature (°C) and processing route of a measurement, the model
-  inputs beside the composition.
+- :class:`Condition`: test type, test temperature (°C), processing route and, optionally, the
+  mean grain size (µm) of a measurement: the model inputs beside the composition.
+
+Grain size is the thermo-mechanical state MPEA records (its ``grain size (μm)`` column, given
+for about half of the tensile rows). Strength rises with finer grains by the Hall-Petch
+relation σ = σ0 + k·d^-1/2 (E. O. Hall, Proc. Phys. Soc. B 64 (1951) 747; N. J. Petch,
+J. Iron Steel Inst. 174 (1953) 25); within MPEA's alloys k ≈ 230-240 MPa·µm^½ for tensile UTS
+and YS. A condition without a grain size means "state not stated" (the models' missing
+indicator), never a default size. Measured microstructure (phases present) is an outcome of
+the alloy and its processing, not an input, and is not part of a condition.
 
 Vickers hardness (HV, kgf/mm²) is read as a room-temperature (25 °C) measurement of the
 processed alloy whatever mechanical test shares its MPEA row; the phase label (BCC, FCC,
@@ -108,6 +116,13 @@ class Task:
     def is_regression(self) -> bool:
         return self.kind is Kind.REGRESSION
 
+    @property
+    def finer_grains_stronger(self) -> bool:
+        """Whether the quantity rises with finer grains (Hall-Petch: strength and hardness;
+        Hall, Proc. Phys. Soc. B 64 (1951) 747; Petch, J. Iron Steel Inst. 174 (1953) 25);
+        ductility has no such rule."""
+        return self.property in ("uts", "ys", "hardness")
+
 
 UTS_T = Task("uts_tension_mpa", "uts", TestType.TENSION, "MPa", "uts_mpa", "tensile UTS (MPa)")
 UTS_C = Task(
@@ -162,6 +177,28 @@ PROPERTIES: tuple[str, ...] = ("uts", "ys", "elongation", "hardness")
 #: Test temperature of room-temperature tests and of every hardness value (°C).
 ROOM_TEMPERATURE_C = 25.0
 
+#: Largest grain size (µm) accepted at all: 10 mm, coarser than any polycrystalline test
+#: specimen's grains (MPEA's largest is 2,000 µm). A model may accept a narrower range: its
+#: training data's (:class:`hea_screen.inference.bundle.Coverage`).
+MAX_GRAIN_SIZE_UM = 10_000.0
+
+
+def check_grain_size(value: object) -> float | None:
+    """A mean grain size in µm, checked: ``None`` (not stated) or a finite number in
+    (0, :data:`MAX_GRAIN_SIZE_UM`]; anything else is a :class:`UserInputError` naming it."""
+    if value is None:
+        return None
+    accepted = f"a grain size in µm, more than 0 and at most {MAX_GRAIN_SIZE_UM:,.0f}"
+    if isinstance(value, bool):
+        raise UserInputError(f"grain size {value!r}: need {accepted}")
+    try:
+        size = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UserInputError(f"grain size {value!r} is not a number: need {accepted}") from None
+    if not math.isfinite(size) or not 0 < size <= MAX_GRAIN_SIZE_UM:
+        raise UserInputError(f"grain size {value!r} µm: need {accepted}")
+    return size
+
 
 def task(name: str) -> Task:
     """The task called ``name``; a clear error lists the known ones."""
@@ -184,16 +221,19 @@ def task_for(prop: str, test_type: TestType) -> Task:
 
 @dataclass(frozen=True)
 class Condition:
-    """Where a measurement was made: test type, test temperature (°C), processing route.
+    """Where a measurement was made: test type, test temperature (°C), processing route and
+    mean grain size (µm, ``None`` when not stated).
 
-    The default is the screen's: tension at 25 °C, as-cast.
+    The default is the screen's: tension at 25 °C, as-cast, grain size not stated.
     """
 
     test_type: TestType = TestType.TENSION
     temperature_c: float = ROOM_TEMPERATURE_C
     processing: Processing = Processing.CAST
+    grain_size_um: float | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "grain_size_um", check_grain_size(self.grain_size_um))
         t = self.temperature_c
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
             raise UserInputError(f"test temperature {t!r}: need a finite number in °C")
@@ -206,6 +246,7 @@ class Condition:
         test_type: object = TestType.TENSION,
         temperature_c: object = ROOM_TEMPERATURE_C,
         processing: object = Processing.CAST,
+        grain_size_um: object = None,
     ) -> Condition:
         """A condition from user values (names or enum members), checked."""
         try:
@@ -214,15 +255,26 @@ class Condition:
             raise UserInputError(
                 f"test temperature {temperature_c!r} is not a number (°C)"
             ) from None
-        return cls(TestType.parse(test_type), temperature, Processing.parse(processing))
+        return cls(
+            TestType.parse(test_type),
+            temperature,
+            Processing.parse(processing),
+            check_grain_size(grain_size_um),
+        )
 
     def describe(self) -> dict[str, object]:
-        """JSON-ready: ``{"test_type": "tension", "temperature_c": 25.0, "processing": "CAST"}``."""
+        """JSON-ready: ``{"test_type": "tension", "temperature_c": 25.0, "processing": "CAST",
+        "grain_size_um": None}``."""
         return {
             "test_type": self.test_type.value,
             "temperature_c": self.temperature_c,
             "processing": self.processing.value,
+            "grain_size_um": self.grain_size_um,
         }
 
     def __str__(self) -> str:
-        return f"{self.test_type.value}, {self.temperature_c:g} °C, {self.processing.value.lower()}"
+        grain = "" if self.grain_size_um is None else f", grain size {self.grain_size_um:g} µm"
+        return (
+            f"{self.test_type.value}, {self.temperature_c:g} °C, "
+            f"{self.processing.value.lower()}{grain}"
+        )

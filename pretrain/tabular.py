@@ -12,6 +12,7 @@ the validation part only (:func:`fit_family`).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,10 +85,12 @@ def fit_family(
     classify: bool,
     seed: int,
     n_estimators: int,
+    monotonic: Sequence[int] | None = None,
 ) -> FamilyFit:
     """Fit on the training part, score on the validation part (tuning ExtraTrees there),
-    then refit the chosen settings on training + validation parts."""
-    base = make_estimator(family, classify, seed, n_estimators)
+    then refit the chosen settings on training + validation parts; ``monotonic`` constrains
+    the forests (:func:`hea_screen.inference.families.make_estimator`)."""
+    base = make_estimator(family, classify, seed, n_estimators, monotonic)
     grid = ET_GRID if family == "extra_trees" else ({},)
     scored = []
     for params in grid:

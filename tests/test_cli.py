@@ -349,3 +349,41 @@ def test_condition_flags_are_checked_and_stated(capsys, condition_bundle, tmp_pa
     ):
         code, _, err = cli(capsys, *args, *flags)
         assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-5", "grain size '-5' µm: need a grain size in µm, more than 0"),
+        ("0", "grain size '0' µm"),
+        ("nan", "grain size 'nan' µm"),
+        ("1e6", "grain size '1e6' µm"),
+        ("fine", "grain size 'fine' is not a number"),
+        ("5000", "grain size 5000 µm outside"),  # within 10 mm, beyond the training data
+    ],
+)
+@pytest.mark.parametrize("command", ["screen", "predict", "plan"])
+def test_bad_grain_size_is_refused_before_any_model_runs(capsys, tmp_path, command, value, message):
+    comps = tmp_path / "c.csv"
+    pl.DataFrame({"composition": ["CoCrFeMnNi", "CoCrFeNi"]}).write_csv(comps)
+    args = {
+        "screen": [*QUICK, "--dry-run"],
+        "predict": ["predict", str(comps), "--out", str(tmp_path / "p.csv")],
+        "plan": ["plan", str(comps), "--out", str(tmp_path / "plan.csv")],
+    }[command]
+    code, _, err = cli(capsys, *args, "--processing", "wrought", "--grain-size", value)
+    assert code == 2, err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_grain_size_is_stated_in_the_output(capsys, tmp_path):
+    out = tmp_path / "p.csv"
+    comps = tmp_path / "c.csv"
+    pl.DataFrame({"composition": ["CoCrFeMnNi"]}).write_csv(comps)
+    code, stdout, err = cli(
+        capsys, "predict", str(comps), "--processing", "wrought", "--grain-size", "5",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "grain size 5 µm" in stdout
+    assert pl.read_csv(out)["grain_size_um"].to_list() == [5.0]

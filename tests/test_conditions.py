@@ -50,6 +50,7 @@ def test_conditions_parse_user_values_and_refuse_bad_ones() -> None:
         "test_type": "compression",
         "temperature_c": 25,
         "processing": "ANNEAL",
+        "grain_size_um": None,
     }
     for bad, match in (
         (("shear", 25, "cast"), "unknown test type 'shear'"),
@@ -119,7 +120,8 @@ def test_design_matrix_columns_and_condition_broadcast() -> None:
     col = {name: j for j, name in enumerate(DESIGN_COLUMNS)}
     assert x[1, col["temperature_c"]] == 800.0
     assert x[0, col["processing_CAST"]] == 1 and x[1, col["processing_ANNEAL"]] == 1
-    assert x[:, col["processing_CAST"]:].sum() == 2
+    assert x[:, col["processing_CAST"] : col["grain_inv_sqrt"]].sum() == 2
+    assert (x[:, col["grain_missing"]] == 1).all() and (x[:, col["grain_inv_sqrt"]] == 0).all()
     np.testing.assert_allclose(x[:, col["vec"]], feats["vec"].to_numpy(), rtol=1e-6)
     at = condition_matrix(feats, Condition.of("compression", 600, "wrought"))
     assert (at[:, col["temperature_c"]] == 600).all()
@@ -167,3 +169,30 @@ def test_light_install_screens_with_the_shipped_bundle() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_grain_size_is_an_optional_checked_condition() -> None:
+    c = Condition.of("tension", 25, "wrought", "25")
+    assert c.grain_size_um == 25.0 and "grain size 25 µm" in str(c)
+    assert c.describe()["grain_size_um"] == 25.0
+    assert Condition().grain_size_um is None
+    for bad in (-5, 0, float("nan"), float("inf"), 1e6, "fine", True):
+        with pytest.raises(UserInputError, match="grain size"):
+            Condition.of("tension", 25, "cast", bad)
+
+
+def test_grain_columns_of_the_design_matrix() -> None:
+    feats = hea_screen.featurize(["CoCrFeMnNi"] * 3)
+    x = design_matrix(feats, 25.0, "wrought", np.array([4.0, 100.0, np.nan]))
+    col = {name: j for j, name in enumerate(DESIGN_COLUMNS)}
+    np.testing.assert_allclose(x[:, col["grain_inv_sqrt"]], [0.5, 0.1, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(x[:, col["grain_log10"]], [np.log10(4), 2.0, 0.0], rtol=1e-6)
+    assert x[:, col["grain_missing"]].tolist() == [0.0, 0.0, 1.0]
+    stated = condition_matrix(feats, Condition.of("tension", 25, "wrought", 4.0))
+    np.testing.assert_array_equal(stated[0], x[0])
+
+
+def test_measurements_carry_mpea_grain_sizes(table: pl.DataFrame) -> None:
+    tensile = table.filter(pl.col("task") == "uts_tension_mpa", pl.col("temperature_c") == 25)
+    sized = tensile["grain_size_um"].drop_nulls()
+    assert 100 <= sized.len() < tensile.height and (sized > 0).all()

@@ -154,7 +154,8 @@ def stage_options(group: argparse._ActionsContainer) -> None:
 
 
 def condition_options(group: argparse._ActionsContainer) -> None:
-    """``--test``, ``--temperature``, ``--processing``: the condition of every command."""
+    """``--test``, ``--temperature``, ``--processing``, ``--grain-size``: the condition of
+    every command."""
     group.add_argument(
         "--test",
         choices=[t.value for t in TestType],
@@ -166,6 +167,11 @@ def condition_options(group: argparse._ActionsContainer) -> None:
         metavar="ROUTE",
         help=f"processing route: {', '.join(r.value.lower() for r in Processing)} (default cast)",
     )
+    group.add_argument(
+        "--grain-size",
+        metavar="UM",
+        help="mean grain size in µm (default: not stated; finer grains predict higher strength)",
+    )
 
 
 def condition_from_args(args: argparse.Namespace, base: Condition) -> Condition:
@@ -174,6 +180,7 @@ def condition_from_args(args: argparse.Namespace, base: Condition) -> Condition:
         args.test or base.test_type,
         base.temperature_c if args.temperature is None else args.temperature,
         args.processing or base.processing,
+        base.grain_size_um if args.grain_size is None else args.grain_size,
     )
 
 
@@ -183,7 +190,7 @@ def model_ref(args: argparse.Namespace) -> ModelRef:
     )
 
 
-SIGNED_VALUES = ("--weights", "--temperature")
+SIGNED_VALUES = ("--weights", "--temperature", "--grain-size")
 
 
 def join_signed_values(argv: Sequence[str]) -> list[str]:

@@ -13,6 +13,9 @@ column              meaning
 ``task``            task name, e.g. ``uts_tension_mpa``
 ``temperature_c``   test temperature in °C (hardness and phase: 25)
 ``processing``      processing route (a missing route is ``OTHER``)
+``grain_size_um``   mean grain size in µm where MPEA gives one (``grain size (μm)``),
+                    else null: the state of the tested material, an input of the models
+                    (:mod:`hea_screen.conditions`); a non-positive size is read as null
 ``value``           the measured value in the task's unit; for ``phase`` the index
                     into :data:`~hea_screen.conditions.PHASES`
 ==================  ==============================================================
@@ -47,6 +50,7 @@ COLUMNS: tuple[str, ...] = (
     "task",
     "temperature_c",
     "processing",
+    "grain_size_um",
     "value",
 )
 
@@ -56,6 +60,9 @@ def measurements(mpea: pl.DataFrame | None = None) -> pl.DataFrame:
     mpea = load_mpea() if mpea is None else mpea
     base = mpea.with_row_index("mpea_row").with_columns(
         pl.col("processing").fill_null(Processing.OTHER.value),
+        pl.when(pl.col("grain_size_um").cast(pl.Float64) > 0)
+        .then(pl.col("grain_size_um").cast(pl.Float64))
+        .alias("grain_size_um"),
     )
     texts = base["formula"].unique().to_list()
     canonical = {t: str(parse(t)) for t in texts}
@@ -81,6 +88,7 @@ def measurements(mpea: pl.DataFrame | None = None) -> pl.DataFrame:
                 pl.lit(task.name).alias("task"),
                 temperature.alias("temperature_c"),
                 "processing",
+                "grain_size_um",
                 pl.col(task.mpea_column).cast(pl.Float64).alias("value"),
             )
         )
@@ -93,6 +101,7 @@ def measurements(mpea: pl.DataFrame | None = None) -> pl.DataFrame:
             pl.lit(PHASE.name).alias("task"),
             pl.lit(ROOM_TEMPERATURE_C).alias("temperature_c"),
             "processing",
+            "grain_size_um",
             pl.col("phase").replace_strict(phase_index, return_dtype=pl.Float64).alias("value"),
         )
     )

@@ -10,11 +10,16 @@ update``).
   marginal likelihood) on standardized inputs, ``normalize_y``;
 - ``knn``: 5 nearest neighbours on standardized inputs.
 
-For the phase task the same families classify (GP and K-NN as classifiers too).
+For the phase task the same families classify (GP and K-NN as classifiers too). Forests
+(``extra_trees``, ``random_forest``) of a regression task take ``monotonic`` (scikit-learn's
+``monotonic_cst``, :func:`hea_screen.inference.design.monotonic_constraints` for strength and
+hardness: finer grains never predict a lower value, Hall-Petch); the other families are
+unconstrained.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 #: Family names, in the order reports list them.
@@ -27,9 +32,16 @@ FAMILIES: tuple[str, ...] = (
 )
 
 
-def make_estimator(family: str, classify: bool, seed: int, n_estimators: int) -> Any:
+def make_estimator(
+    family: str,
+    classify: bool,
+    seed: int,
+    n_estimators: int,
+    monotonic: Sequence[int] | None = None,
+) -> Any:
     """An unfitted scikit-learn estimator of ``family`` (see module docstring); needs the
-    ``train`` extra (scikit-learn), imported here so the light install never loads it."""
+    ``train`` extra (scikit-learn), imported here so the light install never loads it.
+    ``monotonic`` constrains the forests of a regression task."""
     from sklearn.ensemble import (
         ExtraTreesClassifier,
         ExtraTreesRegressor,
@@ -44,12 +56,15 @@ def make_estimator(family: str, classify: bool, seed: int, n_estimators: int) ->
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    forest: dict[str, Any] = {"n_estimators": n_estimators, "random_state": seed, "n_jobs": 1}
+    if monotonic is not None and not classify:
+        forest["monotonic_cst"] = list(monotonic)
     if family == "extra_trees":
         cls = ExtraTreesClassifier if classify else ExtraTreesRegressor
-        return cls(n_estimators=n_estimators, random_state=seed, n_jobs=1)
+        return cls(**forest)
     if family == "random_forest":
         cls = RandomForestClassifier if classify else RandomForestRegressor
-        return cls(n_estimators=n_estimators, min_samples_leaf=2, random_state=seed, n_jobs=1)
+        return cls(min_samples_leaf=2, **forest)
     if family == "gradient_boosting":
         cls = GradientBoostingClassifier if classify else GradientBoostingRegressor
         return cls(random_state=seed)

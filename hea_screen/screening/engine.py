@@ -70,7 +70,14 @@ IN_PROCESS_SPACE = 1_000_000
 #: Columns of the ranked table after ``rank, composition, score, pareto`` and the predicted
 #: tasks (:func:`result_columns`).
 LAB_COLUMNS: tuple[str, ...] = ("n_elements", "at_pct", "wt_pct", "weigh_out_g")
-CONDITION_COLUMNS: tuple[str, ...] = ("test_type", "temperature_c", "processing")
+CONDITION_COLUMNS: tuple[str, ...] = ("test_type", "temperature_c", "processing", "grain_size_um")
+#: Their types (a grain size not stated is a null Float64, so partitions concatenate).
+CONDITION_DTYPES: dict[str, type[pl.DataType]] = {
+    "test_type": pl.Utf8,
+    "temperature_c": pl.Float64,
+    "processing": pl.Utf8,
+    "grain_size_um": pl.Float64,
+}
 
 
 def result_columns(ranking: Ranking) -> tuple[str, ...]:
@@ -225,7 +232,7 @@ def decorate(
     table = lab_columns(phase_flags(ranked), ingot_mass_g)
     condition = ranking.condition.describe()
     table = table.with_columns(
-        *(pl.lit(condition[c]).alias(c) for c in CONDITION_COLUMNS),
+        *(pl.lit(condition[c], dtype=CONDITION_DTYPES[c]).alias(c) for c in CONDITION_COLUMNS),
     )
     if model_sha256 is not None:
         table = table.with_columns(pl.lit(model_sha256, dtype=pl.Utf8).alias("model_sha256"))

@@ -20,6 +20,7 @@ A spec file (``candidates/*.yaml``) reads::
       test: tension                                # tension | compression
       temperature: 25                              # test temperature, °C
       processing: cast                             # cast | wrought | anneal | powder | other
+      grain_size_um: 20                            # optional: mean grain size, µm
     ranking:
       objective: weighted                          # uts | ys | elongation | hardness |
                                                    # weighted | pareto
@@ -95,7 +96,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
         "sample",
         "seed",
     ),
-    "condition": ("test", "temperature", "processing"),
+    "condition": ("test", "temperature", "processing", "grain_size_um"),
     "ranking": ("objective", "weights", "risk", "kappa", "top"),
     "run": ("partition_size", "ingot_mass_g"),
 }
@@ -232,17 +233,24 @@ def parse_weights(value: str | Mapping[str, object] | Sequence[object]) -> tuple
 
 
 def parse_condition(
-    test: object = None, temperature: object = None, processing: object = None
+    test: object = None,
+    temperature: object = None,
+    processing: object = None,
+    grain_size_um: object = None,
 ) -> Condition:
     """A :class:`Condition` from user values; ``None`` takes the default (tension, 25 °C,
-    cast). The temperature is read defensively (at most 40 characters, finite, in °C)."""
+    cast, grain size not stated). The temperature and grain size are read defensively (at
+    most 40 characters, finite; °C and µm)."""
     default = Condition()
     if isinstance(temperature, str) and len(temperature) > MAX_NUMBER_CHARS:
         raise UserInputError(f"temperature {temperature[:MAX_NUMBER_CHARS]!r}...: too long")
+    if isinstance(grain_size_um, str) and len(grain_size_um) > MAX_NUMBER_CHARS:
+        raise UserInputError(f"grain size {grain_size_um[:MAX_NUMBER_CHARS]!r}...: too long")
     return Condition.of(
         default.test_type if test is None else test,
         default.temperature_c if temperature is None else temperature,
         default.processing if processing is None else processing,
+        grain_size_um,
     )
 
 
@@ -421,7 +429,10 @@ def spec_from_dict(data: object, default_name: str = "screen") -> ScreenSpec:
         weights=parse_weights(weights),
         top=ranking.get("top", DEFAULTS["top"]),
         condition=parse_condition(
-            condition.get("test"), condition.get("temperature"), condition.get("processing")
+            condition.get("test"),
+            condition.get("temperature"),
+            condition.get("processing"),
+            condition.get("grain_size_um"),
         ),
     )
     name = top.get("name", default_name)
