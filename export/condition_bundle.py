@@ -33,7 +33,7 @@ import polars as pl
 
 import hea_screen
 from export.transformer_member import VariantOptions, transformer_task, write_transformer
-from hea_screen.conditions import PHASE, PHASES, TASKS_BY_NAME
+from hea_screen.conditions import PHASE, PHASES, TASKS_BY_NAME, temperature_band
 from hea_screen.datasets.sources import MPEA_FILE, sha256_file
 from hea_screen.datasets.sources import data_dir as hea_screen_data_dir
 from hea_screen.errors import UserInputError
@@ -78,11 +78,17 @@ def git_state(root: Path) -> tuple[str | None, bool]:
         return None, False
 
 
-def _coverage(frame: pl.DataFrame, task: str) -> dict[str, Any]:
+def _coverage(frame: pl.DataFrame, task: str, reads_grain_size: bool) -> dict[str, Any]:
+    """Conditions the task's training rows cover; the grain-size range only where its model
+    reads one (tabular members) and the rows state some."""
     rows = frame.filter(pl.col("task") == task)
+    sizes = rows["grain_size_um"].drop_nulls()
     return {
         "temperature_c": [float(rows["temperature_c"].min()), float(rows["temperature_c"].max())],
         "processing": sorted(rows["processing"].unique().to_list()),
+        "grain_size_um": (
+            [float(sizes.min()), float(sizes.max())] if reads_grain_size and len(sizes) else None
+        ),
     }
 
 
@@ -205,12 +211,18 @@ def write_condition_bundle(
                 folds.append({"fold": fold, "file": rel})
             tasks[name] = _task_info(name, model, choice, TABULAR, folds, data, summary,
                                      calibration, training)
+            if name in calibration.get(model, {}):  # regression: the settings update refits with
+                tasks[name]["refit"] = {
+                    "n_estimators": config.n_estimators,
+                    "monotonic": TASKS_BY_NAME[name].finer_grains_stronger,
+                    "params": [
+                        json.loads(mine.filter(pl.col("fold") == k)["params"][0]) for k in present
+                    ],
+                }
         (staging / TRAINING_SET_FILE).write_text(json.dumps({"targets": training}))
         if member == TRANSFORMER:
-            oof = _transformer_oof(cond, config.seeds, data, shipped, calibration)
-        oof.filter(pl.col("seed").is_in(config.seeds)).drop("canonical").write_csv(
-            staging / OOF_FILE
-        )
+            oof = _transformer_oof(cond, config, data, shipped, calibration)
+        oof.drop("canonical").write_csv(staging / OOF_FILE)
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "kind": "condition-aware",
@@ -231,7 +243,7 @@ def write_condition_bundle(
             "protocol": {
                 "folds": config.folds,
                 "seeds": config.seeds,
-                "grouped_by": "canonical composition",
+                "grouped_by": "composition (alloys within L1 0.02 share a group)",
                 "loco_clusters": config.loco_clusters,
                 "shipped_seed": first,
             },
@@ -289,15 +301,15 @@ def finite_json(value: Any) -> Any:
 
 
 def _transformer_oof(
-    cond: Path, seeds: list[int], data: Any, shipped: dict[str, str], calibration: Any
+    cond: Path, config: Any, data: Any, shipped: dict[str, str], calibration: Any
 ) -> pl.DataFrame:
-    """The transformer's out-of-fold predictions, every seed, in the run's OOF layout."""
+    """The transformer's out-of-fold predictions, every partition it ran on, in the run's OOF
+    layout."""
     from pretrain.condition_eval import oof_table, with_spread
 
-    seeds_frame = pl.concat(
-        [pl.read_parquet(cond / f"transformer_seed_{s}.parquet") for s in seeds]
-    )
-    spread = with_spread(seeds_frame, data.frame)
+    ran = config.seeds[: config.transformer_partitions]
+    seeds_frame = pl.concat([pl.read_parquet(cond / f"transformer_seed_{s}.parquet") for s in ran])
+    spread = with_spread(seeds_frame, data.frame, config.folds)
     return oof_table(spread, data.frame, {n: {"model": m} for n, m in shipped.items()},
                      calibration)
 
@@ -324,20 +336,31 @@ def _task_info(
         "model_label": LABELS.get(model, model),
         "kind": kind,
         "folds": folds,
-        "conditions": _coverage(data.frame, name),
+        "conditions": _coverage(data.frame, name, kind != TRANSFORMER_KIND),
         "selection": choice,
         "cv": _cv_table(summary, name),
     }
     if task is not PHASE:
         info["calibration"] = calibration[model][name]
-        rows = data.frame.filter(pl.col("task") == name)
+        rows = data.frame.filter(pl.col("task") == name).with_columns(
+            pl.format(
+                "{}|{}",
+                "processing",
+                pl.col("temperature_c").map_elements(temperature_band, return_dtype=pl.Utf8),
+            ).alias("key")
+        )
         grouped = rows.group_by("canonical", maintain_order=True).agg(
             pl.col("value").mean(), pl.len().alias("n")
         )
+        at = rows.group_by("canonical", "key").agg(pl.col("value").mean())
+        measured_at: dict[str, dict[str, float]] = {}
+        for canonical, key, value in at.iter_rows():
+            measured_at.setdefault(canonical, {})[key] = value
         training[name] = {
             "compositions": grouped["canonical"].to_list(),
             "values": grouped["value"].to_list(),
             "n_measurements": grouped["n"].to_list(),
+            "measured_at": [measured_at[c] for c in grouped["canonical"]],
         }
     return info
 

@@ -183,6 +183,22 @@ ROOM_TEMPERATURE_C = 25.0
 MAX_GRAIN_SIZE_UM = 10_000.0
 
 
+#: Test-temperature bands (°C, lower bound inclusive) within which two tests count as made at
+#: the same temperature when the nearest measured alloy is looked up: cryogenic (liquid
+#: nitrogen, -196 °C), room, warm (below 600 °C) and hot.
+TEMPERATURE_BANDS: tuple[tuple[str, float], ...] = (
+    ("cryogenic", -math.inf),
+    ("room", -50.0),
+    ("warm", 100.0),
+    ("hot", 600.0),
+)
+
+
+def temperature_band(temperature_c: float) -> str:
+    """The :data:`TEMPERATURE_BANDS` name of a test temperature (°C)."""
+    return [name for name, low in TEMPERATURE_BANDS if temperature_c >= low][-1]
+
+
 def check_grain_size(value: object) -> float | None:
     """A mean grain size in µm, checked: ``None`` (not stated) or a finite number in
     (0, :data:`MAX_GRAIN_SIZE_UM`]; anything else is a :class:`UserInputError` naming it."""
@@ -261,6 +277,12 @@ class Condition:
             Processing.parse(processing),
             check_grain_size(grain_size_um),
         )
+
+    @property
+    def measured_key(self) -> str:
+        """``ROUTE|band``: the processing route and temperature band a measured alloy must
+        share with this condition to be its nearest measured alloy."""
+        return f"{self.processing.value}|{temperature_band(self.temperature_c)}"
 
     def describe(self) -> dict[str, object]:
         """JSON-ready: ``{"test_type": "tension", "temperature_c": 25.0, "processing": "CAST",

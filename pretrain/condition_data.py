@@ -27,6 +27,7 @@ RECORD_SCHEMA = {
     "task": pl.Utf8,
     "predicted": pl.Float64,
     "val_loss": pl.Float64,
+    "params": pl.Utf8,
 }
 
 
@@ -61,5 +62,10 @@ def load_data(data_dir: Path, config: ConditionsConfig, seed: int) -> Data:
     )
     rows = index.to_numpy()
     feats = featurize(table)[rows]
-    x = design_matrix(feats, frame["temperature_c"].to_numpy(), frame["processing"].to_list())
+    x = design_matrix(
+        feats,
+        frame["temperature_c"].to_numpy(),
+        frame["processing"].to_list(),
+        frame["grain_size_um"].fill_null(np.nan).to_numpy(),
+    )
     return Data(frame, x, table.fractions[rows], sha256_file(data_dir / MPEA_FILE))

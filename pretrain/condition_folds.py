@@ -4,6 +4,7 @@ held-out rows."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -17,6 +18,7 @@ import polars as pl
 from skl2onnx import to_onnx
 
 from hea_screen.conditions import PHASE, TASKS
+from hea_screen.inference.design import monotonic_constraints
 from hea_screen.output import atomic_write
 from pretrain.condition_data import (
     NOT_FOR_PHASE,
@@ -80,6 +82,7 @@ def tabular_fold(
                 classify=classify,
                 seed=seed,
                 n_estimators=config.n_estimators,
+                monotonic=monotonic_constraints() if task.finer_grains_stronger else None,
             )
             if models_dir is not None:
                 blob = _onnx_bytes(fit.model, data.x, classify)
@@ -111,6 +114,7 @@ def tabular_fold(
                     "task": task.name,
                     "predicted": float(p),
                     "val_loss": fit.val_loss,
+                    "params": json.dumps(fit.params),
                 }
                 for r, p in zip(te, predicted)
             ]
@@ -163,6 +167,7 @@ def transformer_fold(
                 "task": task.name,
                 "predicted": float(p),
                 "val_loss": loss,
+                "params": "{}",
             }
             for r, p in zip(split.test[in_test], fit.test_pred[in_test])
         ]

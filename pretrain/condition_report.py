@@ -11,6 +11,7 @@ import polars as pl
 
 from hea_screen.conditions import PHASE, PHASES, ROOM_TEMPERATURE_C, TASKS
 from hea_screen.output import atomic_write
+from pretrain.condition_eval import ROUTE_SLICES
 from pretrain.config import ConditionsConfig
 from pretrain.protocol import (
     regression_metrics,
@@ -69,15 +70,20 @@ def summary_markdown(
     selection: dict[str, Any],
     calibration: dict[str, Any],
     config: ConditionsConfig,
+    ceilings: dict[str, float],
 ) -> str:
-    """Per-task tables (25 °C, grouped folds; then cluster folds), selection, coverage."""
+    """Per-task tables (25 °C, grouped folds, per route; then cluster folds), the replicate
+    noise ceiling of each task (``ceilings``, :func:`pretrain.protocol.noise_ceiling` at
+    25 °C), selection, interval coverage per route and distance band."""
     lines = [
         "# Condition-aware models: per task, never pooled across test types",
         "",
         "![parity](parity_25c.png)",
         "",
-        f"Grouped {config.folds}-fold CV by canonical composition, seeds {config.seeds}; "
-        "metrics on the out-of-fold predictions of each seed at 25 °C, mean ± std over seeds. "
+        f"Grouped {config.folds}-fold CV by composition (alloys within L1 0.02 share a group), "
+        f"{len(config.seeds)} random partitions (seeds {config.seeds}); metrics on the "
+        "out-of-fold predictions of each partition at 25 °C, mean ± SD over partitions; R² per "
+        "route on that route's 25 °C rows. "
         "`shipped` marks the model each task ships with (lowest validation loss; the test "
         "folds never take part in the choice).",
         "",
@@ -96,7 +102,12 @@ def summary_markdown(
             if part.height == 0:
                 continue
             shipped = selection.get(task.name, {}).get("model")
-            lines += [f"### {task.label} (`{task.name}`)", ""]
+            ceiling = ceilings.get(task.name, math.nan)
+            lines += [
+                f"### {task.label} (`{task.name}`)"
+                + (f": noise ceiling R² {ceiling:.2f}" if math.isfinite(ceiling) else ""),
+                "",
+            ]
             if task is PHASE:
                 lines += ["| model | n | accuracy | balanced accuracy |", "|---|---:|---:|---:|"]
                 for r in part.sort("accuracy", descending=True, nulls_last=True).iter_rows(
@@ -110,31 +121,63 @@ def summary_markdown(
                     )
             else:
                 lines += [
-                    "| model | n | R² | MAE | Spearman ρ | top-decile recall |",
-                    "|---|---:|---:|---:|---:|---:|",
+                    "| model | n | R² | MAE | Spearman ρ | top-decile recall | "
+                    + " | ".join(f"R² {r.lower()}" for r in ROUTE_SLICES)
+                    + " |",
+                    "|---|---:|---:|---:|---:|---:|" + "---:|" * len(ROUTE_SLICES),
                 ]
                 for r in part.sort("r2", descending=True, nulls_last=True).iter_rows(named=True):
                     mark = " (shipped)" if r["model"] == shipped else ""
+                    routes = []
+                    for route in ROUTE_SLICES:
+                        got = summary.filter(
+                            pl.col("protocol") == protocol,
+                            pl.col("task") == task.name,
+                            pl.col("model") == r["model"],
+                            pl.col("slice") == f"25C_{route}",
+                        )
+                        routes.append(
+                            _fmt(got["r2"][0], got["r2_std"][0]) + f" (n {got['n'][0]})"
+                            if got.height
+                            else "–"
+                        )
                     lines.append(
                         f"| {LABELS.get(r['model'], r['model'])}{mark} | {r['n']} | "
                         f"{_fmt(r['r2'], r['r2_std'])} | {_fmt(r['mae'], r['mae_std'])} | "
                         f"{_fmt(r['spearman'], r['spearman_std'])} | "
-                        f"{_fmt(r['top_decile_recall'], r['top_decile_recall_std'])} |"
+                        f"{_fmt(r['top_decile_recall'], r['top_decile_recall_std'])} | "
+                        + " | ".join(routes)
+                        + " |"
                     )
             lines.append("")
     lines += [
         "## Calibrated 90 % intervals of the shipped models",
         "",
-        "| task | model | conformal factor c | offset | coverage (all rows) | coverage (25 °C) "
-        "| rows |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "Built in log (strengths, HV) or logit (%) space, so lo > 0 and percentages stay "
+        "within 0-100 %; one conformal factor per route with >= 30 rows (Mondrian). Coverage "
+        "cross-conformal; per route and per distance band (L1 to the nearest alloy of another "
+        "group of the task) as coverage (rows).",
+        "",
+        "| task | model | space | c pooled | c per route | coverage (all) | coverage (25 °C) "
+        "| median half-width (25 °C) | per route | per distance band |",
+        "|---|---|---|---:|---|---:|---:|---:|---|---|",
     ]
     for task, choice in selection.items():
         cal = calibration.get(choice["model"], {}).get(task)
         if cal:
+            routes = ", ".join(f"{r.lower()} {c:.2f}" for r, c in cal["factor_by_route"].items())
+            by_route = ", ".join(
+                f"{r.lower()} {v['coverage']:.2f} ({v['rows']})"
+                for r, v in cal["coverage_by_route"].items()
+            )
+            by_band = ", ".join(
+                f"{b} {v['coverage']:.2f} ({v['rows']})"
+                for b, v in cal["coverage_by_distance"].items()
+            )
             lines.append(
-                f"| `{task}` | {choice['model']} | {cal['factor']:.2f} | {cal['offset']:.3g} | "
-                f"{cal['coverage']:.3f} | {cal['coverage_25c']:.3f} | {cal['rows']} |"
+                f"| `{task}` | {choice['model']} | {cal['space']} | {cal['factor']:.2f} | "
+                f"{routes} | {cal['coverage']:.3f} | {cal['coverage_25c']:.3f} | "
+                f"{cal['median_half_width_25c']:.1f} | {by_route} | {by_band} |"
             )
     lines += [
         "",

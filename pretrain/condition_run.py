@@ -4,23 +4,26 @@
 :func:`hea_screen.datasets.measurements.measurements` (one row per alloy, task, condition, value):
 
 - the tabular families of :mod:`pretrain.tabular` (one model per task on
-  :mod:`hea_screen.inference.design` inputs: 14 features, test temperature, processing route), and
+  :mod:`hea_screen.inference.design` inputs: 14 features, test temperature, processing route,
+  grain size with a missing indicator; strength models monotonic in grain size), and
 - the multi-task transformer of :mod:`pretrain.multitask` (one network for every task,
   condition tokens, pre-trained by MLM), where ``conditions.transformer`` is on,
 
-on the protocol of :mod:`pretrain.protocol`: 5 folds grouped by canonical composition,
-repeated over ``seeds``; a validation part of whole alloys carved from each training fold
+on the protocol of :mod:`pretrain.protocol`: 5 folds grouped by composition (alloys within
+L1 0.02 share a group), repeated over ``seeds`` (random partitions; the transformer on the
+first ``transformer_partitions``); a validation part of whole alloys carved from each training fold
 decides early stopping, ExtraTrees' settings and which model a task ships with; the test
 fold is only ever predicted. Then leave-one-cluster-out folds (k-means on atomic
 fractions) for extrapolation.
 
 Selection (:func:`select`): per task, the model with the lowest mean validation loss over
-all folds and seeds. Calibration (:func:`calibrate`): a row's uncertainty is the standard
-deviation of its out-of-fold predictions over the seeds (each made by a model that never
-saw the alloy, as the shipped fold models never saw a candidate); the 90 % interval is
-``mean ± c·(std + offset)`` with ``offset`` the task's median spread and ``c`` the
-split-conformal quantile of ``|y − mean| / (std + offset)`` (see :func:`calibrate`); its
-coverage is measured cross-conformally (``c`` from the other folds, applied to each fold).
+all folds and seeds. Calibration (:func:`calibrate`): a row's ensemble is its out-of-fold
+predictions of the first ``folds`` partitions (each made by a model that never saw the
+alloy, trained on a random (K−1)/K of the others: the spread the K shipped fold models have
+for a candidate); the 90 % interval is that of :mod:`hea_screen.inference.intervals` (log
+space for strengths, logit for percentages, so the bounds are physical; one conformal factor
+per route with enough rows); its coverage is measured cross-conformally (factors from the
+other folds), per route and per distance band.
 
 Outputs in ``RUN/conditions/`` (written atomically; a finished seed is not redone):
 
@@ -28,11 +31,12 @@ Outputs in ``RUN/conditions/`` (written atomically; a finished seed is not redon
   mpea_row, task, predicted, val_loss``), ``loco.parquet`` the same for cluster folds;
 - ``models/<model>/<task>/fold_<k>.onnx``: the tabular fold models of the first seed
   (skl2onnx; no pickle), whose ONNX outputs are that seed's ``predicted`` values;
-- ``oof_predictions.csv`` (the bundle's): one row per evaluated measurement and seed of the
-  shipped model of its task, with ``composition, property, test_type, temperature_c,
-  processing, fold, measured, predicted_mean, predicted_std, seed``;
+- ``oof_predictions.csv`` (the bundle's): one row per evaluated measurement and partition of
+  the shipped model of its task (columns in :func:`pretrain.condition_eval.oof_table`:
+  ``partition``, ``grain_size_um``, ``interval_lo``, ``interval_hi``, ...);
 - ``metrics.csv``: ``protocol, model, task, slice, seed, n, r2, mae, spearman,
-  top_decile_recall`` (accuracy and balanced accuracy for phase);
+  top_decile_recall`` (accuracy and balanced accuracy for phase; slices ``25C``, ``all``,
+  ``25C_<ROUTE>``);
 - ``selection.json``, ``calibration.json``, ``summary.md``.
 """
 
@@ -47,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from hea_screen.conditions import TASKS
+from hea_screen.conditions import PHASE, ROOM_TEMPERATURE_C, TASKS
 from hea_screen.datasets.sources import MPEA_FILE
 from hea_screen.inference.design import DESIGN_COLUMNS
 from hea_screen.output import atomic_write
@@ -70,7 +74,10 @@ from pretrain.config import ConditionsConfig
 from pretrain.folds import Split
 from pretrain.protocol import (
     cluster_splits,
+    composition_groups,
     grouped_splits,
+    nearest_other_group,
+    noise_ceiling,
 )
 
 log = logging.getLogger(__name__)
@@ -83,6 +90,19 @@ log = logging.getLogger(__name__)
 
 
 # --- the step -------------------------------------------------------------------------------
+
+
+def ceilings(frame: pl.DataFrame) -> dict[str, float]:
+    """Per regression task, the replicate noise ceiling at 25 °C (:func:`noise_ceiling`)."""
+    room = frame.filter(pl.col("temperature_c") == ROOM_TEMPERATURE_C)
+    out = {}
+    for task in TASKS:
+        rows = room.filter(pl.col("task") == task.name)
+        if task is not PHASE and rows.height:
+            out[task.name] = noise_ceiling(
+                rows["canonical"].to_list(), rows["processing"].to_list(), rows["value"].to_numpy()
+            )
+    return out
 
 
 def run_conditions(
@@ -114,6 +134,7 @@ def run_conditions(
         ),
     )
     canonical = data.frame["canonical"].to_list()
+    groups = composition_groups(canonical, data.fractions)
 
     def cached(name: str, splits: Sequence[Split], fit: Callable[[Split], list]) -> pl.DataFrame:
         path = out / f"{name}.parquet"
@@ -131,9 +152,9 @@ def run_conditions(
 
     seeds = []
     for i, s in enumerate(config.seeds):
-        splits = grouped_splits(canonical, config.folds, s, config.val_fraction)
+        splits = grouped_splits(groups, config.folds, s, config.val_fraction)
         seeds.append(cached(f"seed_{s}", splits, tabular(s, out / "models" if i == 0 else None)))
-        if config.transformer:
+        if config.transformer and i < config.transformer_partitions:
             seeds.append(cached(f"transformer_seed_{s}", splits, transformer(s, f"seed_{s}")))
     splits = cluster_splits(
         canonical, data.fractions, config.loco_clusters, seed, config.val_fraction
@@ -141,17 +162,15 @@ def run_conditions(
     loco = [cached("loco", splits, tabular(seed, None))]
     if config.transformer and config.loco_transformer:
         loco.append(cached("transformer_loco", splits, transformer(seed, "loco")))
-    grouped = with_spread(pl.concat(seeds), data.frame)
-    loco_spread = with_spread(pl.concat(loco), data.frame)
+    grouped = with_spread(pl.concat(seeds), data.frame, config.folds)
+    loco_spread = with_spread(pl.concat(loco), data.frame, 1)
     selection = select(pl.concat(seeds))
-    floor = {
-        t.name: 1e-6
-        * max(
-            1.0, float(np.nanstd(data.frame.filter(pl.col("task") == t.name)["value"].to_numpy()))
-        )
-        for t in TASKS
-    }
-    calibration = calibrate(grouped, config.coverage, floor)
+    tasks = np.asarray(data.frame["task"].to_list())
+    distance = np.full(data.frame.height, 2.0)
+    for t in TASKS:
+        rows = np.flatnonzero(tasks == t.name)
+        distance[rows] = nearest_other_group(data.fractions, groups, rows)
+    calibration = calibrate(grouped, config.coverage, distance)
     metrics = pl.concat(
         [metrics_table(grouped, "grouped"), metrics_table(loco_spread, "loco")],
         how="diagonal_relaxed",
@@ -164,6 +183,7 @@ def run_conditions(
     write_text_atomic(out / "calibration.json", json.dumps(calibration, indent=1))
     plot_parity(grouped, selection, out / "parity_25c.png")
     write_text_atomic(
-        out / "summary.md", summary_markdown(summarize(metrics), selection, calibration, config)
+        out / "summary.md",
+        summary_markdown(summarize(metrics), selection, calibration, config, ceilings(data.frame)),
     )
     return out

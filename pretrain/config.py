@@ -11,7 +11,7 @@ value is checked at this boundary, and an unknown key raises a
     pretrain:  {epochs: 8, batch_size: 64, ...}           # PretrainConfig
     finetune:  {targets: [uts_mpa, elongation_pct], experiments: [...], ...}  # FinetuneConfig
     baselines: {models: [random_forest, ...]}             # passed to pretrain.baselines
-    conditions: {seeds: [0, 1, 2], ...}                   # ConditionsConfig (condition-aware run)
+    conditions: {seeds: [0, ..., 9], ...}                   # ConditionsConfig (condition-aware run)
 
 The resolved config (defaults filled in) is written to ``RUN/config.yaml``.
 """
@@ -286,19 +286,23 @@ class FinetuneConfig:
 class ConditionsConfig:
     """The ``conditions`` section: the condition-aware run of :mod:`pretrain.condition_run`.
 
-    ``seeds`` of the grouped folds (``folds`` each), ``val_fraction`` of training alloys for
-    validation, tabular ``families`` with ``n_estimators`` trees per forest, the multi-task
-    ``transformer`` (settings in ``multitask``, see :mod:`pretrain.multitask`), ``loco_clusters``
-    for leave-one-cluster-out (``loco_transformer`` adds the transformer there), ``max_alloys``
-    (a random subset of alloys, for quick runs) and the interval ``coverage``.
+    ``seeds`` of the grouped folds (one random partition into ``folds`` folds each; the first
+    ``folds`` of them, as many models as the bundle ships, calibrate the intervals),
+    ``val_fraction`` of training alloys for validation, tabular ``families`` with
+    ``n_estimators`` trees per forest, the multi-task ``transformer`` on the first
+    ``transformer_partitions`` partitions (settings in ``multitask``, see
+    :mod:`pretrain.multitask`), ``loco_clusters`` for leave-one-cluster-out
+    (``loco_transformer`` adds the transformer there), ``max_alloys`` (a random subset of
+    alloys, for quick runs) and the interval ``coverage``.
     """
 
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = field(default_factory=lambda: list(range(10)))
     folds: int = 5
     val_fraction: float = 0.15
     families: list[str] = field(default_factory=lambda: list(TABULAR_FAMILIES))
     n_estimators: int = 100
     transformer: bool = True
+    transformer_partitions: int = 3
     loco_clusters: int = 5
     loco_transformer: bool = False
     max_alloys: int | None = None
@@ -312,8 +316,10 @@ class ConditionsConfig:
                 f"conditions.families: unknown {', '.join(unknown)}; choose from "
                 f"{', '.join(TABULAR_FAMILIES)}"
             )
-        if not self.seeds:
-            raise ConfigError("conditions.seeds: need at least one seed")
+        if len(self.seeds) < 2:
+            raise ConfigError("conditions.seeds: need at least two partitions (a spread)")
+        if self.transformer_partitions < 2:
+            raise ConfigError("conditions.transformer_partitions must be >= 2")
         if self.folds < 2 or self.loco_clusters < 2:
             raise ConfigError("conditions.folds and conditions.loco_clusters must be >= 2")
         if not 0 < self.coverage < 1:

@@ -14,9 +14,10 @@ import pytest
 from hea_screen.compositions.features import featurize
 from hea_screen.conditions import PHASE, TASKS, Condition
 from hea_screen.errors import BundleError, UserInputError
-from hea_screen.inference.bundle import OOF_FILE, conformal_quantile, load_task_bundle
+from hea_screen.inference.bundle import OOF_FILE, load_task_bundle
 from hea_screen.inference.bundle_files import default_bundle_path
 from hea_screen.inference.design import design_matrix
+from hea_screen.inference.intervals import conformal_quantile
 from hea_screen.inference.predictor import TaskPredictor
 from pretrain.condition_data import RECORD_SCHEMA
 from pretrain.condition_eval import select
@@ -24,8 +25,9 @@ from pretrain.condition_eval import select
 pytestmark = pytest.mark.slow
 
 OOF_COLUMNS = [
-    "composition", "property", "test_type", "temperature_c", "processing", "fold", "measured",
-    "predicted_mean", "predicted_std", "seed",
+    "composition", "property", "test_type", "temperature_c", "processing", "grain_size_um",
+    "partition", "fold", "measured", "predicted", "predicted_mean", "centre", "spread",
+    "interval_lo", "interval_hi",
 ]  # fmt: skip
 
 
@@ -46,7 +48,7 @@ def test_selection_reads_validation_loss_only() -> None:
     rows = []
     for model, val_loss, error in (("good_on_val", 1.0, 100.0), ("good_on_test", 2.0, 0.0)):
         for fold in range(3):
-            rows.append((model, 0, fold, fold, "uts_tension_mpa", 500.0 + error, val_loss))
+            rows.append((model, 0, fold, fold, "uts_tension_mpa", 500.0 + error, val_loss, "{}"))
     frame = pl.DataFrame(rows, schema=RECORD_SCHEMA, orient="row")
     assert select(frame)["uts_tension_mpa"]["model"] == "good_on_val"
 
@@ -65,6 +67,8 @@ def test_bundle_manifest_says_what_ships_and_how_well(condition_bundle: Path) ->
         if name != PHASE.name:
             cal = info["calibration"]
             assert cal["factor"] > 0 and 0 <= cal["coverage"] <= 1
+            assert cal["space"] == ("logit" if info["unit"] == "%" else "log")
+            assert set(cal["coverage_by_distance"]) == {"< 0.1", "0.1-0.25", ">= 0.25"}
     text = json.dumps(manifest)
     assert '"/work' not in text and '"/tmp' not in text  # no absolute path of the builder
 
@@ -79,7 +83,7 @@ def test_shipped_fold_models_reproduce_their_out_of_fold_predictions(
     bundle = load_task_bundle(path)
     oof = pl.read_csv(path / OOF_FILE)
     assert oof.columns[: len(OOF_COLUMNS)] == OOF_COLUMNS
-    shipped = oof.filter(pl.col("seed") == bundle.manifest["protocol"]["shipped_seed"])
+    shipped = oof.filter(pl.col("partition") == bundle.manifest["protocol"]["shipped_seed"])
     checked = 0
     for model in bundle.tasks:
         if model.task is PHASE or model.kind != "tabular":
@@ -91,10 +95,11 @@ def test_shipped_fold_models_reproduce_their_out_of_fold_predictions(
                 featurize(part["composition"].to_list()),
                 part["temperature_c"].to_numpy(),
                 part["processing"].to_list(),
+                part["grain_size_um"].fill_null(np.nan).to_numpy(),
             )
             session = ort.InferenceSession(str(path / rel))
             got = session.run(None, {session.get_inputs()[0].name: x})[0].reshape(-1)
-            np.testing.assert_allclose(got, part["predicted_mean"].to_numpy(), rtol=1e-5)
+            np.testing.assert_allclose(got, part["predicted"].to_numpy(), rtol=1e-5)
             checked += part.height
     assert checked > 100
 
@@ -104,7 +109,8 @@ def test_predictor_columns_carry_task_and_interval(condition_bundle: Path) -> No
     out = predictor.predict(["CoCrFeMnNi", "Al0.5CoCrFeNi"], Condition())
     for name in ("uts_tension_mpa", "elongation_tension_pct", "hardness_hv"):
         mean, lo, hi = (out[f"{name}_{s}"].to_numpy() for s in ("mean", "lo", "hi"))
-        assert np.all(lo <= mean) and np.all(mean <= hi)
+        assert np.all(lo <= mean) and np.all(mean <= hi) and np.all(lo > 0)
+    assert (out["elongation_tension_pct_hi"] < 100).all()  # logit space: physical bounds
     probs = out.select(pl.col("^phase_.*_prob$")).to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert out["composition"][0] == "Co0.2 Cr0.2 Fe0.2 Mn0.2 Ni0.2"

@@ -196,3 +196,55 @@ def test_measurements_carry_mpea_grain_sizes(table: pl.DataFrame) -> None:
     tensile = table.filter(pl.col("task") == "uts_tension_mpa", pl.col("temperature_c") == 25)
     sized = tensile["grain_size_um"].drop_nulls()
     assert 100 <= sized.len() < tensile.height and (sized > 0).all()
+
+
+def test_nearest_measured_alloy_matches_the_stated_condition() -> None:
+    import json
+
+    from hea_screen.compositions.table import CompositionTable
+    from hea_screen.inference.applicability import TrainingSet
+
+    ts = TrainingSet.from_json(
+        json.dumps(
+            {
+                "targets": {
+                    "uts_tension_mpa": {
+                        "compositions": ["Co0.5 Ni0.5", "Co0.25 Cr0.25 Fe0.25 Ni0.25"],
+                        "values": [500.0, 700.0],
+                        "measured_at": [
+                            {"CAST|room": 500.0},
+                            {"WROUGHT|room": 650.0, "WROUGHT|cryogenic": 900.0},
+                        ],
+                    }
+                }
+            }
+        )
+    )
+    table = CompositionTable.from_compositions(["CoNi"])
+    cast = ts.applicability(table, Condition.of("tension", 25, "cast")).row(0, named=True)
+    assert cast["uts_tension_mpa_nearest_composition"] == "Co0.5 Ni0.5"
+    assert cast["uts_tension_mpa_nearest_condition"] == "cast, room"
+    cryo = ts.applicability(table, Condition.of("tension", -196, "wrought")).row(0, named=True)
+    assert cryo["uts_tension_mpa_nearest_measured"] == 900.0
+    assert cryo["uts_tension_mpa_nearest_distance"] == pytest.approx(1.0)
+    hot = ts.applicability(table, Condition.of("tension", 800, "anneal")).row(0, named=True)
+    assert hot["uts_tension_mpa_nearest_composition"] is None
+    assert hot["uts_tension_mpa_nearest_condition"] == "none measured at anneal, hot"
+    anywhere = ts.applicability(table).row(0, named=True)  # no condition: every alloy
+    assert anywhere["uts_tension_mpa_nearest_measured"] == 500.0
+
+
+def test_finer_grains_predict_higher_strength_with_the_shipped_model() -> None:
+    from hea_screen.inference.predictor import TaskPredictor
+
+    model = TaskPredictor()
+    alloys = ["CoCrFeMnNi", "CoCrFeNi", "Al0.3CoCrFeNi", "CoCrNi"]
+    for name in ("uts_tension_mpa", "ys_tension_mpa"):
+        size = model.bundle.task(name).coverage.grain_size_um
+        assert size is not None and size[0] < 5 and size[1] > 200
+        got = {
+            d: model.predict(alloys, Condition.of("tension", 25, "wrought", d), [name])
+            for d in (5.0, 50.0, 200.0)
+        }
+        fine, mid, coarse = (got[d][f"{name}_mean"].to_numpy() for d in (5.0, 50.0, 200.0))
+        assert np.all(fine >= mid) and np.all(mid >= coarse) and np.any(fine > coarse)

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -14,8 +15,10 @@ from hea_screen.cli import main
 from hea_screen.errors import UserInputError
 from hea_screen.inference.bundle import load_task_bundle
 from hea_screen.inference.bundle_files import default_bundle_path
+from hea_screen.inference.intervals import conformal_quantile
 from hea_screen.inference.versions import models_dir, next_version, resolve_model
 from hea_screen.planning.store import MeasurementStore, read_results
+from hea_screen.planning.update import old_scores, recalibrate
 
 HEADER = "composition,test_type,temperature_c,processing,uts_mpa,ys_mpa,elongation_pct,hardness_hv"
 GOOD = [
@@ -171,8 +174,23 @@ def test_recalibration_only_keeps_the_members(tmp_path, bundle_copy, capsys):
     old, new = load_task_bundle(bundle_copy), load_task_bundle(tmp_path / "v2")
     onnx = [r for r in old.manifest["files"] if r.endswith(".onnx")]
     assert all(new.manifest["files"][r] == old.manifest["files"][r] for r in onnx)
-    factors = {t: new.task(t).interval_factor for t in ("uts_tension_mpa", "hardness_hv")}
-    assert factors != {t: old.task(t).interval_factor for t in factors}
+    for t in ("uts_tension_mpa", "hardness_hv"):
+        cal = new.manifest["tasks"][t]["calibration"]
+        q_oof = conformal_quantile(old_scores(old, t), old.interval)
+        assert new.task(t).interval_factor == pytest.approx(max(q_oof, cal["factor"]))
+
+
+def test_refitting_on_covered_points_never_shrinks_c_below_the_oof_support(bundle_copy):
+    bundle = load_task_bundle(bundle_copy)
+    task = "uts_tension_mpa"
+    oof = old_scores(bundle, task)
+    assert len(oof) > 100
+    q_oof = conformal_quantile(oof, bundle.interval)
+    covered = np.zeros(5 * len(oof))  # many new rows, every one dead on the old centre
+    cal = recalibrate(bundle, {task: (covered, np.ones(len(covered), dtype=bool))})[task]
+    assert cal.all_quantile < q_oof  # pooled with them, the quantile alone would shrink
+    assert cal.new == pytest.approx(q_oof) and cal.oof_rows == len(oof)
+    assert "max(" in cal.arithmetic(bundle.interval)
 
 
 def test_plan_counts_the_store_as_measured(tmp_path, capsys):

@@ -87,7 +87,6 @@ def run_update(argv: Sequence[str]) -> int:
     refit = Refit(skipped=dict.fromkeys(tasks, "--no-refit"))
     if not args.no_refit:
         refit = refit_trees(old.bundle, everything, tasks)
-        refit.calibrate(calibration, old.bundle.interval)
     update = {
         "store": str(Path(args.store).resolve()),
         "imports": [*(e["sha256"] for e in store.imports()), store.check_new(records)],
@@ -107,6 +106,7 @@ def run_update(argv: Sequence[str]) -> int:
             f"{100 * cal.covered_before:.0f} % of them; conformal factor {cal.old:.3g} -> "
             f"{cal.new:.3g}"
         )
+        print(f"  {cal.arithmetic(old.bundle.interval)}")
     for task, what in refit.done.items():
         print(f"{task}: {what}")
     for task, why in refit.skipped.items():

@@ -11,7 +11,11 @@ Two flags travel with every prediction:
   target's own training set; ``<target>_nearest_composition`` names it and
   ``<target>_nearest_measured`` gives its measured value (the mean where an alloy was
   measured more than once). There is no distance pooled over targets: an alloy whose
-  elongation was measured is no evidence for its UTS.
+  elongation was measured is no evidence for its UTS. At a stated condition the search is
+  restricted to alloys measured at that condition's processing route and temperature band
+  (:attr:`hea_screen.conditions.Condition.measured_key`), the value is their mean there,
+  and ``<target>_nearest_condition`` names the route and band, or says that no alloy was
+  measured there (distance, composition and value then empty).
 
 Because both compositions sum to 1, ``Σ|x − t| = 2 − 2 Σ min(x, t)``, and ``min`` is zero
 outside the candidate's own elements, so the search only touches the candidate palette's
@@ -29,7 +33,16 @@ import polars as pl
 
 from hea_screen.compositions.composition import SCALE
 from hea_screen.compositions.table import CompositionTable, for_each_block
+from hea_screen.conditions import Condition
 from hea_screen.errors import BundleError, CompositionError
+
+#: Per-target column suffixes at a stated condition, in order.
+NEAREST_COLUMNS: tuple[str, ...] = (
+    "nearest_composition",
+    "nearest_distance",
+    "nearest_measured",
+    "nearest_condition",
+)
 
 #: Cells (candidate rows x training alloys) per chunk of the nearest-neighbour search: bounds
 #: the temporary arrays and keeps them near the cache.
@@ -38,10 +51,12 @@ _CHUNK_CELLS = 1 << 20
 
 @dataclass(frozen=True)
 class TargetTrainingSet:
-    """Unique canonical training compositions of one target with their mean measured value."""
+    """Unique canonical training compositions of one target with their mean measured value
+    and, per composition, the mean value at each ``ROUTE|band`` where it was measured."""
 
     compositions: tuple[str, ...]
     values: np.ndarray
+    measured_at: tuple[Mapping[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,10 @@ class TrainingSet:
                 name: TargetTrainingSet(
                     tuple(_texts(entry["compositions"])),
                     np.asarray(entry["values"], dtype=np.float64),
+                    tuple(
+                        {str(k): float(v) for k, v in at.items()}
+                        for at in entry.get("measured_at", [])
+                    ),
                 )
                 for name, entry in data["targets"].items()
             }
@@ -77,6 +96,10 @@ class TrainingSet:
             if ts.values.ndim != 1 or len(ts.compositions) != len(ts.values) or not ts.compositions:
                 raise BundleError(
                     f"training_set.json: target {name!r} needs one value per composition"
+                )
+            if ts.measured_at and len(ts.measured_at) != len(ts.compositions):
+                raise BundleError(
+                    f"training_set.json: target {name!r} needs measured_at per composition"
                 )
             if not np.isfinite(ts.values).all():
                 raise BundleError(f"training_set.json: target {name!r} has non-finite values")
@@ -96,20 +119,57 @@ class TrainingSet:
         present = self.table.micro[self.members[target]] > 0
         return frozenset(el for j, el in enumerate(self.table.elements) if present[:, j].any())
 
-    def applicability(self, table: CompositionTable) -> pl.DataFrame:
+    def applicability(
+        self, table: CompositionTable, condition: Condition | None = None
+    ) -> pl.DataFrame:
         """``unseen_elements`` and, per target, ``<target>_nearest_distance``,
         ``<target>_nearest_composition`` and ``<target>_nearest_measured`` for every row of
-        ``table``."""
-        best_overlap, best_index = self._nearest(table)
+        ``table``; at a ``condition``, among the alloys measured there, with
+        ``<target>_nearest_condition`` (module docstring)."""
+        eligible = {name: self._measured_at(name, condition) for name in self.targets}
+        best_overlap, best_index = self._nearest(
+            table, {name: self.members[name][rows] for name, rows in eligible.items()}
+        )
         columns: dict[str, pl.Series | np.ndarray] = {"unseen_elements": self._unseen(table)}
         for name, ts in self.targets.items():
-            distance = (2 * SCALE - 2 * best_overlap[name]).astype(np.float64) / SCALE
-            columns[f"{name}_nearest_distance"] = distance
-            columns[f"{name}_nearest_composition"] = pl.Series(
-                np.asarray(ts.compositions, dtype=object)[best_index[name]], dtype=pl.Utf8
-            )
-            columns[f"{name}_nearest_measured"] = ts.values[best_index[name]]
+            rows = eligible[name]
+            if not len(rows):
+                none = np.full(len(table), np.nan)
+                columns[f"{name}_nearest_distance"] = none
+                columns[f"{name}_nearest_composition"] = pl.Series(
+                    [None] * len(table), dtype=pl.Utf8
+                )
+                columns[f"{name}_nearest_measured"] = none
+            else:
+                row = rows[best_index[name]]
+                distance = (2 * SCALE - 2 * best_overlap[name]).astype(np.float64) / SCALE
+                columns[f"{name}_nearest_distance"] = distance
+                columns[f"{name}_nearest_composition"] = pl.Series(
+                    np.asarray(ts.compositions, dtype=object)[row], dtype=pl.Utf8
+                )
+                columns[f"{name}_nearest_measured"] = self._value(ts, row, condition)
+            if condition is not None:
+                where = condition.measured_key.replace("|", ", ").lower()
+                columns[f"{name}_nearest_condition"] = pl.Series(
+                    [where if len(rows) else f"none measured at {where}"] * len(table),
+                    dtype=pl.Utf8,
+                )
         return pl.DataFrame(columns)
+
+    def _measured_at(self, name: str, condition: Condition | None) -> np.ndarray:
+        """Rows of target ``name`` measured at ``condition`` (all rows without a condition or
+        without per-condition data)."""
+        ts = self.targets[name]
+        if condition is None or not ts.measured_at:
+            return np.arange(len(ts.compositions))
+        key = condition.measured_key
+        return np.array([i for i, at in enumerate(ts.measured_at) if key in at], dtype=np.int64)
+
+    @staticmethod
+    def _value(ts: TargetTrainingSet, rows: np.ndarray, condition: Condition | None) -> np.ndarray:
+        if condition is None or not ts.measured_at:
+            return ts.values[rows]
+        return np.array([ts.measured_at[r][condition.measured_key] for r in rows])
 
     def _unseen(self, table: CompositionTable) -> pl.Series:
         seen = [self.seen_elements(name) for name in self.targets]
@@ -125,10 +185,11 @@ class TrainingSet:
         ).to_series()
 
     def _nearest(
-        self, table: CompositionTable
+        self, table: CompositionTable, members: Mapping[str, np.ndarray]
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Largest shared fraction ``Σ min(x, t)`` (millionths) and its training row, per
-        target (index into that target's own rows).
+        target (index into ``members[target]``, indices into :attr:`texts`; a target with no
+        member is left out).
 
         Works on the table's slots (each row's non-zero elements), so the cost is rows ×
         training alloys × elements per row, whatever the size of the palette."""
@@ -139,8 +200,9 @@ class TrainingSet:
         for j, el in enumerate(table.elements):
             if el in own:
                 train_t[j] = self.table.micro[:, own[el]]
-        overlap = {k: np.zeros(n, dtype=np.int64) for k in self.targets}
-        index = {k: np.zeros(n, dtype=np.int64) for k in self.targets}
+        members = {k: m for k, m in members.items() if len(m)}
+        overlap = {k: np.zeros(n, dtype=np.int64) for k in members}
+        index = {k: np.zeros(n, dtype=np.int64) for k in members}
         slots = table.slots()
         step = max(1, _CHUNK_CELLS // max(1, train_t.shape[1]))
 
@@ -154,7 +216,7 @@ class TrainingSet:
                     np.take(train_t, slots.index[s, rows], axis=0, out=gathered)
                     np.minimum(slots.micro[s, rows, None], gathered, out=gathered)
                     shared += gathered
-                for name, member in self.members.items():
+                for name, member in members.items():
                     sub = shared[:, member]
                     best = sub.argmax(axis=1)
                     index[name][rows] = best

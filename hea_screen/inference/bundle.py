@@ -56,6 +56,7 @@ from hea_screen.inference.bundle_files import (
     verify_files,
 )
 from hea_screen.inference.design import DESIGN_COLUMNS
+from hea_screen.inference.intervals import SPACES, ensemble
 from hea_screen.inference.tokens import TokenEncoder
 
 FORMAT_VERSION = 2
@@ -79,16 +80,6 @@ TRANSFORMER_OUTPUTS: tuple[str, ...] = (
 )
 
 
-def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
-    """Split-conformal quantile: the ``ceil((n + 1)·coverage)``-th smallest finite score
-    (NaN when there is none)."""
-    scores = np.sort(scores[np.isfinite(scores)])
-    if len(scores) == 0:
-        return math.nan
-    k = min(len(scores), math.ceil((len(scores) + 1) * coverage))
-    return float(scores[k - 1])
-
-
 def task_relpath(task_name: str, fold: int) -> str:
     """Relative path of a tabular fold model: ``uts_tension_mpa/fold_0.onnx``."""
     return f"{task_name}/fold_{fold}.onnx"
@@ -103,10 +94,12 @@ def transformer_relpath(fold: int, variant: str = "fp32") -> str:
 
 @dataclass(frozen=True)
 class Coverage:
-    """The conditions a task's training data cover: temperature range (°C) and routes."""
+    """The conditions a task's training data cover: temperature range (°C), routes and the
+    range of stated grain sizes (µm; ``None`` when the task's model reads no grain size)."""
 
     temperature_c: tuple[float, float]
     processing: frozenset[Processing]
+    grain_size_um: tuple[float, float] | None = None
 
     def gaps(self, condition: Condition) -> list[str]:
         """Why ``condition`` lies outside these data (empty if it does not)."""
@@ -119,6 +112,12 @@ class Coverage:
         if condition.processing not in self.processing:
             seen = ", ".join(sorted(p.value.lower() for p in self.processing))
             out.append(f"processing {condition.processing.value.lower()} not among {seen}")
+        size = condition.grain_size_um
+        if size is not None and self.grain_size_um is None:
+            out.append(f"grain size {size:g} µm stated, but this model reads no grain size")
+        elif size is not None and not self.grain_size_um[0] <= size <= self.grain_size_um[1]:
+            lo, hi = self.grain_size_um
+            out.append(f"grain size {size:g} µm outside {lo:g} to {hi:g} µm")
         return out
 
     def check(self, task_name: str, condition: Condition) -> None:
@@ -129,7 +128,7 @@ class Coverage:
             raise UserInputError(
                 f"{task_name} at {condition}: {'; '.join(gaps)} in the model's training data; "
                 "the model would extrapolate. Choose a covered condition (--temperature, "
-                "--processing; see the bundle's README)"
+                "--processing, --grain-size; see the bundle's README)"
             )
 
 
@@ -146,10 +145,21 @@ class TaskModel:
     cv: Mapping[str, Any]
     scalers: tuple[tuple[float, float], ...] = ()
     interval_offset: float = 0.0
+    interval_space: str = "log"
+    factor_by_route: Mapping[str, float] = field(default_factory=dict)
 
-    def half_width(self, std: Any) -> Any:
-        """Half the calibrated interval, ``c·(std + offset)``, in the task's unit."""
-        return self.interval_factor * (std + self.interval_offset)
+    def factor(self, processing: Processing) -> float:
+        """The conformal factor of a route (Mondrian), the pooled one where the route had too
+        few calibration rows."""
+        return self.factor_by_route.get(processing.value, self.interval_factor)
+
+    def interval(self, values: np.ndarray, processing: Processing) -> dict[str, np.ndarray]:
+        """``mean``, ``std`` (task unit, over models) and the calibrated ``lo`` / ``hi`` of
+        (models, rows) predictions at ``processing`` (:mod:`hea_screen.inference.intervals`)."""
+        ens = ensemble(values, self.interval_space)
+        lo, hi = ens.bounds(self.factor(processing), self.interval_space, self.interval_offset)
+        std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1])
+        return {"mean": ens.mean, "std": std, "lo": lo, "hi": hi}
 
     @property
     def output(self) -> int:
@@ -253,11 +263,19 @@ def _task_model(name: str, info: Any, used: set[str], shared: set[str]) -> TaskM
                 scalers.append((mean, std))
         files.append(rel)
     factor = offset = 0.0
+    space, by_route = "log", {}
     if spec is not PHASE:
         calibration = _get(info, "calibration", dict, where)
         factor = float(_get(calibration, "factor", (int, float), where))
-        if not (math.isfinite(factor) and factor > 0):
-            raise BundleError(f"{MANIFEST_FILE}: {where} has conformal factor {factor}")
+        space = _get(calibration, "space", str, where)
+        if space not in SPACES:
+            raise BundleError(f"{MANIFEST_FILE}: {where} has interval space {space!r}")
+        by_route = {
+            Processing.parse(r).value: float(c)
+            for r, c in _get(calibration, "factor_by_route", dict, where).items()
+        }
+        if not all(math.isfinite(c) and c > 0 for c in (factor, *by_route.values())):
+            raise BundleError(f"{MANIFEST_FILE}: {where} has conformal factors {calibration}")
         offset = float(calibration.get("offset", 0.0))
         if isinstance(calibration.get("offset", 0.0), bool) or not (
             math.isfinite(offset) and offset >= 0
@@ -268,16 +286,29 @@ def _task_model(name: str, info: Any, used: set[str], shared: set[str]) -> TaskM
     if len(temps) != 2 or not all(isinstance(t, (int, float)) for t in temps):
         raise BundleError(f"{MANIFEST_FILE}: {where} conditions.temperature_c must be [lo, hi]")
     routes = frozenset(Processing.parse(p) for p in _get(cond, "processing", list, where))
+    sizes = cond.get("grain_size_um")
+    if sizes is not None and not (
+        isinstance(sizes, list)
+        and len(sizes) == 2
+        and all(isinstance(s, (int, float)) and s > 0 for s in sizes)
+    ):
+        raise BundleError(f"{MANIFEST_FILE}: {where} conditions.grain_size_um must be [lo, hi] µm")
     return TaskModel(
         spec,
         _get(info, "model", str, where),
         kind,
         tuple(files),
         factor,
-        Coverage((float(temps[0]), float(temps[1])), routes),
+        Coverage(
+            (float(temps[0]), float(temps[1])),
+            routes,
+            None if sizes is None else (float(sizes[0]), float(sizes[1])),
+        ),
         info.get("cv", {}),
         tuple(scalers),
         offset,
+        space,
+        by_route,
     )
 
 

@@ -9,10 +9,11 @@ runs each task's fold models and reports, per regression task, in the task's uni
 
 - ``<task>_mean``: mean over the fold models;
 - ``<task>_std``: their standard deviation (``ddof=1``);
-- ``<task>_lo`` / ``<task>_hi``: the calibrated interval ``mean ∓ c·(std + offset)``, with the
-  conformal factor ``c`` and the offset (the task's median spread) the bundle's manifest holds
-  (measured coverage in the manifest); ``_lo`` is clipped at 0 (strengths, strains and
-  hardness are non-negative);
+- ``<task>_lo`` / ``<task>_hi``: the calibrated 90 % interval of
+  :mod:`hea_screen.inference.intervals`, built in log space (strengths, hardness) or logit
+  space (percentages) so it stays physical (> 0; within 0-100 %), with the conformal factor
+  of the condition's processing route, the offset and the space the bundle's manifest holds
+  (measured coverage per route and distance band in the manifest);
 
 and for the phase task ``phase_<class>_prob`` (mean class probability over folds). A task
 whose training data do not cover the condition (test temperature outside their range, or a
@@ -57,9 +58,9 @@ import polars as pl
 
 from hea_screen.compositions.features import FEATURE_NAMES, featurize
 from hea_screen.compositions.table import CompositionTable, to_table
-from hea_screen.conditions import PHASE, PHASES, Condition
+from hea_screen.conditions import PHASE, PHASES, Condition, Processing
 from hea_screen.errors import BundleError, UserInputError, brief
-from hea_screen.inference.applicability import TrainingSet
+from hea_screen.inference.applicability import NEAREST_COLUMNS, TrainingSet
 from hea_screen.inference.bundle import (
     TRANSFORMER,
     TRANSFORMER_OUTPUTS,
@@ -324,10 +325,10 @@ class TaskPredictor:
         columns: dict[str, Any] = {"composition": texts}
         for model in chosen:
             if model.kind == TRANSFORMER:
-                columns.update(self._transformer_columns(model, logits))
+                columns.update(self._transformer_columns(model, logits, condition.processing))
             else:
                 first = model if folds is None else replace(model, files=model.files[:folds])
-                columns.update(self._task_columns(first, x))
+                columns.update(self._task_columns(first, x, condition.processing))
         extrapolated = ",".join(m.task.name for m in chosen if m.coverage.gaps(condition))
         # a literal column keeps its type on no rows (a broadcast scalar makes every column Null)
         frame = pl.DataFrame(columns).with_columns(
@@ -335,22 +336,24 @@ class TaskPredictor:
         )
         if not applicability:
             return frame
-        nearest = self.training_set.applicability(table).select(
+        nearest = self.training_set.applicability(table, condition).select(
             "unseen_elements",
             *(
                 f"{m.task.name}_{suffix}"
                 for m in chosen
                 if m.task is not PHASE
-                for suffix in ("nearest_composition", "nearest_distance", "nearest_measured")
+                for suffix in NEAREST_COLUMNS
             ),
         )
         return pl.concat([frame, nearest], how="horizontal")
 
-    def _task_columns(self, model: TaskModel, x: np.ndarray) -> dict[str, np.ndarray]:
+    def _task_columns(
+        self, model: TaskModel, x: np.ndarray, processing: Processing
+    ) -> dict[str, np.ndarray]:
         if not len(x):  # no rows: some graphs (the GP's) cannot run on an empty batch
             if model.task is PHASE:
                 return {phase_column(p): np.empty(0, dtype=np.float32) for p in PHASES}
-            return self._summary(model, np.empty((len(model.files), 0)))
+            return self._summary(model, np.empty((len(model.files), 0)), processing)
         sessions = self._fold_sessions(model.files, None)
         if model.task is PHASE:
             probs = np.mean([s.run(None, {s.get_inputs()[0].name: x})[1] for s in sessions], axis=0)
@@ -358,7 +361,7 @@ class TaskPredictor:
         values = np.stack(
             [s.run(None, {s.get_inputs()[0].name: x})[0].reshape(-1) for s in sessions]
         ).astype(np.float64)
-        return self._summary(model, values)
+        return self._summary(model, values, processing)
 
     def _transformer_logits(
         self,
@@ -418,7 +421,9 @@ class TaskPredictor:
             out.append(binding.copy_outputs_to_cpu()[0])
         return np.stack(out)
 
-    def _transformer_columns(self, model: TaskModel, logits: np.ndarray) -> dict[str, Any]:
+    def _transformer_columns(
+        self, model: TaskModel, logits: np.ndarray, processing: Processing
+    ) -> dict[str, Any]:
         j = model.output
         if model.task is PHASE:
             z = logits[:, :, j : j + len(PHASES)]
@@ -428,21 +433,15 @@ class TaskPredictor:
         # (folds, [mean, std]) of the fold networks that ran
         scale = np.asarray(model.scalers[: len(logits)], dtype=np.float64)
         values = logits[:, :, j] * scale[:, 1:2] + scale[:, 0:1]
-        return self._summary(model, values)
+        return self._summary(model, values, processing)
 
     @staticmethod
-    def _summary(model: TaskModel, values: np.ndarray) -> dict[str, np.ndarray]:
-        """Mean, fold std and calibrated interval of (folds, rows) values."""
-        name = model.task.name
-        mean = values.mean(axis=0)
-        std = values.std(axis=0, ddof=1 if len(values) > 1 else 0)
-        half = model.half_width(std)
-        return {
-            f"{name}_mean": mean,
-            f"{name}_std": std,
-            f"{name}_lo": np.maximum(mean - half, 0.0),  # strengths, strains, HV are >= 0
-            f"{name}_hi": mean + half,
-        }
+    def _summary(
+        model: TaskModel, values: np.ndarray, processing: Processing
+    ) -> dict[str, np.ndarray]:
+        """Mean, fold std and calibrated interval of (folds, rows) values at a route."""
+        got = model.interval(values, processing)
+        return {f"{model.task.name}_{k}": got[k] for k in ("mean", "std", "lo", "hi")}
 
 
 def _width(shape: Sequence[Any]) -> int | str | None:

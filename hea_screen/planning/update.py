@@ -5,21 +5,25 @@
 old one is never touched) with:
 
 - **recalibrated intervals** (always; needs only the core install): per task with new
-  measurements, the conformal factor ``c`` of ``mean ± c·(std + offset)`` becomes the
-  split-conformal quantile (at the bundle's interval, e.g. 90 %) of the old out-of-fold
-  scores (``oof_predictions.csv`` of the bundle, shipped seed: ``|measured − mean| /
-  (std + offset)``) together with the new scores of the *old* fold ensemble on the new
-  measurements (honest test residuals: the old model never saw them);
+  measurements, the pooled conformal factor ``c`` of the interval
+  (:mod:`hea_screen.inference.intervals`) is recomputed from scores whose mean and spread
+  never saw the row, the spread the screen applies to an unseen alloy: the bundle's
+  out-of-fold scores (``oof_predictions.csv``, first partition: ``|f(measured) − centre| /
+  (spread + offset)``, an ensemble of partition models that never saw the row's group) and
+  the new measurements scored by the *old* fold ensemble (which never saw them). The new
+  factor is the split-conformal quantile of both, but never below the quantile of the
+  out-of-fold scores alone: new rows the old intervals covered cannot shrink ``c`` below
+  what the full out-of-fold set supports. The route factors scale with the pooled one.
+  :class:`Calibration` keeps the arithmetic (rows, quantile rank, both quantiles) and the
+  command prints it;
 - **refitted tree members** when the ``train`` extra (scikit-learn, skl2onnx) and the MPEA
   data are available: each fold model of an ExtraTrees / random forest / gradient boosting
-  task is refitted (:data:`REFIT_TREES` trees, the family's default settings: the tuned
-  settings are not in the manifest) on its fold's old training rows (the grouped folds of
-  ``oof_predictions.csv``) plus the new alloys (each new alloy is left out of one fold,
-  chosen by its SHA-256). The members' spread changes, so such a task is recalibrated on
-  the refitted ensemble: scores ``|y − the fold model that left the row out| / (offset +
-  std over the fold models)`` of every old and new row (conservative: the std includes the
-  models that saw the row). Other model kinds (GP, K-NN, the transformer) keep their members and get
-  the recalibration above;
+  task is refitted with the shipped settings (``refit`` in the task's manifest entry: trees,
+  tuned parameters, monotonic grain-size constraint) on its fold's old training rows (the
+  grouped folds of ``oof_predictions.csv``) plus the new alloys (each new alloy is left out
+  of one fold, chosen by its SHA-256). The calibration above applies to them (the refitted
+  members' own residuals would be scored by models that saw the rows). Other model kinds
+  (GP, K-NN, the transformer) keep their members;
 - the new alloys in ``training_set.json`` (nearest-measured-alloy columns know them);
 - a manifest with its own SHA-256 and ``parent`` (the old manifest's SHA-256 and path) and
   ``update`` (store imports, what was refitted, what was not and why).
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Mapping
@@ -50,30 +55,45 @@ from hea_screen.inference.bundle import (
     OOF_FILE,
     TABULAR,
     TaskBundle,
-    conformal_quantile,
     task_relpath,
 )
 from hea_screen.inference.bundle_files import MANIFEST_FILE, TRAINING_SET_FILE
-from hea_screen.inference.design import design_matrix
+from hea_screen.inference.design import design_matrix, monotonic_constraints
 from hea_screen.inference.families import make_estimator
+from hea_screen.inference.intervals import Ensemble, conformal_quantile, forward
 from hea_screen.inference.predictor import TaskPredictor
 from hea_screen.planning.store import bad_rows_error
 
 #: Model families whose fold members ``update`` refits (with the train extra).
 TREE_FAMILIES: tuple[str, ...] = ("extra_trees", "random_forest", "gradient_boosting")
 
-#: Trees per refitted forest.
+#: Trees per refitted forest when the manifest records no setting (bundles before ``refit``).
 REFIT_TREES = 200
 
 
 @dataclass
 class Calibration:
-    """A task's conformal factor before and after, and how the old interval did on new data."""
+    """A task's conformal factor before and after, how the old interval did on new data and
+    the arithmetic: out-of-fold and new rows, the quantile's rank among all scores, the
+    quantile of the out-of-fold scores alone and of all scores."""
 
     old: float
     new: float
     new_rows: int
     covered_before: float
+    oof_rows: int = 0
+    rank: int = 0
+    oof_quantile: float = float("nan")
+    all_quantile: float = float("nan")
+
+    def arithmetic(self, coverage: float) -> str:
+        """The recalibration in one line, for the command's report."""
+        n = self.oof_rows + self.new_rows
+        return (
+            f"c = max(q_oof, q_all) = max({self.oof_quantile:.3g}, {self.all_quantile:.3g}) "
+            f"= {self.new:.3g}; q_all is score #{self.rank} of {n} sorted "
+            f"(ceil((n + 1)·{coverage:g})), {self.oof_rows} out-of-fold + {self.new_rows} new"
+        )
 
 
 @dataclass
@@ -118,33 +138,37 @@ def _condition(row: Mapping[str, Any]) -> Condition:
 def new_scores(
     records: pl.DataFrame, predictor: TaskPredictor
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per task: conformal scores ``|y − mean| / (std + offset)`` of the records under the current
-    ensemble, and whether each lies in the current calibrated interval."""
+    """Per task: conformal scores ``|f(y) − centre| / (spread + offset)`` of the records under
+    the current ensemble (which never saw them), read back from its calibrated interval
+    (``f(lo)``, ``f(hi)`` = centre ∓ c·(spread + offset)), and whether each lies in it."""
     out: dict[str, tuple[list[float], list[bool]]] = {}
     keys = ["task", "test_type", "temperature_c", "processing"]
     for key, part in records.group_by(keys, maintain_order=True):
         task = str(key[0])
         condition = _condition(dict(zip(keys, key)))
+        model = predictor.bundle.task(task)
         got = predictor.predict(part["composition"], condition, [task])
-        mean, y = got[f"{task}_mean"].to_numpy(), part["value"].to_numpy()
+        y = part["value"].to_numpy()
         lo, hi = got[f"{task}_lo"].to_numpy(), got[f"{task}_hi"].to_numpy()
-        std = np.maximum(got[f"{task}_std"].to_numpy(), 1e-9 * (1 + np.abs(mean)))
-        scale = std + predictor.bundle.task(task).interval_offset
+        z_lo, z_hi = forward(lo, model.interval_space), forward(hi, model.interval_space)
+        half = (z_hi - z_lo) / 2 / model.factor(condition.processing)
         scores, inside = out.setdefault(task, ([], []))
-        scores.extend(np.abs(y - mean) / scale)
+        scores.extend(np.abs(forward(y, model.interval_space) - (z_lo + z_hi) / 2) / half)
         inside.extend((y >= lo) & (y <= hi))
     return {t: (np.asarray(s), np.asarray(i)) for t, (s, i) in out.items()}
 
 
 def old_scores(bundle: TaskBundle, task: str) -> np.ndarray:
-    """The bundle's out-of-fold conformal scores of ``task`` (shipped seed)."""
+    """The bundle's out-of-fold conformal scores of ``task`` (first partition, one per row)."""
     if OOF_FILE not in bundle.manifest["files"]:
         return np.array([])
     oof = pl.read_csv(bundle.read(OOF_FILE))
-    seed = bundle.manifest.get("protocol", {}).get("shipped_seed", oof["seed"].min())
-    part = oof.filter(pl.col("property") == task, pl.col("seed") == seed)
-    scale = part["predicted_std"].to_numpy() + bundle.task(task).interval_offset
-    score = np.abs(part["measured"].to_numpy() - part["predicted_mean"].to_numpy()) / scale
+    part = oof.filter(pl.col("property") == task, pl.col("partition") == oof["partition"].min())
+    model = bundle.task(task)
+    ens = Ensemble(
+        part["predicted_mean"].to_numpy(), part["centre"].to_numpy(), part["spread"].to_numpy()
+    )
+    score = ens.score(part["measured"].to_numpy(), model.interval_space, model.interval_offset)
     return score[np.isfinite(score)]
 
 
@@ -154,12 +178,20 @@ def recalibrate(
     """New conformal factors of the tasks with new measurements (module docstring)."""
     out = {}
     for task, (new, inside) in scores.items():
-        both = np.concatenate([old_scores(bundle, task), new])
+        old = old_scores(bundle, task)
+        both = np.concatenate([old, new])
+        q_all = conformal_quantile(both, bundle.interval)
+        q_oof = conformal_quantile(old, bundle.interval) if len(old) else q_all
+        finite = int(np.isfinite(both).sum())
         out[task] = Calibration(
             bundle.task(task).interval_factor,
-            conformal_quantile(both, bundle.interval),
+            max(q_oof, q_all),
             len(new),
             float(np.mean(inside)),
+            len(old),
+            min(finite, math.ceil((finite + 1) * bundle.interval)),
+            q_oof,
+            q_all,
         )
     return out
 
@@ -170,18 +202,11 @@ def _fold_of(text: str, folds: int) -> int:
 
 @dataclass
 class Refit:
-    """Refitted members: relpath -> ONNX bytes, per task what was done or why not, and the
-    refitted ensembles' conformal scores."""
+    """Refitted members: relpath -> ONNX bytes, per task what was done or why not."""
 
     files: dict[str, bytes] = field(default_factory=dict)
     done: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
-    scores: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def calibrate(self, calibration: dict[str, Calibration], coverage: float) -> None:
-        """Refitted tasks get the conformal factor of their new members' scores."""
-        for task, scores in self.scores.items():
-            calibration[task].new = conformal_quantile(scores, coverage)
 
 
 def refit_trees(bundle: TaskBundle, store_records: pl.DataFrame, tasks: list[str]) -> Refit:
@@ -203,24 +228,24 @@ def refit_trees(bundle: TaskBundle, store_records: pl.DataFrame, tasks: list[str
         if model.kind != TABULAR or model.model not in TREE_FAMILIES or oof is None:
             out.skipped[task] = f"{model.model} members are not refitted (calibration only)"
             continue
-        files, out.scores[task] = _refit_task(bundle, task, mpea, oof, store_records)
-        out.files.update(files)
+        out.files.update(_refit_task(bundle, task, mpea, oof, store_records))
         out.done[task] = f"{model.model}: {len(model.files)} fold models refitted with new data"
     return out
 
 
 def _refit_task(
     bundle: TaskBundle, task: str, mpea: pl.DataFrame, oof: pl.DataFrame, new: pl.DataFrame
-) -> tuple[dict[str, bytes], np.ndarray]:
-    """The refitted fold models of ``task`` and the conformal scores of the refitted
-    ensemble: ``|y − fold model that left the row out| / std over the fold models``."""
+) -> dict[str, bytes]:
+    """The refitted fold models of ``task`` (ONNX bytes by relative path), with the shipped
+    settings of the manifest's ``refit`` entry."""
     from skl2onnx import to_onnx
 
     model = bundle.task(task)
     folds = len(model.files)
+    settings = bundle.manifest["tasks"][task].get("refit", {})
     seed = bundle.manifest.get("protocol", {}).get("shipped_seed", 0)
     fold_of_row = dict(
-        oof.filter(pl.col("property") == task, pl.col("seed") == seed)
+        oof.filter(pl.col("property") == task, pl.col("partition") == oof["partition"].min())
         .select("mpea_row", "fold")
         .iter_rows()
     )
@@ -231,6 +256,7 @@ def _refit_task(
                 pl.col("canonical").alias("composition"),
                 "temperature_c",
                 "processing",
+                "grain_size_um",
                 "value",
                 pl.col("mpea_row").replace_strict(fold_of_row, default=-1).alias("fold"),
             ),
@@ -238,6 +264,7 @@ def _refit_task(
                 "composition",
                 "temperature_c",
                 "processing",
+                pl.lit(None, dtype=pl.Float64).alias("grain_size_um"),
                 "value",
                 pl.col("composition")
                 .map_elements(lambda t: _fold_of(t, folds), return_dtype=pl.Int64)
@@ -247,36 +274,54 @@ def _refit_task(
         how="vertical_relaxed",
     )
     x = design_matrix(
-        featurize(rows["composition"]), rows["temperature_c"].to_numpy(), rows["processing"]
+        featurize(rows["composition"]),
+        rows["temperature_c"].to_numpy(),
+        rows["processing"],
+        rows["grain_size_um"].fill_null(np.nan).to_numpy(),
     )
     y, fold = rows["value"].to_numpy(), rows["fold"].to_numpy()
-    out, predicted = {}, []
+    monotonic = monotonic_constraints() if settings.get("monotonic") else None
+    params = settings.get("params", [{}] * folds)
+    out = {}
     for k in range(folds):
-        est = make_estimator(model.model, False, seed + k, REFIT_TREES)
+        est = make_estimator(
+            model.model, False, seed + k, settings.get("n_estimators", REFIT_TREES), monotonic
+        ).set_params(**params[k])
         est.fit(x[fold != k], y[fold != k])
         out[task_relpath(task, k)] = to_onnx(est, x[:1], target_opset=17).SerializeToString()
-        predicted.append(est.predict(x))
-    values = np.stack(predicted)  # (folds, rows)
-    held = fold >= 0
-    own = values[fold[held], np.flatnonzero(held)]
-    std = values[:, held].std(axis=0, ddof=1)
-    scale = np.maximum(std, 1e-9 * (1 + np.abs(own))) + model.interval_offset
-    return out, np.abs(y[held] - own) / scale
+    return out
 
 
 def _training_set(text: str, store_records: pl.DataFrame) -> str:
-    """``training_set.json`` with the stored alloys added (mean value per alloy and task)."""
+    """``training_set.json`` with the stored alloys added (mean value per alloy and task, and
+    per alloy, task and ``ROUTE|band`` of the condition)."""
     data = json.loads(text)
-    means = store_records.group_by("task", "composition", maintain_order=True).agg(
+    keyed = store_records.with_columns(
+        pl.struct("test_type", "temperature_c", "processing")
+        .map_elements(lambda r: _condition(r).measured_key, return_dtype=pl.Utf8)
+        .alias("key")
+    )
+    means = keyed.group_by("task", "composition", maintain_order=True).agg(
+        pl.col("value").mean()
+    )
+    at = keyed.group_by("task", "composition", "key", maintain_order=True).agg(
         pl.col("value").mean()
     )
     for task, comp, value in means.iter_rows():
-        target = data["targets"].setdefault(task, {"compositions": [], "values": []})
-        if comp in target["compositions"]:
-            target["values"][target["compositions"].index(comp)] = value
-        else:
+        target = data["targets"].setdefault(
+            task, {"compositions": [], "values": [], "measured_at": []}
+        )
+        if comp not in target["compositions"]:
             target["compositions"].append(comp)
             target["values"].append(value)
+            if "measured_at" in target:
+                target["measured_at"].append({})
+        i = target["compositions"].index(comp)
+        target["values"][i] = value
+        if "measured_at" in target:
+            target["measured_at"][i].update(
+                {key: v for t, c, key, v in at.iter_rows() if (t, c) == (task, comp)}
+            )
     return json.dumps(data)
 
 
@@ -301,6 +346,9 @@ def write_version(
             entry = manifest["tasks"][task]["calibration"]
             entry.update(
                 factor=cal.new,
+                factor_by_route={
+                    r: c * cal.new / cal.old for r, c in entry["factor_by_route"].items()
+                },
                 previous_factor=cal.old,
                 new_rows=cal.new_rows,
                 coverage_before_on_new_rows=cal.covered_before,

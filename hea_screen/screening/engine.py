@@ -44,6 +44,7 @@ from hea_screen.compositions.table import CompositionTable
 from hea_screen.compositions.weighing import lab_columns
 from hea_screen.conditions import PHASES
 from hea_screen.errors import SpaceError
+from hea_screen.inference.applicability import NEAREST_COLUMNS
 from hea_screen.inference.predictor import phase_column
 from hea_screen.screening.cluster import run_partitions
 from hea_screen.screening.model_ref import ModelRef, inspect_model, predicted_tasks, predictor_for
@@ -96,11 +97,7 @@ def result_columns(ranking: Ranking) -> tuple[str, ...]:
         *PHASE_FLAG_COLUMNS,
         *LAB_COLUMNS,
         *CONDITION_COLUMNS,
-        *(
-            f"{t}_{s}"
-            for t in tasks
-            for s in ("nearest_composition", "nearest_distance", "nearest_measured")
-        ),
+        *(f"{t}_{s}" for t in tasks for s in NEAREST_COLUMNS),
         "unseen_elements",
         "extrapolated_tasks",
         "model_sha256",
