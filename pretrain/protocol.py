@@ -134,17 +134,22 @@ def cluster_splits(
 
 
 def noise_ceiling(alloys: Sequence[str], routes: Sequence[str], values: np.ndarray) -> float:
-    """The best R² a model of composition and route can reach on these rows: ``1 −`` the
-    share of the variance within (alloy, route) groups of repeated measurements (the
-    replicates disagree by that much whatever the model; NaN without rows)."""
+    """The best R² a model of composition and route can reach on these rows: ``1 − σ²_rep /
+    σ²``, with ``σ²_rep`` the pooled variance of repeated measurements of one (alloy, route)
+    (``Σ SS_g / Σ (n_g − 1)`` over groups measured at least twice: replicates disagree by that
+    much whatever the model) and ``σ²`` the variance of all rows (both ddof 1). NaN without
+    replicates."""
     y = np.asarray(values, dtype=np.float64)
-    if len(y) < 2 or np.var(y) == 0:
-        return math.nan
     keys = np.unique(
         np.array([f"{a}|{r}" for a, r in zip(alloys, routes)], dtype=object), return_inverse=True
     )[1]
-    means = np.bincount(keys, weights=y) / np.bincount(keys)
-    return float(1 - np.sum((y - means[keys]) ** 2) / np.sum((y - y.mean()) ** 2))
+    counts = np.bincount(keys)
+    repeated = counts[keys] >= 2
+    if len(y) < 2 or np.var(y) == 0 or not repeated.any():
+        return math.nan
+    means = np.bincount(keys, weights=y) / counts
+    within = np.sum((y[repeated] - means[keys][repeated]) ** 2) / np.sum(counts[counts >= 2] - 1)
+    return float(1 - within / np.var(y, ddof=1))
 
 
 def top_decile_recall(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -63,3 +63,21 @@ def test_metrics() -> None:
     assert regression_metrics(y, y)["r2"] == 1.0
     c = classification_metrics(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]))
     assert c["accuracy"] == 0.75 and c["balanced_accuracy"] == pytest.approx((0.5 + 1 + 1) / 3)
+
+
+def test_noise_ceiling_from_replicates() -> None:
+    from pretrain.protocol import noise_ceiling
+
+    # two alloys measured twice (replicates differ by 2), one once: sigma_rep^2 = 2
+    y = np.array([10.0, 12.0, 20.0, 22.0, 30.0])
+    got = noise_ceiling(["a", "a", "b", "b", "c"], ["CAST"] * 5, y)
+    assert got == pytest.approx(1 - 2.0 / np.var(y, ddof=1))
+    assert np.isnan(noise_ceiling(["a", "b"], ["CAST", "CAST"], np.array([1.0, 2.0])))
+
+
+def test_composition_groups_link_near_duplicates() -> None:
+    from pretrain.protocol import composition_groups
+
+    fractions = np.array([[0.5, 0.5, 0.0], [0.51, 0.49, 0.0], [0.0, 0.5, 0.5], [0.5, 0.5, 0.0]])
+    groups = composition_groups(["A", "A'", "B", "A"], fractions)
+    assert groups[0] == groups[1] == groups[3] != groups[2]
