@@ -235,9 +235,10 @@ def test_nearest_measured_alloy_matches_the_stated_condition() -> None:
 
 
 def test_finer_grains_predict_higher_strength_with_the_shipped_model() -> None:
+    from hea_screen.inference.paper_bundle import default_bundle_path
     from hea_screen.inference.predictor import TaskPredictor
 
-    model = TaskPredictor()
+    model = TaskPredictor(default_bundle_path())
     alloys = ["CoCrFeMnNi", "CoCrFeNi", "Al0.3CoCrFeNi", "CoCrNi"]
     for name in ("uts_tension_mpa", "ys_tension_mpa"):
         size = model.bundle.task(name).coverage.grain_size_um
