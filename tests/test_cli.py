@@ -385,5 +385,5 @@ def test_grain_size_is_stated_in_the_output(capsys, tmp_path):
         "--out", str(out),
     )  # fmt: skip
     assert code == 0, err
-    assert "grain size 5 µm" in stdout
+    assert "grain size 5 µm" in stdout + err  # the run header
     assert pl.read_csv(out)["grain_size_um"].to_list() == [5.0]

@@ -235,7 +235,7 @@ def test_nearest_measured_alloy_matches_the_stated_condition() -> None:
 
 
 def test_finer_grains_predict_higher_strength_with_the_shipped_model() -> None:
-    from hea_screen.inference.paper_bundle import default_bundle_path
+    from hea_screen.inference.bundle_files import default_bundle_path
     from hea_screen.inference.predictor import TaskPredictor
 
     model = TaskPredictor(default_bundle_path())

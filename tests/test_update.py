@@ -206,8 +206,9 @@ def test_plan_counts_the_store_as_measured(tmp_path, capsys):
     assert main([*args, "--store", str(tmp_path / "store"), "--out", str(tmp_path / "b.csv")]) == 0
     capsys.readouterr()
     with_store = pl.read_csv(tmp_path / "b.csv")["composition"].to_list()
-    assert "Co0.25 Cr0.3 Ni0.45" in without
-    assert "Co0.25 Cr0.3 Ni0.45" not in with_store and "Co0.26 Cr0.3 Ni0.44" not in with_store
+    twins = {"Co0.25 Cr0.3 Ni0.45", "Co0.26 Cr0.3 Ni0.44"}  # 0.02 apart: one pick at most
+    assert len(twins & set(without)) == 1  # which one is the model's choice
+    assert not twins & set(with_store)  # both within the minimum distance of a stored alloy
 
 
 def test_versions_live_in_the_xdg_data_directory(tmp_path, monkeypatch):
