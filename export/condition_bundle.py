@@ -352,7 +352,7 @@ def _task_info(
         grouped = rows.group_by("canonical", maintain_order=True).agg(
             pl.col("value").mean(), pl.len().alias("n")
         )
-        at = rows.group_by("canonical", "key").agg(pl.col("value").mean())
+        at = rows.group_by("canonical", "key", maintain_order=True).agg(pl.col("value").mean())
         measured_at: dict[str, dict[str, float]] = {}
         for canonical, key, value in at.iter_rows():
             measured_at.setdefault(canonical, {})[key] = value
