@@ -20,6 +20,7 @@ from hea_screen.compositions.table import CompositionTable
 from hea_screen.conditions import PHASES, REGRESSION_TASKS, Condition
 from hea_screen.errors import BundleError, CompositionError, ElementDataError, UserInputError
 from hea_screen.inference import bundle_files
+from hea_screen.inference.applicability import NEAREST_COLUMNS
 from hea_screen.inference.bundle import transformer_relpath
 from hea_screen.inference.bundle_files import bundle_root, default_bundle_path
 from hea_screen.inference.predictor import TaskPredictor
@@ -49,8 +50,7 @@ def columns() -> list[str]:
     out += [f"phase_{p.lower()}_prob" for p in PHASES]
     out += ["extrapolated_tasks", "unseen_elements"]
     for t in REGRESSION_TASKS:
-        out += [f"{t.name}_{s}" for s in ("nearest_composition", "nearest_distance",
-                                          "nearest_measured")]
+        out += [f"{t.name}_{s}" for s in NEAREST_COLUMNS]
     return out
 
 
@@ -312,11 +312,14 @@ def test_pickles_as_path_and_options(transformer_bundle: Path) -> None:
 
 def test_applicability_columns(predictor: TaskPredictor) -> None:
     training = predictor.training_set
-    known = training.targets[UTS].compositions[0]
+    ts, key = training.targets[UTS], Condition().measured_key  # cast, room: the default
+    i = next(i for i, at in enumerate(ts.measured_at) if key in at)
+    known = ts.compositions[i]
     out = predictor.predict([known])
     assert out[f"{UTS}_nearest_distance"][0] == 0.0
     assert out[f"{UTS}_nearest_composition"][0] == known
-    assert out[f"{UTS}_nearest_measured"][0] == training.targets[UTS].values[0]
+    assert out[f"{UTS}_nearest_measured"][0] == ts.measured_at[i][key]
+    assert out[f"{UTS}_nearest_condition"][0] == "cast, room"
     assert out["unseen_elements"][0] == ""
     seen = frozenset.intersection(*(training.seen_elements(t.name) for t in REGRESSION_TASKS))
     novel = None
@@ -360,14 +363,16 @@ def test_nearest_distance_is_the_brute_force_l1(predictor: TaskPredictor) -> Non
             v[palette.index(el)] = x
         return v
 
+    key = Condition().measured_key  # only alloys measured at the stated route and band count
     for r, text in enumerate(MIXED):
         for name, rows in training.targets.items():
-            train = np.array([dense(parse(t)) for t in rows.compositions])
+            keep = [i for i, at in enumerate(rows.measured_at) if key in at]
+            train = np.array([dense(parse(rows.compositions[i])) for i in keep])
             d = np.abs(train - dense(parse(text))).sum(axis=1)
             assert out[f"{name}_nearest_distance"][r] == pytest.approx(d.min(), abs=1e-9)
-            nearest = rows.compositions.index(out[f"{name}_nearest_composition"][r])
+            nearest = keep.index(rows.compositions.index(out[f"{name}_nearest_composition"][r]))
             assert d[nearest] == pytest.approx(d.min(), abs=1e-9)
-            assert out[f"{name}_nearest_measured"][r] == rows.values[nearest]
+            assert out[f"{name}_nearest_measured"][r] == rows.measured_at[keep[nearest]][key]
 
 
 def test_bundle_identity_is_exposed_and_pinnable(transformer_bundle: Path) -> None:
