@@ -66,7 +66,7 @@ def test_manifest_describes_the_member(
     suffixes = {p.suffix for p in transformer_bundle.rglob("*") if p.is_file()}
     assert suffixes <= {".json", ".onnx", ".md", ".csv"}
     oof = pl.read_csv(transformer_bundle / "oof_predictions.csv")
-    assert set(oof["model"]) == {"transformer"} and set(oof["seed"]) == {0, 1}
+    assert set(oof["model"]) == {"transformer"} and set(oof["partition"]) == {0, 1}
     assert "multi-task transformer" in (transformer_bundle / "README.md").read_text()
 
 
