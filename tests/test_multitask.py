@@ -147,14 +147,14 @@ def test_masked_loss_ignores_missing_targets() -> None:
 
 def test_aggregation_means_repeats_and_keeps_tasks_apart() -> None:
     rows = [
-        (0, "A", "A", "uts_tension_mpa", 25.0, "CAST", 500.0),
-        (1, "A", "A", "uts_tension_mpa", 25.0, "CAST", 700.0),
-        (2, "A", "A", "uts_compression_mpa", 25.0, "CAST", 1500.0),
-        (2, "A", "A", PHASE.name, 25.0, "CAST", 0.0),
-        (3, "A", "A", PHASE.name, 25.0, "CAST", 1.0),
-        (4, "A", "A", PHASE.name, 25.0, "CAST", 1.0),
-        (5, "A", "A", "uts_compression_mpa", 800.0, "CAST", 900.0),
-        (6, "B", "B", "ys_compression_mpa", 25.0, "ANNEAL", 1000.0),
+        (0, "A", "A", "uts_tension_mpa", 25.0, "CAST", None, 500.0),
+        (1, "A", "A", "uts_tension_mpa", 25.0, "CAST", None, 700.0),
+        (2, "A", "A", "uts_compression_mpa", 25.0, "CAST", None, 1500.0),
+        (2, "A", "A", PHASE.name, 25.0, "CAST", None, 0.0),
+        (3, "A", "A", PHASE.name, 25.0, "CAST", None, 1.0),
+        (4, "A", "A", PHASE.name, 25.0, "CAST", None, 1.0),
+        (5, "A", "A", "uts_compression_mpa", 800.0, "CAST", None, 900.0),
+        (6, "B", "B", "ys_compression_mpa", 25.0, "ANNEAL", None, 1000.0),
     ]
     frame = pl.DataFrame(rows, schema=list(COLUMNS), orient="row")
     ex = aggregate(frame, np.arange(len(rows)))
