@@ -229,6 +229,7 @@ def test_nearest_measured_alloy_matches_the_stated_condition() -> None:
     assert cryo["uts_tension_mpa_nearest_distance"] == pytest.approx(1.0)
     hot = ts.applicability(table, Condition.of("tension", 800, "anneal")).row(0, named=True)
     assert hot["uts_tension_mpa_nearest_composition"] is None
+    assert hot["uts_tension_mpa_nearest_distance"] is None
     assert hot["uts_tension_mpa_nearest_condition"] == "none measured at anneal, hot"
     anywhere = ts.applicability(table).row(0, named=True)  # no condition: every alloy
     assert anywhere["uts_tension_mpa_nearest_measured"] == 500.0

@@ -155,16 +155,22 @@ def scalar_column(frame: pl.DataFrame, name: str, priority: int) -> Column:
 
 
 def nearest_columns(frame: pl.DataFrame, tasks: Sequence[str], priority: int) -> list[Column]:
-    """Per task: the nearest training datum's value and L1 distance, ``721 at 0.13``."""
+    """Per task: the nearest training datum's value and L1 distance, ``721 at 0.13``, among
+    the alloys measured at the stated route and temperature band (``none at powder, hot``
+    when no alloy was)."""
     out = []
     for name in tasks:
         value, dist = f"{name}_nearest_measured", f"{name}_nearest_distance"
         if value not in frame.columns or dist not in frame.columns:
             continue
         task = TASKS_BY_NAME[name]
+        where = f"{name}_nearest_condition"
+        conditions = frame[where] if where in frame.columns else [None] * frame.height
         cells = [
             f"{col.quantity(v, task.unit)} at {col.number(d, 2)}"
-            for v, d in frame.select(value, dist).iter_rows()
+            if v is not None or c is None
+            else c.replace("none measured at", "none at")
+            for (v, d), c in zip(frame.select(value, dist).iter_rows(), conditions)
         ]
         header = f"nearest datum\n{col.short_name(task)}, {task.unit} at L1"
         out.append(Column(header, cells, priority, right=True))

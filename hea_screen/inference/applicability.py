@@ -134,7 +134,7 @@ class TrainingSet:
         for name, ts in self.targets.items():
             rows = eligible[name]
             if not len(rows):
-                none = np.full(len(table), np.nan)
+                none = pl.Series([None] * len(table), dtype=pl.Float64)
                 columns[f"{name}_nearest_distance"] = none
                 columns[f"{name}_nearest_composition"] = pl.Series(
                     [None] * len(table), dtype=pl.Utf8
