@@ -43,10 +43,13 @@ SPACE_1E7 = ["--elements", "Al,Co,Cr,Cu,Fe,Mn,Mo,Nb,Ni,Ti,V,Zr", "--max-elements
 _SUMMARY = re.compile(r"ranked (\d+) of ([\d,]+) candidates .* in .* \(([\d,]+)/s\)")
 
 
-def timed(args: list[str], code: Path | None = None) -> tuple[str, float, float]:
-    """Run ``python -m hea_screen ARGS --quiet --show 0`` in a fresh process (the package from
-    ``code`` when given): its stderr, wall time (s) and peak RSS (MiB)."""
-    cmd = [sys.executable, "-m", "hea_screen", *args, "--quiet", "--show", "0"]
+def timed(
+    args: list[str], code: Path | None = None, show: bool = True
+) -> tuple[str, float, float]:
+    """Run ``python -m hea_screen ARGS --quiet --show 0`` (no ``--show`` with ``show=False``)
+    in a fresh process (the package from ``code`` when given): its stderr, wall time (s) and
+    peak RSS (MiB)."""
+    cmd = [sys.executable, "-m", "hea_screen", *args, "--quiet", *(["--show", "0"] * show)]
     env = dict(os.environ, PYTHONPATH=str(code or ROOT))
     with tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
