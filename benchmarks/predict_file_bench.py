@@ -37,19 +37,24 @@ from benchmarks.screen_bench import SPACE_1E7, run_cli, timed
 ELEMENTS = ("Al", "Co", "Cr", "Cu", "Fe", "Mn", "Mo", "Nb", "Ni", "Ti", "V")
 
 
+def random_alloys(rng: np.random.Generator, rows: int) -> list[str]:
+    """``rows`` alloy texts of 3 to 6 of :data:`ELEMENTS`, fractions of at least 0.02."""
+    texts = []
+    for _ in range(rows):
+        k = int(rng.integers(3, 7))
+        els = rng.choice(ELEMENTS, k, replace=False)
+        x = 0.02 + rng.dirichlet(np.ones(k)) * (1 - 0.02 * k)
+        texts.append("".join(f"{el}{v:.3f}" for el, v in zip(els, x)))
+    return texts
+
+
 def write_alloys(path: Path, rows: int, seed: int = 0) -> Path:
     """A CSV of ``rows`` random alloys (column ``composition``), the same for a seed."""
     rng = np.random.default_rng(seed)
     with open(path, "w", encoding="utf-8") as f:
         f.write("composition\n")
         for start in range(0, rows, 100_000):
-            lines = []
-            for _ in range(min(100_000, rows - start)):
-                k = int(rng.integers(3, 7))
-                els = rng.choice(ELEMENTS, k, replace=False)
-                x = 0.02 + rng.dirichlet(np.ones(k)) * (1 - 0.02 * k)
-                lines.append("".join(f"{el}{v:.3f}" for el, v in zip(els, x)))
-            f.write("\n".join(lines) + "\n")
+            f.write("\n".join(random_alloys(rng, min(100_000, rows - start))) + "\n")
     return path
 
 

@@ -44,12 +44,13 @@ _SUMMARY = re.compile(r"ranked (\d+) of ([\d,]+) candidates .* in .* \(([\d,]+)/
 
 
 def timed(
-    args: list[str], code: Path | None = None, show: bool = True
+    args: list[str], code: Path | None = None, show: bool = True, quiet: bool = True
 ) -> tuple[str, float, float]:
-    """Run ``python -m hea_screen ARGS --quiet --show 0`` (no ``--show`` with ``show=False``)
-    in a fresh process (the package from ``code`` when given): its stderr, wall time (s) and
-    peak RSS (MiB)."""
-    cmd = [sys.executable, "-m", "hea_screen", *args, "--quiet", *(["--show", "0"] * show)]
+    """Run ``python -m hea_screen ARGS --quiet --show 0`` (without ``--show`` for
+    ``show=False``, without ``--quiet`` for ``quiet=False``) in a fresh process (the package
+    from ``code`` when given): its stderr, wall time (s) and peak RSS (MiB)."""
+    cmd = [sys.executable, "-m", "hea_screen", *args, *["--quiet"] * quiet]
+    cmd += ["--show", "0"] * show
     env = dict(os.environ, PYTHONPATH=str(code or ROOT))
     with tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()

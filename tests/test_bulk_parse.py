@@ -82,3 +82,17 @@ def test_table_of_texts_names_the_first_bad_row():
     assert table.canonical_texts().to_list() == [
         str(parse(t)) for t in ["CoCrFeNi", "Al0.5CoCrFeNi", "(CoCr)90Al10"]
     ]
+
+
+def test_tables_parsed_in_slices_equal_one_parse(monkeypatch):
+    """``from_compositions`` parses texts by slices (bounded memory): the table, and the row
+    named by an error, are those of one parse."""
+    from hea_screen.compositions import table as table_module
+
+    texts = ["CoCrFeNi", "Al0.5CoCrFeNi", "W1", "Co20Cr20Fe20Mn20Ni20", "Nb1 Ta1", "Co1 Xx1"]
+    whole = CompositionTable.from_compositions(texts[:-1])
+    monkeypatch.setattr(table_module, "PARSE_ROWS", 2)
+    sliced = CompositionTable.from_compositions(texts[:-1])
+    assert sliced.elements == whole.elements and (sliced.micro == whole.micro).all()
+    with pytest.raises(CompositionError, match=r"row 5: 'Co1 Xx1'"):
+        CompositionTable.from_compositions(texts)

@@ -11,7 +11,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from hea_screen import parse
 from hea_screen.cli import main
+from hea_screen.conditions import Condition
 from hea_screen.errors import UserInputError
 from hea_screen.inference.bundle import load_task_bundle
 from hea_screen.inference.bundle_files import default_bundle_path
@@ -223,3 +225,59 @@ def test_versions_live_in_the_xdg_data_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")  # the spec: absolute paths only
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert models_dir() == tmp_path / "home" / ".local" / "share" / "hea-screen" / "models"
+
+
+def test_bulk_reading_gives_the_row_by_row_records(tmp_path, monkeypatch):
+    """Results read in slices of 2 rows, in bulk, give the records of the row-by-row reading
+    (aliases, spaces, exponents, hardness at 25 °C, compression); a cell only Python reads
+    as a number (``1_000``) takes the row-by-row path, with the same records."""
+    from hea_screen.planning import store
+
+    rows = [
+        *GOOD,
+        "Al0.5CoCrFeNi,compression,600,anneal,,900, 12 ,300",
+        "Co20Cr20Fe20Mn20Ni20,C,-50,powder,1.2e3,,,",
+        "(CoCrFeNi)90Al10,tension,1e2,other,700,,1e1,",
+    ]
+    monkeypatch.setattr(store, "READ_ROWS", 2)
+    for extra in ([], ["Co1 Ni1,tension,25,cast,1_000,,,"]):
+        path = results(tmp_path, rows + extra)
+        raw = pl.read_csv(path, infer_schema=False)
+        one_by_one = pl.DataFrame(
+            [r for i, row in enumerate(raw.iter_rows(named=True)) for r in store._records(i, row)],
+            schema=dict.fromkeys(store.RECORD_COLUMNS),
+            orient="row",
+        ).cast({"temperature_c": pl.Float64, "value": pl.Float64, "source_row": pl.Int64})
+        assert read_results(path).equals(one_by_one)
+
+
+def test_training_set_keeps_old_alloys_in_place_and_appends_new_ones():
+    from hea_screen.planning.update import _training_set
+
+    old = {"a": {"compositions": ["Co0.5 Ni0.5", "Fe1"], "values": [1.0, 2.5]}}
+    old["b"] = {"compositions": ["Fe1"], "values": [3.0]}
+    stored = pl.DataFrame(
+        {
+            "task": ["a", "c", "a", "a"],
+            "composition": ["Fe1", "Co1", "Ni1", "Ni1"],
+            "value": [4.0, 5.0, 6.0, 7.0],
+        }
+    )
+    new = json.loads(_training_set(json.dumps({"targets": old}), stored))
+    assert new == {
+        "targets": {
+            "a": {"compositions": ["Co0.5 Ni0.5", "Fe1", "Ni1"], "values": [1.0, 4.0, 6.5]},
+            "b": {"compositions": ["Fe1"], "values": [3.0]},
+            "c": {"compositions": ["Co1"], "values": [5.0]},
+        }
+    }
+
+
+def test_movement_predicts_only_the_rows_it_reports():
+    from hea_screen.inference.predictor import TaskPredictor
+    from hea_screen.planning.update import MOVEMENT_ROWS, movement
+
+    model = TaskPredictor(default_bundle_path())
+    texts = pl.Series([f"Co{i + 1} Ni1" for i in range(MOVEMENT_ROWS + 7)])
+    moved = movement(model, model, texts, Condition(), ["uts_tension_mpa"])
+    assert moved["composition"].to_list() == [str(parse(t)) for t in texts[:MOVEMENT_ROWS]]

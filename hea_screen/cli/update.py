@@ -117,6 +117,9 @@ def run_update(argv: Sequence[str]) -> int:
     new = TaskPredictor(out, sha256=sha)
     shown = records["composition"].unique(maintain_order=True) if plan is None else plan
     moved = movement(old, new, shown, Ranking().condition, list(Ranking().tasks))
-    print(f"predictions at {Ranking().condition}, before -> after:")
-    print(render(movement_table(moved.head(20), list(Ranking().tasks))))
+    print(
+        f"predictions at {Ranking().condition}, before -> after (the first {moved.height} "
+        f"of {shown.len():,} {'planned' if plan is not None else 'measured'} alloys):"
+    )
+    print(render(movement_table(moved, list(Ranking().tasks))))
     return 0

@@ -25,6 +25,9 @@ from hea_screen.compositions.bulk_parse import parse_texts
 from hea_screen.compositions.composition import SCALE, Composition, parse
 from hea_screen.errors import CompositionError, UserInputError
 
+#: Texts parsed at a time by :meth:`CompositionTable.from_compositions`.
+PARSE_ROWS = 65_536
+
 
 @dataclass(frozen=True)
 class CompositionTable:
@@ -84,13 +87,28 @@ class CompositionTable:
 
     @classmethod
     def _from_texts(cls, texts: Sequence[str] | pl.Series) -> CompositionTable:
-        """:meth:`from_compositions` of texts, parsed in bulk; the first bad row is raised."""
-        parsed = parse_texts(texts)
-        if parsed.bad.height:
-            row, text, reason = parsed.bad.row(0)
-            shown = repr(text) if len(repr(text)) <= 80 else repr(text)[:77] + "..."
-            raise CompositionError(f"row {row}: {shown} — {reason}")
-        return cls(parsed.elements, parsed.micro)
+        """:meth:`from_compositions` of texts, parsed in bulk by slices of
+        :data:`PARSE_ROWS` (the bulk parser's working memory, about 1 kB a text, stays
+        bounded); the first bad row is raised."""
+        series = texts if isinstance(texts, pl.Series) else pl.Series(texts, dtype=pl.Utf8)
+        parts = []
+        for start in range(0, max(len(series), 1), PARSE_ROWS):
+            parsed = parse_texts(series.slice(start, PARSE_ROWS))
+            if parsed.bad.height:
+                row, text, reason = parsed.bad.row(0)
+                shown = repr(text) if len(repr(text)) <= 80 else repr(text)[:77] + "..."
+                raise CompositionError(f"row {start + row}: {shown} — {reason}")
+            parts.append(parsed)
+        if len(parts) == 1:
+            return cls(parts[0].elements, parts[0].micro)
+        palette = tuple(sorted({el for part in parts for el in part.elements}))
+        micro = np.zeros((len(series), len(palette)), dtype=np.int32)
+        start = 0
+        for part in parts:
+            columns = [palette.index(el) for el in part.elements]
+            micro[start : start + len(part.micro), columns] = part.micro
+            start += len(part.micro)
+        return cls(palette, micro)
 
     def __len__(self) -> int:
         return int(self.micro.shape[0])

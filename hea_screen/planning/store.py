@@ -39,12 +39,21 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from hea_screen.compositions.composition import parse
 from hea_screen.compositions.features import featurize
-from hea_screen.conditions import HARDNESS, ROOM_TEMPERATURE_C, TASKS_BY_NAME, Condition, task_for
-from hea_screen.errors import UserInputError, brief, excerpt
+from hea_screen.compositions.table import CompositionTable
+from hea_screen.conditions import (
+    HARDNESS,
+    ROOM_TEMPERATURE_C,
+    TASKS_BY_NAME,
+    Condition,
+    TestType,
+    task_for,
+)
+from hea_screen.errors import CompositionError, UserInputError, brief, excerpt
 from hea_screen.output import atomic_write, check_writable_dir, read_json
 from hea_screen.planning.acquisition import Measured
 from hea_screen.planning.checks import LIMITS, TEMPERATURE_RANGE_C, property_limits, within
@@ -55,6 +64,9 @@ STORE_FORMAT = 1
 MANIFEST = "manifest.json"
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("composition", "test_type", "temperature_c", "processing")
+
+#: Rows of a results file read into records at a time (bounds the working memory).
+READ_ROWS = 65_536
 
 #: Measured property columns and the property each one is.
 PROPERTY_COLUMNS: dict[str, str] = {
@@ -109,6 +121,10 @@ def read_results(path: str | Path) -> pl.DataFrame:
             ", ".join(repr(c[:24]) for c in ignored[:5]) + (" ..." if len(ignored) > 5 else ""),
             ", ".join((*REQUIRED_COLUMNS, *PROPERTY_COLUMNS)),
         )
+    fast = _bulk_read(raw, props)
+    if fast is not None:
+        return fast
+    # some row may be bad: read row by row, naming every bad row
     records: list[tuple[object, ...]] = []
     problems: list[str] = []
     first_row: dict[tuple[object, ...], int] = {}
@@ -136,6 +152,107 @@ def read_results(path: str | Path) -> pl.DataFrame:
     if not records:
         raise UserInputError(f"measured results {str(path)!r} hold no measured value")
     return frame.cast({"temperature_c": pl.Float64, "value": pl.Float64, "source_row": pl.Int64})
+
+
+def _bulk_read(raw: pl.DataFrame, props: list[str]) -> pl.DataFrame | None:
+    """The records of a results file with no bad row, read in bulk by slices of
+    :data:`READ_ROWS` rows; ``None`` when some row may be bad (then the row-by-row reading
+    names every bad row) or repeats another (a 64-bit hash of each row's records: a
+    collision only sends the file to the row-by-row reading). Linear in rows."""
+    parts, hashes = [], []
+    for start in range(0, raw.height, READ_ROWS):
+        part = _bulk_records(raw.slice(start, READ_ROWS), props, start)
+        if part is None:
+            return None
+        parts.append(part)
+        hashes.append(
+            part.group_by("source_row", maintain_order=True)
+            .agg(pl.struct(pl.exclude("source_row")).hash().sum())
+            .to_series(1)
+            .to_numpy()
+        )
+    if len(np.unique(np.concatenate(hashes))) < raw.height:
+        return None
+    frame = pl.concat(parts)
+    if _feature_problems(frame):
+        return None
+    return frame.cast({"temperature_c": pl.Float64, "value": pl.Float64, "source_row": pl.Int64})
+
+
+def _bulk_records(raw: pl.DataFrame, props: list[str], first_row: int) -> pl.DataFrame | None:
+    """The records of :func:`_records` for the rows of ``raw`` (row ``first_row`` of the
+    file first) at once (bulk parsing, one :class:`Condition` per distinct condition,
+    vectorized values), or ``None`` when a row may be bad: a text the bulk parser refuses,
+    a condition :func:`_records` refuses, a cell that is not a plain number in its range, a
+    yield strength above the UTS, a row without a value."""
+    if raw["composition"].null_count():
+        return None
+    try:
+        canonical = CompositionTable.from_compositions(raw["composition"]).canonical_texts()
+    except CompositionError:
+        return None
+    keys = ["test_type", "temperature_c", "processing"]
+    conditions = raw.select(keys).unique(maintain_order=True)
+    described = []
+    for test_type, temperature, processing in conditions.iter_rows():
+        try:
+            condition = Condition.of(test_type, temperature, processing)
+        except UserInputError:
+            return None
+        lo_t, hi_t = TEMPERATURE_RANGE_C
+        if not lo_t <= condition.temperature_c <= hi_t:
+            return None
+        described.append(
+            (condition.test_type.value, condition.temperature_c, condition.processing.value)
+        )
+    cells = raw.select(
+        pl.Series("composition", canonical),
+        (pl.int_range(pl.len(), dtype=pl.Int64) + first_row).alias("source_row"),
+        *(pl.col(c).str.strip_chars().alias(c) for c in props),
+        *(pl.col(k).alias(f"_{k}") for k in keys),
+    ).join(
+        conditions.rename({k: f"_{k}" for k in keys}).with_columns(
+            pl.Series("test_type", [d[0] for d in described], dtype=pl.Utf8),
+            pl.Series("temperature_c", [d[1] for d in described], dtype=pl.Float64),
+            pl.Series("processing", [d[2] for d in described], dtype=pl.Utf8),
+        ),
+        on=[f"_{k}" for k in keys],
+        how="left",
+        nulls_equal=True,
+        maintain_order="left",
+    )
+    parts = []
+    for order, (column, prop) in enumerate(PROPERTY_COLUMNS.items()):
+        if column not in props:
+            continue
+        part = cells.filter(pl.col(column).is_not_null() & (pl.col(column) != "")).with_columns(
+            (pl.col(column).cast(pl.Float64, strict=False) + 0.0).alias("value"),
+            pl.lit(order).alias("_order"),
+        )
+        lo, hi = LIMITS[prop]
+        if not part["value"].is_between(lo, hi).fill_null(False).all():  # not a number, out
+            return None
+        tasks = {t.value: task_for(prop, t).name for t in TestType}
+        hardness = task_for(prop, TestType.TENSION) is HARDNESS
+        parts.append(
+            part.with_columns(
+                pl.col("test_type").replace_strict(tasks).alias("task"),
+                pl.lit(ROOM_TEMPERATURE_C).alias("temperature_c")
+                if hardness
+                else pl.col("temperature_c"),
+            )
+        )
+    records = pl.concat(parts).sort("source_row", "_order", maintain_order=True)
+    if records["source_row"].n_unique() != raw.height:  # a row without a value
+        return None
+    if "uts_mpa" in props and "ys_mpa" in props:
+        strengths = cells.select(
+            pl.col("uts_mpa").cast(pl.Float64, strict=False),
+            pl.col("ys_mpa").cast(pl.Float64, strict=False),
+        )
+        if (strengths["ys_mpa"] > strengths["uts_mpa"]).any():
+            return None
+    return records.select(RECORD_COLUMNS)
 
 
 def _records(i: int, row: dict[str, str | None]) -> list[tuple[object, ...]]:
@@ -198,13 +315,14 @@ def _value(i: int, column: str, cell: str, prop: str) -> float:
 def _feature_problems(frame: pl.DataFrame) -> list[str]:
     """The rows whose composition has no element data (a feature is undefined)."""
     texts = frame["composition"].unique(maintain_order=True)
-    try:
-        featurize(texts)
-        return []
-    except UserInputError:
-        pass
+    bad = []
+    for start in range(0, len(texts), READ_ROWS):  # slices: bounded memory
+        try:
+            featurize(texts.slice(start, READ_ROWS))
+        except UserInputError:
+            bad.append(texts.slice(start, READ_ROWS))
     problems = []
-    for text in texts:
+    for text in pl.concat(bad) if bad else []:
         try:
             featurize([text])
         except UserInputError as exc:
@@ -285,7 +403,11 @@ def check_records(frame: pl.DataFrame, where: str) -> None:
 def records_sha256(records: pl.DataFrame) -> str:
     """Identity of an import: SHA-256 of its records, sorted, without the source rows."""
     norm = records.drop("source_row").sort(list(RECORD_COLUMNS[:-1]))
-    return hashlib.sha256(norm.write_csv().encode("utf-8")).hexdigest()
+    digest = hashlib.sha256()
+    for start in range(0, max(norm.height, 1), READ_ROWS):  # the CSV text, slice by slice
+        part = norm.slice(start, READ_ROWS)
+        digest.update(part.write_csv(include_header=start == 0).encode("utf-8"))
+    return digest.hexdigest()
 
 
 class MeasurementStore:

@@ -70,6 +70,12 @@ TREE_FAMILIES: tuple[str, ...] = ("extra_trees", "random_forest", "gradient_boos
 #: Trees per refitted forest when the manifest records no setting (bundles before ``refit``).
 REFIT_TREES = 200
 
+#: Records predicted at a time when scoring new measurements (bounds memory).
+SCORE_BATCH = 65_536
+
+#: Compositions whose movement ``update`` reports (the rows it prints).
+MOVEMENT_ROWS = 20
+
 
 @dataclass
 class Calibration:
@@ -110,25 +116,33 @@ class UpdateResult:
 
 def check_against_model(records: pl.DataFrame, predictor: TaskPredictor, source: str) -> None:
     """Refuse records of a task the bundle lacks, or at a condition outside its data; the
-    error names every such row of the results file (``source``)."""
-    problems = []
-    for row in records.iter_rows(named=True):
-        where = f"row {row['source_row']} (line {row['source_row'] + 2})"
+    error names every such row of the results file (``source``). Each distinct task and
+    condition is checked once."""
+    keys = ["task", "test_type", "temperature_c", "processing"]
+    messages: dict[tuple[Any, ...], str] = {}
+    for row in records.select(keys).unique(maintain_order=True).iter_rows(named=True):
         if row["task"] not in predictor.tasks:
-            problems.append(
-                f"{where}: {row['task']} is not predicted by the model (it predicts "
+            messages[tuple(row.values())] = (
+                f"{row['task']} is not predicted by the model (it predicts "
                 f"{', '.join(predictor.tasks)})"
             )
             continue
         condition = _condition(row)
         gaps = predictor.bundle.task(row["task"]).coverage.gaps(condition)
         if gaps:
-            problems.append(
-                f"{where}: {row['task']} at {condition}: {'; '.join(gaps)} of the model's "
+            messages[tuple(row.values())] = (
+                f"{row['task']} at {condition}: {'; '.join(gaps)} of the model's "
                 "training data; the model lacks this condition"
             )
-    if problems:
-        raise bad_rows_error(source, problems)
+    if not messages:
+        return
+    failing = pl.DataFrame(list(messages), schema=records.select(keys).schema, orient="row")
+    bad = records.join(failing, on=keys, how="semi", maintain_order="left")
+    problems = [
+        f"row {r} (line {r + 2}): {messages[tuple(key)]}"
+        for *key, r in bad.select(*keys, "source_row").iter_rows()
+    ]
+    raise bad_rows_error(source, problems)
 
 
 def _condition(row: Mapping[str, Any]) -> Condition:
@@ -140,22 +154,24 @@ def new_scores(
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per task: conformal scores ``|f(y) − centre| / (spread + offset)`` of the records under
     the current ensemble (which never saw them), read back from its calibrated interval
-    (``f(lo)``, ``f(hi)`` = centre ∓ c·(spread + offset)), and whether each lies in it."""
-    out: dict[str, tuple[list[float], list[bool]]] = {}
+    (``f(lo)``, ``f(hi)`` = centre ∓ c·(spread + offset)), and whether each lies in it.
+    Predicted in batches of :data:`SCORE_BATCH` records, without the nearest-data search."""
+    out: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     keys = ["task", "test_type", "temperature_c", "processing"]
-    for key, part in records.group_by(keys, maintain_order=True):
+    for key, group in records.group_by(keys, maintain_order=True):
         task = str(key[0])
         condition = _condition(dict(zip(keys, key)))
         model = predictor.bundle.task(task)
-        got = predictor.predict(part["composition"], condition, [task])
-        y = part["value"].to_numpy()
-        lo, hi = got[f"{task}_lo"].to_numpy(), got[f"{task}_hi"].to_numpy()
-        z_lo, z_hi = forward(lo, model.interval_space), forward(hi, model.interval_space)
-        half = (z_hi - z_lo) / 2 / model.factor(condition.processing)
-        scores, inside = out.setdefault(task, ([], []))
-        scores.extend(np.abs(forward(y, model.interval_space) - (z_lo + z_hi) / 2) / half)
-        inside.extend((y >= lo) & (y <= hi))
-    return {t: (np.asarray(s), np.asarray(i)) for t, (s, i) in out.items()}
+        for part in group.iter_slices(SCORE_BATCH):
+            got = predictor.predict(part["composition"], condition, [task], applicability=False)
+            y = part["value"].to_numpy()
+            lo, hi = got[f"{task}_lo"].to_numpy(), got[f"{task}_hi"].to_numpy()
+            z_lo, z_hi = forward(lo, model.interval_space), forward(hi, model.interval_space)
+            half = (z_hi - z_lo) / 2 / model.factor(condition.processing)
+            scores, inside = out.setdefault(task, ([], []))
+            scores.append(np.abs(forward(y, model.interval_space) - (z_lo + z_hi) / 2) / half)
+            inside.append((y >= lo) & (y <= hi))
+    return {t: (np.concatenate(s), np.concatenate(i)) for t, (s, i) in out.items()}
 
 
 def old_scores(bundle: TaskBundle, task: str) -> np.ndarray:
@@ -267,7 +283,10 @@ def _refit_task(
                 pl.lit(None, dtype=pl.Float64).alias("grain_size_um"),
                 "value",
                 pl.col("composition")
-                .map_elements(lambda t: _fold_of(t, folds), return_dtype=pl.Int64)
+                .replace_strict(
+                    {t: _fold_of(t, folds) for t in new["composition"].unique()},
+                    return_dtype=pl.Int64,
+                )
                 .alias("fold"),
             ),
         ],
@@ -294,34 +313,42 @@ def _refit_task(
 
 def _training_set(text: str, store_records: pl.DataFrame) -> str:
     """``training_set.json`` with the stored alloys added (mean value per alloy and task, and
-    per alloy, task and ``ROUTE|band`` of the condition)."""
+    per alloy, task and ``ROUTE|band`` of the condition). Linear in records: one position
+    index per task, one condition key per distinct condition."""
     data = json.loads(text)
-    keyed = store_records.with_columns(
-        pl.struct("test_type", "temperature_c", "processing")
-        .map_elements(lambda r: _condition(r).measured_key, return_dtype=pl.Utf8)
-        .alias("key")
+    columns = ["test_type", "temperature_c", "processing"]
+    conditions = store_records.select(columns).unique(maintain_order=True)
+    keys = conditions.with_columns(
+        pl.Series(
+            "key",
+            [_condition(r).measured_key for r in conditions.iter_rows(named=True)],
+            dtype=pl.Utf8,
+        )
     )
+    keyed = store_records.join(keys, on=columns, how="left", maintain_order="left")
     means = keyed.group_by("task", "composition", maintain_order=True).agg(
         pl.col("value").mean()
     )
     at = keyed.group_by("task", "composition", "key", maintain_order=True).agg(
         pl.col("value").mean()
     )
+    index: dict[str, dict[str, int]] = {}
     for task, comp, value in means.iter_rows():
         target = data["targets"].setdefault(
             task, {"compositions": [], "values": [], "measured_at": []}
         )
-        if comp not in target["compositions"]:
+        where = index.setdefault(task, {c: i for i, c in enumerate(target["compositions"])})
+        if comp not in where:
+            where[comp] = len(target["compositions"])
             target["compositions"].append(comp)
             target["values"].append(value)
             if "measured_at" in target:
                 target["measured_at"].append({})
-        i = target["compositions"].index(comp)
-        target["values"][i] = value
+        target["values"][where[comp]] = value
+    for task, comp, key, value in at.iter_rows():
+        target = data["targets"][task]
         if "measured_at" in target:
-            target["measured_at"][i].update(
-                {key: v for t, c, key, v in at.iter_rows() if (t, c) == (task, comp)}
-            )
+            target["measured_at"][index[task][comp]][key] = value
     return json.dumps(data)
 
 
@@ -382,10 +409,12 @@ def movement(
     condition: Condition,
     tasks: list[str],
 ) -> pl.DataFrame:
-    """How the new bundle moved the predictions of ``compositions``: per task, old and new
-    mean and calibrated interval width."""
-    a = old.predict(compositions, condition, tasks)
-    b = new.predict(compositions, condition, tasks)
+    """How the new bundle moved the predictions of the first :data:`MOVEMENT_ROWS`
+    ``compositions`` (what ``update`` prints; only those are predicted): per task, old and
+    new mean and calibrated interval width."""
+    compositions = compositions.head(MOVEMENT_ROWS)
+    a = old.predict(compositions, condition, tasks, applicability=False)
+    b = new.predict(compositions, condition, tasks, applicability=False)
     cols = [pl.Series("composition", a["composition"])]
     for t in tasks:
         cols += [
