@@ -18,7 +18,7 @@ on the canonical composition text.
 Where the partitions run:
 
 - ``scheduler`` (or ``DASK_SCHEDULER_ADDRESS``): an existing Dask cluster;
-- one worker or a single partition: in this process, on Dask's synchronous scheduler
+- one worker or a single partition: in this process, without Dask
   (starting worker processes costs seconds and a model load each, and buys nothing then);
 - otherwise a ``LocalCluster`` of ``workers`` processes with one thread each, ONNX Runtime
   getting ``cores // workers`` threads per process.
