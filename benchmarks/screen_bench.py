@@ -18,8 +18,11 @@ Rows (the command's defaults: two-stage, in-process up to 10^6 candidates):
 5. a sample of 10^6 of a space of about 10^7 candidates (12 elements, 3-6 elements:
    12,944,899): the throughput goal (>= 10,000 candidates/s) and peak memory against row 4
    (goal: within 1.5x); 6. a sample of the same space as large as row 4;
-7. the reference code on a 10^4 sample of the 10^7 space (its rate, for the speed-up);
-8. the 5-element space on a GPU with the fp16 model, when one is usable.
+7. the bare ExtraTrees screener (``benchmarks/bare_screener.py``: the same 10^6 sample,
+   features, fold 0 of the two ranked tasks, a numpy top 100, nothing else) in a fresh
+   process: the main command's process-wall rate on row 5 divided by its rate is printed;
+8. the reference code on a 10^4 sample of the 10^7 space (its rate, for the speed-up);
+9. the 5-element space on a GPU with the fp16 model, when one is usable.
 
     python -m benchmarks.screen_bench [--model BUNDLE] [--reference DIR] [--json results.json]
 """
@@ -40,23 +43,27 @@ ROOT = Path(__file__).resolve().parents[1]
 FIVE = ["--elements", "Co,Cr,Fe,Ni,Mn"]
 SPACE_1E5 = ["--elements", "Al,Co,Cr,Cu,Fe,Mn,Ni", "--max-elements", "5"]
 SPACE_1E7 = ["--elements", "Al,Co,Cr,Cu,Fe,Mn,Mo,Nb,Ni,Ti,V,Zr", "--max-elements", "6"]
+BARE = "bare ExtraTrees screener, sample 1,000,000"
 _SUMMARY = re.compile(r"ranked (\d+) of ([\d,]+) candidates .* in .* \(([\d,]+)/s\)")
 
 
 def timed(
-    args: list[str], code: Path | None = None, show: bool = True, quiet: bool = True
+    args: list[str],
+    code: Path | None = None,
+    show: bool = True,
+    quiet: bool = True,
+    module: str = "hea_screen",
 ) -> tuple[str, float, float]:
     """Run ``python -m hea_screen ARGS --quiet --show 0`` (without ``--show`` for
-    ``show=False``, without ``--quiet`` for ``quiet=False``) in a fresh process (the package
-    from ``code`` when given): its stderr, wall time (s) and peak RSS (MiB)."""
-    cmd = [sys.executable, "-m", "hea_screen", *args, *["--quiet"] * quiet]
+    ``show=False``, without ``--quiet`` for ``quiet=False``; another ``module``) in a fresh
+    process (the package from ``code`` when given): its stderr and stdout, wall time (s) and
+    peak RSS (MiB)."""
+    cmd = [sys.executable, "-m", module, *args, *["--quiet"] * quiet]
     cmd += ["--show", "0"] * show
     env = dict(os.environ, PYTHONPATH=str(code or ROOT))
     with tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd, cwd=code or ROOT, stdout=subprocess.DEVNULL, stderr=err, env=env
-        )
+        proc = subprocess.Popen(cmd, cwd=code or ROOT, stdout=err, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -113,6 +120,10 @@ def main() -> int:
             "CPU",
         ),
     ]
+    bare = ["--sample", "1000000"]
+    _, wall, peak = timed(bare, show=False, quiet=False, module="benchmarks.bare_screener")
+    bare_row = {"candidates": 1_000_000, "candidates_per_s": 1e6 / wall, "wall_s": wall}
+    rows.append((BARE, {**bare_row, "peak_rss_mib": peak}, "CPU"))
     if args.reference:
         ref = run_cli([*SPACE_1E7, *model, "--sample", "10000", "--workers", "1"], args.reference)
         rows.append((f"{n7:,}-candidate space, sample 10,000, reference code", ref, "CPU"))
@@ -139,6 +150,11 @@ def main() -> int:
     big = by_name[f"{n7:,}-candidate space, sample 1,000,000"]
     ratio = big["peak_rss_mib"] / small["peak_rss_mib"]  # type: ignore[index,operator]
     print(f"peak memory, 10^6 sample of the 10^7 space / 10^5 space: {ratio:.2f}x (goal <= 1.5x)")
+    print(
+        f"10^6 sample, process wall: main command {1e6 / big['wall_s']:,.0f} candidates/s, "  # type: ignore[operator]
+        f"bare ExtraTrees screener {bare_row['candidates_per_s']:,.0f}/s: "
+        f"{(1e6 / big['wall_s']) / bare_row['candidates_per_s']:.2f}x"  # type: ignore[operator]
+    )
     reference = by_name.get(f"{n7:,}-candidate space, sample 10,000, reference code")
     if reference:
         speedup = big["candidates_per_s"] / reference["candidates_per_s"]  # type: ignore[operator]

@@ -6,10 +6,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import polars as pl
+
 from hea_screen.compositions.features import featurize
 from hea_screen.errors import UserInputError
 from hea_screen.screening.model_ref import ModelRef, predicted_tasks, predictor_for
-from hea_screen.screening.ranking import Partial, Ranking, Reference, score
+from hea_screen.screening.ranking import (
+    Partial,
+    Ranking,
+    Reference,
+    merge_all,
+    pareto_front,
+    score,
+    top_k,
+)
 from hea_screen.screening.space import Candidates
 
 #: Fold models per task in the cheap first stage of a screen (:func:`first_stage`).
@@ -97,7 +107,7 @@ def screen_partition(
     folds, keep = (None, ranking.top) if stage is None else (stage.folds, stage.keep)
     final = stage is None
     seconds = {"enumerate": 0.0, "featurize": 0.0, "predict": 0.0, "rank": 0.0}
-    kept: Partial | None = None
+    kept = _Kept(keep)
     for start in range(lo, hi, model.batch_size):
         t0 = time.perf_counter()
         table = candidates.table(start, min(start + model.batch_size, hi))
@@ -108,10 +118,51 @@ def screen_partition(
             table, ranking.condition, tasks, features, folds=folds, applicability=final
         )
         t3 = time.perf_counter()
-        part = Partial.of(score(predicted, ranking, reference), keep, len(table))
-        kept = part if kept is None else kept.merge(part, keep)
+        kept.add(score(predicted, ranking, reference), len(table))
         t4 = time.perf_counter()
         for name, dt in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             seconds[name] += dt
-    assert kept is not None, "empty partition"
-    return Partial(kept.top, kept.front, kept.candidates, seconds)
+    merged = kept.partial()
+    return Partial(merged.top, merged.front, merged.candidates, seconds)
+
+
+class _Kept:
+    """A partition's running top ``keep`` and front, merged lazily.
+
+    Each batch's front is kept, and of its rows only those scoring at least the ``keep``-th
+    best score merged so far (a row below it ranks after ``keep`` rows already held, ties
+    and missing scores included, so it can never enter the top); the batches wait until
+    they hold ``keep`` such rows, then are merged at once. The result is the top and front
+    of the union, as batch-by-batch merging gives, with one sort of ``keep`` rows per
+    ``keep`` candidate rows instead of one per batch.
+    """
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self.merged: Partial | None = None
+        self.pending: list[Partial] = []
+        self.held = 0
+
+    def add(self, scored: pl.DataFrame, candidates: int) -> None:
+        threshold = self._threshold()
+        rows = scored if threshold is None else scored.filter(pl.col("score") >= threshold)
+        part = Partial(top_k(rows, self.keep), pareto_front(scored), candidates)
+        self.pending.append(part)
+        self.held += part.top.height
+        if self.held >= self.keep:
+            self._merge()
+
+    def partial(self) -> Partial:
+        self._merge()
+        assert self.merged is not None, "empty partition"
+        return self.merged
+
+    def _threshold(self) -> float | None:
+        if self.merged is None or self.merged.top.height < self.keep:
+            return None
+        return self.merged.top["score"][-1]
+
+    def _merge(self) -> None:
+        parts = ([self.merged] if self.merged is not None else []) + self.pending
+        self.merged = merge_all(parts, self.keep)
+        self.pending, self.held = [], 0
