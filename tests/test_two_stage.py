@@ -12,7 +12,7 @@ import pytest
 from hea_screen.cli import main
 from hea_screen.errors import UserInputError
 from hea_screen.screening.engine import screen
-from hea_screen.screening.model_ref import ModelRef, inspect_model
+from hea_screen.screening.model_ref import ModelRef, inspect_model, predictor_for
 from hea_screen.screening.partition import (
     CHEAP_FOLDS,
     MIN_SHORTLIST,
@@ -21,6 +21,7 @@ from hea_screen.screening.partition import (
     first_stage,
 )
 from hea_screen.screening.ranking import Ranking
+from hea_screen.screening.space import SampledSpace
 from hea_screen.screening.spec import build_space, parse_elements
 
 
@@ -101,3 +102,24 @@ def test_batch_runs_the_two_stages_of_the_main_command(tmp_path: Path):
     summary = json.loads((tmp_path / "job" / "summary.json").read_text())
     assert summary["first_stage"] == {"folds": CHEAP_FOLDS, "keep": 1000}
     assert (tmp_path / "job" / "ranked.csv").read_bytes() == ranked.read_bytes()
+
+
+@pytest.mark.parametrize("folds", [None, CHEAP_FOLDS])
+def test_grouped_predictor_calls_give_the_batches_values(monkeypatch, folds):
+    """A partition predicts up to CALL_ROWS rows of whole batches per call (tree ensembles
+    only): the kept rows are those of one call per batch to the last bit, the space's short
+    last batch (37 rows, below ONNX Runtime's row-parallel size) included."""
+    from hea_screen.screening import partition
+
+    space = SampledSpace(build_space(parse_elements("Al,Co,Cr,Fe,Ni,Ti")), 2 * 256 + 37, seed=3)
+    info = inspect_model(None)
+    model = ModelRef(None, device="cpu", batch_size=256, sha256=info.sha256)
+    stage = Stage(folds, 300)
+    ranking = Ranking(top=20)
+    grouped = partition.screen_partition(
+        space, 0, space.size, model, ranking, info.reference, stage
+    )
+    assert len(partition._calls(0, space.size, 256, predictor_for(model), ranking.tasks)) == 2
+    monkeypatch.setattr(partition, "CALL_ROWS", 256)  # one call per batch, as before
+    single = partition.screen_partition(space, 0, space.size, model, ranking, info.reference, stage)
+    assert grouped.top.equals(single.top) and grouped.front.equals(single.front)
