@@ -22,6 +22,7 @@ from hea_screen.planning.acquisition import (
 )
 from hea_screen.planning.store import MeasurementStore, read_results
 from hea_screen.planning.update import (
+    MOVEMENT_ROWS,
     Refit,
     check_against_model,
     movement,
@@ -114,12 +115,15 @@ def run_update(argv: Sequence[str]) -> int:
     print(f"new bundle {out}\n  sha256 {sha}\n  parent {info.sha256}")
     if not args.out:
         print(f"use it with --model {out.name} (or --model {out})")
-    new = TaskPredictor(out, sha256=sha)
     shown = records["composition"].unique(maintain_order=True) if plan is None else plan
+    alloys = shown.len()
+    shown = shown.head(MOVEMENT_ROWS)
+    del records, everything  # memory for loading the new bundle (10^6 rows held 0.3 GB)
+    new = TaskPredictor(out, sha256=sha)
     moved = movement(old, new, shown, Ranking().condition, list(Ranking().tasks))
     print(
         f"predictions at {Ranking().condition}, before -> after (the first {moved.height} "
-        f"of {shown.len():,} {'planned' if plan is not None else 'measured'} alloys):"
+        f"of {alloys:,} {'planned' if plan is not None else 'measured'} alloys):"
     )
     print(render(movement_table(moved, list(Ranking().tasks))))
     return 0
