@@ -56,8 +56,12 @@ PARTS = "partitions"
 RESULTS = ("ranked.csv", "ranked.parquet")
 
 #: Candidates per partition when the spec gives none (independent of the worker count,
-#: so that a job resumes with the same partitions on any machine).
+#: so that a job resumes with the same partitions on any machine): the single full stage's
+#: (``--exact``; the size of earlier versions' jobs, which resume with it) and the first
+#: stage's, whose partitions store up to a shortlist (10,000 rows by default) each, so
+#: larger partitions write less.
 DEFAULT_PARTITION = 8192
+TWO_STAGE_PARTITION = 65_536
 
 
 def _now() -> str:
@@ -316,11 +320,12 @@ def run_batch(
     guard_size(candidates, confirmed)
     if max_partitions is not None and max_partitions < 1:
         raise UserInputError(f"--max-partitions {max_partitions}: need at least 1")
-    parts = plan_partitions(
-        candidates.size, model.batch_size, spec.partition_size or DEFAULT_PARTITION, 1
-    )
     cheap = first_stage(spec.ranking, candidates.size, exact, shortlist)
     stage: Stage | None = cheap if cheap.folds is not None else None
+    default_partition = DEFAULT_PARTITION if stage is None else TWO_STAGE_PARTITION
+    parts = plan_partitions(
+        candidates.size, model.batch_size, spec.partition_size or default_partition, 1
+    )
     identity: dict[str, object] = {
         "spec": spec.fingerprint(),
         "space": candidates.fingerprint(),
