@@ -157,3 +157,19 @@ def test_the_users_columns_stay_beside_the_predictions(tmp_path, capsys, monkeyp
     assert main(["predict", str(source)]) == 0
     out = capsys.readouterr().out
     assert "S-7" in out and max(len(line) for line in out.splitlines()) <= 100
+
+
+def test_batches_predicted_together_give_the_values_of_one_call_each(tmp_path, monkeypatch):
+    """Whole batches of 128 rows go to the model in one call, the short last batch alone:
+    every value equals that of one call per batch."""
+    elements = ["Al", "Co", "Cr", "Fe", "Ni", "Ti", "Mn"]
+    lines = [
+        "".join(f"{el}{1 + (i * 7 + j) % 5}" for j, el in enumerate(elements[: 3 + i % 4]))
+        for i in range(2 * 128 + 41)
+    ]
+    source = tmp_path / "many.txt"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    together = predict(tmp_path, str(source), "--batch-size", "128")
+    monkeypatch.setattr("hea_screen.screening.partition.CALL_ROWS", 128)
+    one_each = predict(tmp_path, str(source), "--batch-size", "128")
+    assert together.equals(one_each) and together.height == len(lines)

@@ -144,22 +144,29 @@ def screen_partition(
     return Partial(merged.top, merged.front, merged.candidates, seconds)
 
 
+def batches_per_call(batch: int, predictor: TaskPredictor, tasks: Sequence[str]) -> int:
+    """Whole batches of ``batch`` rows one predictor call may take: up to :data:`CALL_ROWS`
+    rows when every predicted task is a tabular model and batches hold at least
+    :data:`ROW_PARALLEL_ROWS` rows (fewer predict and score calls, the same values to the
+    last bit: ONNX Runtime's tree ensembles sum each row's trees in the same order for any
+    call of at least that many rows); otherwise 1. A transformer's int8 activations are
+    quantized per call, so it keeps one call per batch. A shorter last batch must stay a
+    call of its own."""
+    tabular = all(predictor.bundle.task(t).kind == TABULAR for t in tasks)
+    if not tabular or batch < ROW_PARALLEL_ROWS:
+        return 1
+    return max(1, CALL_ROWS // batch)
+
+
 def _calls(
     lo: int, hi: int, batch: int, predictor: TaskPredictor, tasks: Sequence[str]
 ) -> list[tuple[int, int]]:
-    """The ``(start, stop)`` of each predictor call over ``lo..hi``: one per batch, or, when
-    every predicted task is a tabular model and batches hold at least
-    :data:`ROW_PARALLEL_ROWS` rows, up to :data:`CALL_ROWS` rows of whole batches per call
-    (fewer predict and score calls, the same values to the last bit: ONNX Runtime's tree
-    ensembles sum each row's trees in the same order for any call of at least that many
-    rows). The last batch of a space, which may be shorter, stays a call of its own. A
-    transformer's int8 activations are quantized per call, so it keeps one call per batch."""
+    """The ``(start, stop)`` of each predictor call over ``lo..hi``
+    (:func:`batches_per_call` whole batches each; the space's last batch, which may be
+    shorter, alone)."""
     batches = [(start, min(start + batch, hi)) for start in range(lo, hi, batch)]
-    tabular = all(predictor.bundle.task(t).kind == TABULAR for t in tasks)
-    if not tabular or batch < ROW_PARALLEL_ROWS or len(batches) < 2:
-        return batches
+    group = batches_per_call(batch, predictor, tasks)
     full = batches if batches[-1][1] - batches[-1][0] == batch else batches[:-1]
-    group = max(1, CALL_ROWS // batch)
     calls = [
         (full[i][0], full[min(i + group, len(full)) - 1][1]) for i in range(0, len(full), group)
     ]

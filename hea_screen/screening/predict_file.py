@@ -37,11 +37,13 @@ from tqdm import tqdm
 
 from hea_screen.compositions.bulk_parse import parse_texts
 from hea_screen.compositions.elements import mixing_matrix, supported_elements
+from hea_screen.compositions.features import featurize
 from hea_screen.compositions.table import CompositionTable
 from hea_screen.errors import UserInputError, brief
 from hea_screen.output import atomic_write, check_table_path, csv_safe
 from hea_screen.screening.engine import decorate, result_columns
 from hea_screen.screening.model_ref import ModelRef, predicted_tasks, predictor_for
+from hea_screen.screening.partition import batches_per_call
 from hea_screen.screening.ranking import (
     FRONT_X,
     FRONT_Y,
@@ -251,6 +253,26 @@ def _good_chunks(checked: Checked) -> Iterator[Inputs]:
         read += len(texts)
 
 
+def _calls(
+    batches: Iterator[tuple[CompositionTable, np.ndarray]], group: int, size: int
+) -> Iterator[list[tuple[CompositionTable, np.ndarray]]]:
+    """Consecutive batches, ``group`` whole ones at a time; a shorter (last) batch alone."""
+    pending: list[tuple[CompositionTable, np.ndarray]] = []
+    for batch in batches:
+        if len(batch[1]) < size:
+            if pending:
+                yield pending
+            pending = []
+            yield [batch]
+            continue
+        pending.append(batch)
+        if len(pending) == group:
+            yield pending
+            pending = []
+    if pending:
+        yield pending
+
+
 def _batches(checked: Checked, size: int) -> Iterator[tuple[CompositionTable, np.ndarray]]:
     """The good rows of a file and their row numbers in batches of ``size`` rows over the
     file's palette: the batches (and so every feature and model value, to the last bit) of
@@ -338,9 +360,17 @@ def _predict_parts(
     )
     frames: list[pl.DataFrame] = []
     held = done = 0
+    group = batches_per_call(model.batch_size, predictor, tasks)
     with bar:
-        for table, rows in _batches(checked, model.batch_size):
-            predicted = predictor.predict(table, ranking.condition, tasks)
+        for batches in _calls(_batches(checked, model.batch_size), group, model.batch_size):
+            # featurized batch by batch (featurize's arithmetic depends on its table's widest
+            # row), predicted as one call (batches_per_call: the same values)
+            table = CompositionTable(
+                checked.elements, np.concatenate([t.micro for t, _ in batches])
+            )
+            features = pl.concat(featurize(t) for t, _ in batches)
+            rows = np.concatenate([r for _, r in batches])
+            predicted = predictor.predict(table, ranking.condition, tasks, features)
             frames.append(
                 score(predicted, ranking, reference).with_columns(
                     pl.Series("row", rows, dtype=pl.Int64)
