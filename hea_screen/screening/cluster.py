@@ -109,6 +109,7 @@ def connected(address: str) -> Iterator[Client]:
     """A client of the scheduler at ``address``, or :class:`UserInputError` within
     :data:`SCHEDULER_TIMEOUT_S` when nothing there answers as a scheduler (a silent peer,
     an HTTP server, a bad address)."""
+    import dask
     from distributed import Client
 
     quiet_distributed()
