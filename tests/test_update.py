@@ -128,7 +128,9 @@ def test_update_writes_a_new_version_to_the_user_data_directory(
     new = load_task_bundle(new_path)  # verifies every file's SHA-256
     assert resolve_model("bundle.v2") == str(new_path)  # --model by version name
     assert "use it with --model bundle.v2" in out
-    table = out.split("before -> after:\n")[1].splitlines()
+    heading, table_text = out.split("before -> after")[1].split(":\n", 1)
+    assert heading == " (the first 3 of 3 measured alloys)"  # only the shown rows predicted
+    table = table_text.splitlines()
     assert len(table) >= 4 and max(len(line) for line in table) <= 100  # fits COLUMNS
     assert "shape:" not in out and "┌" not in out  # a formatted table, not a raw frame
     assert (bundle_copy / "manifest.json").read_bytes() == old_manifest  # never overwritten
