@@ -253,11 +253,10 @@ def test_bulk_reading_gives_the_row_by_row_records(tmp_path, monkeypatch):
         assert read_results(path).equals(one_by_one)
 
 
-def test_training_set_keeps_old_alloys_in_place_and_appends_new_ones(tmp_path, monkeypatch):
-    """The merged training set, written by slices, is the JSON ``json.dumps`` writes."""
-    import hashlib
-
-    from hea_screen.planning import update
+def test_training_set_keeps_old_alloys_in_place_and_appends_new_ones():
+    """Stored alloys update the values of known ones in place and are appended after them,
+    with their values per condition where the task keeps ``measured_at``."""
+    from hea_screen.planning.update import _training_set
 
     old = {"a": {"compositions": ["Co0.5 Ni0.5", "Fe1"], "values": [1.0, 2.5]}}
     old["b"] = {"compositions": ["Fe1"], "values": [3.0]}
@@ -265,21 +264,19 @@ def test_training_set_keeps_old_alloys_in_place_and_appends_new_ones(tmp_path, m
         {
             "task": ["a", "c", "a", "a"],
             "composition": ["Fe1", "Co1", "Ni1", "Ni1"],
+            "test_type": ["tension"] * 4,
+            "temperature_c": [25.0, 25.0, 25.0, 600.0],
+            "processing": ["CAST"] * 4,
             "value": [4.0, 5.0, 6.0, 7.0],
         }
     )
-    path = tmp_path / "training_set.json"
-    monkeypatch.setattr(update, "SCORE_BATCH", 2)  # slices of 2 entries
-    entry = update._training_set(json.dumps({"targets": old}), stored, path)
-    blob = path.read_bytes()
-    new = json.loads(blob)
-    assert blob.decode() == json.dumps(new)
-    assert entry == {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+    new = json.loads(_training_set(json.dumps({"targets": old}), stored))
+    key = Condition.of("tension", 25, "cast").measured_key
     assert new == {
         "targets": {
             "a": {"compositions": ["Co0.5 Ni0.5", "Fe1", "Ni1"], "values": [1.0, 4.0, 6.5]},
             "b": {"compositions": ["Fe1"], "values": [3.0]},
-            "c": {"compositions": ["Co1"], "values": [5.0]},
+            "c": {"compositions": ["Co1"], "values": [5.0], "measured_at": [{key: 5.0}]},
         }
     }
 
