@@ -337,7 +337,9 @@ def _training_set(text: str, store_records: pl.DataFrame) -> str:
         target = data["targets"].setdefault(
             task, {"compositions": [], "values": [], "measured_at": []}
         )
-        where = index.setdefault(task, {c: i for i, c in enumerate(target["compositions"])})
+        if task not in index:
+            index[task] = {c: i for i, c in enumerate(target["compositions"])}
+        where = index[task]
         if comp not in where:
             where[comp] = len(target["compositions"])
             target["compositions"].append(comp)
