@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -20,7 +21,7 @@ from hea_screen.inference.bundle_files import default_bundle_path
 from hea_screen.inference.intervals import conformal_quantile
 from hea_screen.inference.versions import models_dir, next_version, resolve_model
 from hea_screen.planning.store import MeasurementStore, read_results
-from hea_screen.planning.update import old_scores, recalibrate
+from hea_screen.planning.update import _condition, old_scores, recalibrate
 
 HEADER = "composition,test_type,temperature_c,processing,uts_mpa,ys_mpa,elongation_pct,hardness_hv"
 GOOD = [
@@ -281,6 +282,85 @@ def test_training_set_keeps_old_alloys_in_place_and_appends_new_ones():
     }
 
 
+def _main_training_set(text: str, store_records: pl.DataFrame) -> str:
+    """main's merge before the streamed one, kept as the reference.
+
+    ``training_set.json`` with the stored alloys added (mean value per alloy and task, and
+    per alloy, task and ``ROUTE|band`` of the condition). Linear in records: one position
+    index per task, one condition key per distinct condition."""
+    data = json.loads(text)
+    columns = ["test_type", "temperature_c", "processing"]
+    conditions = store_records.select(columns).unique(maintain_order=True)
+    keys = conditions.with_columns(
+        pl.Series(
+            "key",
+            [_condition(r).measured_key for r in conditions.iter_rows(named=True)],
+            dtype=pl.Utf8,
+        )
+    )
+    keyed = store_records.join(keys, on=columns, how="left", maintain_order="left")
+    means = keyed.group_by("task", "composition", maintain_order=True).agg(
+        pl.col("value").mean()
+    )
+    at = keyed.group_by("task", "composition", "key", maintain_order=True).agg(
+        pl.col("value").mean()
+    )
+    index: dict[str, dict[str, int]] = {}
+    for task, comp, value in means.iter_rows():
+        target = data["targets"].setdefault(
+            task, {"compositions": [], "values": [], "measured_at": []}
+        )
+        if task not in index:
+            index[task] = {c: i for i, c in enumerate(target["compositions"])}
+        where = index[task]
+        if comp not in where:
+            where[comp] = len(target["compositions"])
+            target["compositions"].append(comp)
+            target["values"].append(value)
+            if "measured_at" in target:
+                target["measured_at"].append({})
+        target["values"][where[comp]] = value
+    for task, comp, key, value in at.iter_rows():
+        target = data["targets"][task]
+        if "measured_at" in target:
+            target["measured_at"][index[task][comp]][key] = value
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 50_000])
+def test_streamed_training_set_is_byte_identical_to_the_dict_merge(tmp_path, monkeypatch, chunk):
+    """The streamed merge writes the same bytes as main's merge of Python lists and dicts:
+    the shipped training set (known alloys updated in place, new ones appended, a new task,
+    a target without ``measured_at``, non-ASCII text), in chunks of any size."""
+    from hea_screen.inference.bundle import load_task_bundle as load
+    from hea_screen.planning import update as up
+
+    monkeypatch.setattr(up, "JSON_CHUNK", chunk)
+    text = load(default_bundle_path()).training_set_text()
+    data = json.loads(text)
+    task, known = next((t, e["compositions"]) for t, e in data["targets"].items())
+    data["targets"]["plain"] = {"compositions": ["Fe1", "Ni1"], "values": [1.0, 2.0]}
+    text = json.dumps(data)
+    stored = pl.DataFrame(
+        {
+            "task": [task, task, task, "new_task", "plain", "plain", task, task],
+            "composition": [
+                *(known[0], "Co1 Ni1", "Co1 Ni1", "Co1"),
+                *("Ni1", "Crµ1", known[1], "Co1 Ni1"),
+            ],
+            "test_type": ["tension"] * 8,
+            "temperature_c": [25.0, 25.0, 600.0, 25.0, 25.0, 25.0, 800.0, 25.0],
+            "processing": ["CAST"] * 6 + ["WROUGHT", "CAST"],
+            "value": [4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 1.5, 7.25],
+        }
+    )
+    expected = _main_training_set(text, stored).encode("utf-8")
+    path = tmp_path / "training_set.json"
+    digest, size = up.write_training_set(text, stored, path)
+    assert path.read_bytes() == expected
+    assert (digest, size) == (hashlib.sha256(expected).hexdigest(), len(expected))
+
+
 def test_movement_predicts_only_the_rows_it_reports():
     from hea_screen.inference.predictor import TaskPredictor
     from hea_screen.planning.update import MOVEMENT_ROWS, movement
@@ -289,3 +369,19 @@ def test_movement_predicts_only_the_rows_it_reports():
     texts = pl.Series([f"Co{i + 1} Ni1" for i in range(MOVEMENT_ROWS + 7)])
     moved = movement(model, model, texts, Condition(), ["uts_tension_mpa"])
     assert moved["composition"].to_list() == [str(parse(t)) for t in texts[:MOVEMENT_ROWS]]
+
+
+def test_a_predictor_without_its_training_set_predicts_the_same():
+    """``training_set=False`` (the movement report's new bundle) predicts as the full load
+    does without the nearest-data columns, and refuses to give them."""
+    from hea_screen.inference.predictor import TaskPredictor
+
+    full, lean = (TaskPredictor(default_bundle_path(), training_set=t) for t in (True, False))
+    assert lean.training_set is None and lean.bundle.training_set is None
+    texts = pl.Series(["Co1 Cr1 Fe1 Ni1", "Al0.5 Co1 Cr1 Fe1 Ni1"])
+    tasks = ["uts_tension_mpa"]
+    assert lean.predict(texts, Condition(), tasks, applicability=False).equals(
+        full.predict(texts, Condition(), tasks, applicability=False)
+    )
+    with pytest.raises(UserInputError, match="applicability=False"):
+        lean.predict(texts, Condition(), tasks)

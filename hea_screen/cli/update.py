@@ -119,7 +119,9 @@ def run_update(argv: Sequence[str]) -> int:
     alloys = shown.len()
     shown = shown.head(MOVEMENT_ROWS)
     del records, everything  # memory for loading the new bundle (10^6 rows held 0.3 GB)
-    new = TaskPredictor(out, sha256=sha)
+    # the movement report predicts without the nearest-data columns: the new training set
+    # (every stored alloy) stays unparsed
+    new = TaskPredictor(out, sha256=sha, training_set=False)
     moved = movement(old, new, shown, Ranking().condition, list(Ranking().tasks))
     print(
         f"predictions at {Ranking().condition}, before -> after (the first {moved.height} "

@@ -352,9 +352,17 @@ def _check_scalers(training: TrainingSet, tasks: tuple[TaskModel, ...]) -> None:
                 )
 
 
-def load_task_bundle(path: str | Path, sha256: str | None = None) -> TaskBundle:
+def load_task_bundle(
+    path: str | Path, sha256: str | None = None, *, training_set: bool = True
+) -> TaskBundle:
     """Read and verify a format-2 bundle (pinned to ``sha256``, 64 hex digits or a prefix of
-    at least 12, when given); :class:`BundleError` names whatever is wrong."""
+    at least 12, when given); :class:`BundleError` names whatever is wrong.
+
+    ``training_set=False`` leaves ``training_set.json`` unparsed (its size and SHA-256 are
+    still checked) and the bundle's ``training_set`` ``None``: for predictions without the
+    nearest-training-data columns, such as ``update``'s movement report, whose new bundle
+    may hold a million stored alloys (parsing them took about 1 GB). The transformer
+    scalers' check against the training values is then skipped too."""
     root = Path(path)
     if not root.is_dir():
         raise BundleError(f"model bundle {str(root)!r} is not a directory")
@@ -415,8 +423,10 @@ def load_task_bundle(path: str | Path, sha256: str | None = None) -> TaskBundle:
     phase = next((t for t in tasks if t.task is PHASE), None)
     if phase is not None and tuple(manifest.get("phases", ())) != PHASES:
         raise BundleError(f"{MANIFEST_FILE}: phases must be {list(PHASES)}")
-    training = _training_set(root, manifest["files"], tasks)
-    _check_scalers(training, tasks)
+    training = None
+    if training_set:
+        training = _training_set(root, manifest["files"], tasks)
+        _check_scalers(training, tasks)
     interval = float(_get(manifest, "interval", (int, float), "the manifest"))
     if not 0 < interval < 1:
         raise BundleError(f"{MANIFEST_FILE}: interval {interval} must lie in (0, 1)")

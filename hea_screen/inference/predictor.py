@@ -145,6 +145,7 @@ class TaskPredictor:
         precision: str = "auto",
         batch_size: int = 1024,
         io_binding: bool | None = None,
+        training_set: bool = True,
     ):
         _check_choice("device", device, DEVICES)
         _check_choice("precision", precision, PRECISIONS)
@@ -154,7 +155,7 @@ class TaskPredictor:
             isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
         ):
             raise UserInputError(f"threads must be a positive integer or None, got {threads!r}")
-        self.bundle: TaskBundle = load_task_bundle(path, sha256)
+        self.bundle: TaskBundle = load_task_bundle(path, sha256, training_set=training_set)
         self._options: dict[str, Any] = {
             "path": str(path),
             "threads": threads,
@@ -163,9 +164,10 @@ class TaskPredictor:
             "precision": precision,
             "batch_size": batch_size,
             "io_binding": io_binding,
+            "training_set": training_set,
         }
-        assert self.bundle.training_set is not None, "load_task_bundle reads the training set"
-        self.training_set: TrainingSet = self.bundle.training_set
+        # None with training_set=False: predictions then need applicability=False
+        self.training_set: TrainingSet | None = self.bundle.training_set
         self._session_options = session_options(threads)
         self.batch_size = batch_size
         self.provider, self.precision = resolve_device(self.bundle, device, precision)
@@ -336,6 +338,11 @@ class TaskPredictor:
         )
         if not applicability:
             return frame
+        if self.training_set is None:
+            raise UserInputError(
+                "this predictor was loaded without its training set (training_set=False): "
+                "predict with applicability=False"
+            )
         nearest = self.training_set.applicability(table, condition).select(
             "unseen_elements",
             *(

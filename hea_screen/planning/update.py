@@ -37,8 +37,9 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -311,10 +312,17 @@ def _refit_task(
     return out
 
 
-def _training_set(text: str, store_records: pl.DataFrame) -> str:
+#: Rows of new training compositions turned into JSON text at a time (bounds memory).
+JSON_CHUNK = 50_000
+
+
+def _training_set_parts(text: str, store_records: pl.DataFrame) -> Iterator[str]:
     """``training_set.json`` with the stored alloys added (mean value per alloy and task, and
-    per alloy, task and ``ROUTE|band`` of the condition). Linear in records: one position
-    index per task, one condition key per distinct condition."""
+    per alloy, task and ``ROUTE|band`` of the condition), as pieces of text to write in
+    order. The file's own alloys are updated in Python (a few hundred); the new ones are
+    merged as columns and turned into JSON :data:`JSON_CHUNK` at a time, so memory does not
+    grow with Python objects per record. The text is exactly ``json.dumps`` of the merged
+    document (keys in insertion order, existing keys updated in place)."""
     data = json.loads(text)
     columns = ["test_type", "temperature_c", "processing"]
     conditions = store_records.select(columns).unique(maintain_order=True)
@@ -325,33 +333,91 @@ def _training_set(text: str, store_records: pl.DataFrame) -> str:
             dtype=pl.Utf8,
         )
     )
-    keyed = store_records.join(keys, on=columns, how="left", maintain_order="left")
-    means = keyed.group_by("task", "composition", maintain_order=True).agg(
-        pl.col("value").mean()
-    )
-    at = keyed.group_by("task", "composition", "key", maintain_order=True).agg(
-        pl.col("value").mean()
-    )
-    index: dict[str, dict[str, int]] = {}
-    for task, comp, value in means.iter_rows():
+    records = store_records.select("task", "composition", *columns, "value")
+
+    def merged(task: str, old: pl.Series, known: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The task's mean value per alloy and per alloy and condition key, of the alloys
+        in ``old`` (``known``) or of the others, in order of first appearance."""
+        rows = (
+            records.filter(pl.col("task") == task, pl.col("composition").is_in(old) == known)
+            .join(keys, on=columns, how="left", maintain_order="left")
+            .select("composition", "key", "value")
+        )
+        means = rows.group_by("composition", maintain_order=True).agg(pl.col("value").mean())
+        at = rows.group_by("composition", "key", maintain_order=True).agg(pl.col("value").mean())
+        return means, at
+
+    # Lists of new alloys stand in the document as placeholders: json.dumps of the (small)
+    # document, split at them, and the new items streamed in between, one task at a time.
+    tails: list[tuple[list[Any], str, pl.Series, str]] = []
+    for task in records["task"].unique(maintain_order=True).to_list():
         target = data["targets"].setdefault(
             task, {"compositions": [], "values": [], "measured_at": []}
         )
-        if task not in index:
-            index[task] = {c: i for i, c in enumerate(target["compositions"])}
-        where = index[task]
-        if comp not in where:
-            where[comp] = len(target["compositions"])
-            target["compositions"].append(comp)
-            target["values"].append(value)
-            if "measured_at" in target:
-                target["measured_at"].append({})
-        target["values"][where[comp]] = value
-    for task, comp, key, value in at.iter_rows():
-        target = data["targets"][task]
-        if "measured_at" in target:
-            target["measured_at"][index[task][comp]][key] = value
-    return json.dumps(data)
+        where: dict[str, int] = {c: i for i, c in enumerate(target["compositions"])}
+        old = pl.Series(list(where), dtype=pl.Utf8)
+        means, at = merged(task, old, True)
+        for comp, value in means.iter_rows():
+            target["values"][where[comp]] = value
+        has_at = "measured_at" in target
+        if has_at:
+            for comp, key, value in at.iter_rows():
+                target["measured_at"][where[comp]][key] = value
+        for name in ("compositions", "values", *(("measured_at",) if has_at else ())):
+            tails.append((target[name], task, old, name))
+            target[name] = f"\x00{len(tails) - 1}\x00"
+    skeleton = re.split(r'"\\u0000(\d+)\\u0000"', json.dumps(data))
+    yield skeleton[0]
+    current: tuple[str, pl.DataFrame] | None = None
+    for number, after in zip(skeleton[1::2], skeleton[2::2]):
+        items, task, old, name = tails[int(number)]
+        if current is None or current[0] != task:
+            current = new = None  # one task's new alloys in memory at a time
+            means, at = merged(task, old, False)
+            # alloys in the same order as ``means`` (first appearance), one row each
+            by_comp = at.group_by("composition", maintain_order=True).agg("key", "value")
+            del at
+            assert by_comp["composition"].equals(means["composition"])
+            new = means.with_columns(by_comp["key"], by_comp["value"].alias("at_values"))
+            del means, by_comp
+            current = (task, new)
+        new = current[1]
+        yield "["
+        first = json.dumps(items)[1:-1]
+        yield first
+        sep = ", " if first else ""
+        for part in new.iter_slices(JSON_CHUNK):
+            if name == "compositions":
+                chunk = part["composition"].to_list()
+            elif name == "values":
+                chunk = part["value"].to_list()
+            else:
+                chunk = [
+                    dict(zip(k, v)) if k is not None else {}
+                    for k, v in zip(part["key"].to_list(), part["at_values"].to_list())
+                ]
+            if chunk:
+                yield sep + json.dumps(chunk)[1:-1]
+                sep = ", "
+        yield "]" + after
+
+
+def _training_set(text: str, store_records: pl.DataFrame) -> str:
+    """The whole text of :func:`_training_set_parts` (small bundles and tests)."""
+    return "".join(_training_set_parts(text, store_records))
+
+
+def write_training_set(text: str, store_records: pl.DataFrame, path: Path) -> tuple[str, int]:
+    """Write :func:`_training_set_parts` to ``path``; returns ``(sha256 hex, bytes)`` as the
+    manifest entry needs them."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "wb") as f:
+        for piece in _training_set_parts(text, store_records):
+            blob = piece.encode("utf-8")
+            digest.update(blob)
+            size += len(blob)
+            f.write(blob)
+    return digest.hexdigest(), size
 
 
 def write_version(
@@ -382,11 +448,11 @@ def write_version(
                 new_rows=cal.new_rows,
                 coverage_before_on_new_rows=cal.covered_before,
             )
-        changed = dict(files)
-        changed[TRAINING_SET_FILE] = _training_set(
-            bundle.training_set_text(), store_records
-        ).encode("utf-8")
-        for rel, blob in changed.items():
+        digest, size = write_training_set(
+            bundle.training_set_text(), store_records, tmp / TRAINING_SET_FILE
+        )
+        manifest["files"][TRAINING_SET_FILE] = {"sha256": digest, "bytes": size}
+        for rel, blob in files.items():
             (tmp / rel).write_bytes(blob)
             manifest["files"][rel] = {
                 "sha256": hashlib.sha256(blob).hexdigest(),
