@@ -14,12 +14,14 @@ database: every model per task and test type, grouped folds, calibration; see
 Every step skips work a previous run finished (a corpus, tokenizer or pre-trained model
 that exists, each finished fold), so an interrupted run continues where it stopped. A run
 directory keeps the config it was made with (``config.yaml``); a different config needs a
-new ``--out``.
+new ``--out``, except one that only adds tabular families to ``conditions.families``: it is
+recorded, and the ``conditions`` step fits the added families alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import logging
@@ -176,13 +178,26 @@ def _require(path: Path, step: str) -> None:
         raise UserInputError(f"{path} is missing: run the {step} step first")
 
 
+def adds_families(recorded: TrainConfig, config: TrainConfig) -> bool:
+    """Whether ``config`` is ``recorded`` with tabular families added to ``conditions``
+    (the conditions step then fits only the new ones, :mod:`pretrain.condition_run`)."""
+    old, new = recorded.conditions, config.conditions
+    if old is None or new is None or not set(old.families) <= set(new.families):
+        return False
+    widened = dataclasses.replace(old, families=new.families)
+    return dataclasses.replace(recorded, conditions=widened) == config
+
+
 def prepare_run(out: Path, config: TrainConfig) -> RunDir:
     """Create the run directory and record the config, or check it matches the recorded one."""
     run = RunDir(out)
     out.mkdir(parents=True, exist_ok=True)
     if run.config.exists():
         recorded = load_config(run.config)
-        if recorded != config:
+        if recorded != config and adds_families(recorded, config):
+            log.info("%s: conditions.families extended, recorded in %s", out, run.config)
+            write_text_atomic(run.config, config.to_yaml())
+        elif recorded != config:
             changed = [k for k, v in config.as_dict().items() if recorded.as_dict()[k] != v]
             raise UserInputError(
                 f"{out} was made with a different config ({run.config}; differs in "

@@ -52,8 +52,10 @@ def tabular_fold(
     config: ConditionsConfig,
     seed: int,
     models_dir: Path | None,
+    families: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every family on every task of one split; the test predictions as records."""
+    """``families`` (default: the config's) on every task of one split; the test
+    predictions as records."""
     tasks = np.asarray(data.frame["task"].to_list())
     y = data.frame["value"].to_numpy()
     records: list[dict[str, Any]] = []
@@ -70,7 +72,7 @@ def tabular_fold(
                 seed,
             )
             continue
-        for family in config.families:
+        for family in config.families if families is None else families:
             if classify and family in NOT_FOR_PHASE:
                 continue
             fit = fit_family(

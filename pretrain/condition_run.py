@@ -25,7 +25,10 @@ space for strengths, logit for percentages, so the bounds are physical; one conf
 per route with enough rows); its coverage is measured cross-conformally (factors from the
 other folds), per route and per distance band.
 
-Outputs in ``RUN/conditions/`` (written atomically; a finished seed is not redone):
+Outputs in ``RUN/conditions/`` (written atomically; a finished seed is not redone: a family
+added to ``conditions.families`` later is fitted alone and appended to each finished
+``seed_<s>.parquet`` and ``loco.parquet``, its fold models written under ``models/``; the
+families already there are never refitted):
 
 - ``seed_<s>.parquet``: out-of-fold predictions of every model (``model, seed, fold,
   mpea_row, task, predicted, val_loss``), ``loco.parquet`` the same for cluster folds;
@@ -82,6 +85,9 @@ from pretrain.protocol import (
 
 log = logging.getLogger(__name__)
 
+#: Fits one split: the named tabular families (the transformer ignores them).
+Fit = Callable[[Split, Sequence[str]], list]
+
 
 # --- fitting ------------------------------------------------------------------------------
 
@@ -136,32 +142,45 @@ def run_conditions(
     canonical = data.frame["canonical"].to_list()
     groups = composition_groups(canonical, data.fractions)
 
-    def cached(name: str, splits: Sequence[Split], fit: Callable[[Split], list]) -> pl.DataFrame:
+    def cached(
+        name: str, splits: Sequence[Split], fit: Fit, families: Sequence[str]
+    ) -> pl.DataFrame:
+        """``name.parquet``; an existing one gets only the tabular ``families`` it lacks
+        (appended atomically; a transformer file, ``families`` empty, is never redone)."""
         path = out / f"{name}.parquet"
-        if not path.exists():
-            atomic_write(path, run_splits(data, splits, fit, name).write_parquet)
-        return pl.read_parquet(path)
+        done = pl.read_parquet(path) if path.exists() else None
+        present = set() if done is None else set(done["model"])
+        missing = [f for f in families if f not in present]
+        if done is not None and not missing:
+            return done
+        if done is not None:
+            log.info("conditions %s: adding %s", name, ", ".join(missing))
+        new = run_splits(data, splits, lambda split: fit(split, missing), name)
+        frame = new if done is None else pl.concat([done, new])
+        atomic_write(path, frame.write_parquet)
+        return frame
 
-    def tabular(s: int, models: Path | None) -> Callable[[Split], list]:
-        return lambda split: tabular_fold(data, split, config, s, models)
+    def tabular(s: int, models: Path | None) -> Fit:
+        return lambda split, families: tabular_fold(data, split, config, s, models, families)
 
-    def transformer(s: int, tag: str) -> Callable[[Split], list]:
-        return lambda split: transformer_fold(
+    def transformer(s: int, tag: str) -> Fit:
+        return lambda split, _: transformer_fold(
             data, split, run_dir, s, config, model_config, threads, tag
         )
 
     seeds = []
     for i, s in enumerate(config.seeds):
         splits = grouped_splits(groups, config.folds, s, config.val_fraction)
-        seeds.append(cached(f"seed_{s}", splits, tabular(s, out / "models" if i == 0 else None)))
+        models = out / "models" if i == 0 else None
+        seeds.append(cached(f"seed_{s}", splits, tabular(s, models), config.families))
         if config.transformer and i < config.transformer_partitions:
-            seeds.append(cached(f"transformer_seed_{s}", splits, transformer(s, f"seed_{s}")))
+            seeds.append(cached(f"transformer_seed_{s}", splits, transformer(s, f"seed_{s}"), ()))
     splits = cluster_splits(
         canonical, data.fractions, config.loco_clusters, seed, config.val_fraction
     )
-    loco = [cached("loco", splits, tabular(seed, None))]
+    loco = [cached("loco", splits, tabular(seed, None), config.families)]
     if config.transformer and config.loco_transformer:
-        loco.append(cached("transformer_loco", splits, transformer(seed, "loco")))
+        loco.append(cached("transformer_loco", splits, transformer(seed, "loco"), ()))
     grouped = with_spread(pl.concat(seeds), data.frame, config.folds)
     loco_spread = with_spread(pl.concat(loco), data.frame, 1)
     selection = select(pl.concat(seeds))

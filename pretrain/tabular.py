@@ -3,10 +3,12 @@ inputs.
 
 Families (:data:`FAMILIES`, built by :func:`hea_screen.inference.families.make_estimator`,
 the one definition that ``hea-screen update`` refits with), each a scikit-learn estimator that
-skl2onnx converts to ONNX. ExtraTrees is tuned on the validation part of the training fold over
-:data:`ET_GRID` (features per split, minimum leaf size), then refitted on the whole training
-fold. Every regression family predicts in the task's own unit; selection compares families on
-the validation part only (:func:`fit_family`).
+skl2onnx converts to ONNX. The ExtraTrees families (``extra_trees``, ``extra_trees_plain``,
+``extra_trees_blend``: every forest of :data:`~hea_screen.inference.families.FOREST_PREFIXES`)
+are tuned on the validation part of the training fold over :data:`ET_GRID` (features per split,
+minimum leaf size), then refitted on the whole training fold. Every regression family predicts
+in the task's own unit; selection compares families on the validation part only
+(:func:`fit_family`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 
-from hea_screen.inference.families import make_estimator
+from hea_screen.inference.families import FOREST_PREFIXES, forest_params, make_estimator
 from pretrain.config import TABULAR_FAMILIES
 
 FAMILIES: tuple[str, ...] = TABULAR_FAMILIES
@@ -32,6 +34,8 @@ LABELS: dict[str, str] = {
     "gradient_boosting": "Gradient Boosting",
     "gp_noise": "Gaussian Process (+ noise term)",
     "knn": "K-NN",
+    "extra_trees_plain": "ExtraTrees without grain size (tuned)",
+    "extra_trees_blend": "ExtraTrees with + without grain size, mean (tuned)",
     "transformer": "Transformer (multi-task, condition tokens)",
 }
 
@@ -87,11 +91,13 @@ def fit_family(
     n_estimators: int,
     monotonic: Sequence[int] | None = None,
 ) -> FamilyFit:
-    """Fit on the training part, score on the validation part (tuning ExtraTrees there),
-    then refit the chosen settings on training + validation parts; ``monotonic`` constrains
-    the forests (:func:`hea_screen.inference.families.make_estimator`)."""
+    """Fit on the training part, score on the validation part (tuning the ExtraTrees families
+    there, :data:`ET_GRID` on each of their forests; the chosen ``params`` are recorded as
+    ``set_params`` keys of the family), then refit the chosen settings on training +
+    validation parts; ``monotonic`` constrains the forests
+    (:func:`hea_screen.inference.families.make_estimator`)."""
     base = make_estimator(family, classify, seed, n_estimators, monotonic)
-    grid = ET_GRID if family == "extra_trees" else ({},)
+    grid = [forest_params(family, p) for p in ET_GRID] if family in FOREST_PREFIXES else [{}]
     scored = []
     for params in grid:
         model = _fit(clone(base).set_params(**params), x_train, y_train)

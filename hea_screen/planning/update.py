@@ -17,7 +17,8 @@ old one is never touched) with:
   :class:`Calibration` keeps the arithmetic (rows, quantile rank, both quantiles) and the
   command prints it;
 - **refitted tree members** when the ``train`` extra (scikit-learn, skl2onnx) and the MPEA
-  data are available: each fold model of an ExtraTrees / random forest / gradient boosting
+  data are available: each fold model of an ExtraTrees (any of
+  :data:`~hea_screen.inference.families.FOREST_PREFIXES`) / random forest / gradient boosting
   task is refitted with the shipped settings (``refit`` in the task's manifest entry: trees,
   tuned parameters, monotonic grain-size constraint) on its fold's old training rows (the
   grouped folds of ``oof_predictions.csv``) plus the new alloys (each new alloy is left out
@@ -60,13 +61,13 @@ from hea_screen.inference.bundle import (
 )
 from hea_screen.inference.bundle_files import MANIFEST_FILE, TRAINING_SET_FILE
 from hea_screen.inference.design import design_matrix, monotonic_constraints
-from hea_screen.inference.families import make_estimator
+from hea_screen.inference.families import FOREST_PREFIXES, make_estimator
 from hea_screen.inference.intervals import Ensemble, conformal_quantile, forward
 from hea_screen.inference.predictor import TaskPredictor
 from hea_screen.planning.store import bad_rows_error
 
 #: Model families whose fold members ``update`` refits (with the train extra).
-TREE_FAMILIES: tuple[str, ...] = ("extra_trees", "random_forest", "gradient_boosting")
+TREE_FAMILIES: tuple[str, ...] = (*FOREST_PREFIXES, "random_forest", "gradient_boosting")
 
 #: Trees per refitted forest when the manifest records no setting (bundles before ``refit``).
 REFIT_TREES = 200
