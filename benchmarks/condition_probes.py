@@ -67,10 +67,10 @@ def cls_embedding(run: Path) -> Extra:
     """The pooled [CLS] embedding of the split's transformer fold network, every row."""
     import torch
 
-    from pretrain.multitask import encode_keys, load_encoder, load_fold
+    from pretrain.multitask import KEY, encode_keys, load_encoder, load_fold
 
     def extra(data: Data, split: Split, seed: int) -> np.ndarray:
-        keys = data.frame.select("canonical", "temperature_c", "processing")
+        keys = data.frame.select(KEY)
         inputs = encode_keys(load_encoder(run / "tokenizer"), keys)
         fold_dir = run / "conditions" / "transformer" / f"seed_{seed}" / f"fold_{split.fold}"
         model, _ = load_fold(fold_dir)

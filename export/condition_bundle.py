@@ -188,7 +188,8 @@ def write_condition_bundle(
                 assert shared is not None
                 folds = transformer_task(staging, shared, data, recorded, name)
                 tasks[name] = _task_info(name, model, choice, TRANSFORMER_KIND, folds, data,
-                                         summary, calibration, training)
+                                         summary, calibration, training,
+                                         reads_grain_size=shared["encoder"].use_grain_size)
                 continue
             mine = records.filter(pl.col("model") == model, pl.col("task") == name)
             present = sorted(mine["fold"].unique().to_list())
@@ -210,7 +211,7 @@ def write_condition_bundle(
                 (staging / rel).write_bytes(blob)
                 folds.append({"fold": fold, "file": rel})
             tasks[name] = _task_info(name, model, choice, TABULAR, folds, data, summary,
-                                     calibration, training)
+                                     calibration, training, reads_grain_size=True)
             if name in calibration.get(model, {}):  # regression: the settings update refits with
                 tasks[name]["refit"] = {
                     "n_estimators": config.n_estimators,
@@ -324,8 +325,11 @@ def _task_info(
     summary: pl.DataFrame,
     calibration: dict[str, Any],
     training: dict[str, Any],
+    reads_grain_size: bool,
 ) -> dict[str, Any]:
-    """A task's manifest entry (and, for regression tasks, its training rows)."""
+    """A task's manifest entry (and, for regression tasks, its training rows);
+    ``reads_grain_size``: whether its model reads the grain size (its coverage then gives
+    the stated sizes' range)."""
     task = TASKS_BY_NAME[name]
     info: dict[str, Any] = {
         "label": task.label,
@@ -336,7 +340,7 @@ def _task_info(
         "model_label": LABELS.get(model, model),
         "kind": kind,
         "folds": folds,
-        "conditions": _coverage(data.frame, name, kind != TRANSFORMER_KIND),
+        "conditions": _coverage(data.frame, name, reads_grain_size),
         "selection": choice,
         "cv": _cv_table(summary, name),
     }

@@ -37,13 +37,10 @@ from export.parity import (
     torch_outputs,
 )
 from export.variants import make_fp16, make_int8, optimize_fp32
-from hea_screen.compositions.features import featurize
-from hea_screen.compositions.table import CompositionTable
 from hea_screen.conditions import PHASE, PHASES
 from hea_screen.errors import UserInputError
 from hea_screen.inference.bundle import TRANSFORMER_OUTPUTS, VARIANTS, transformer_relpath
 from hea_screen.inference.bundle_files import TOKENIZER_DIR
-from hea_screen.inference.tokens import Encoded, TokenEncoder
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +63,6 @@ class VariantOptions:
                 f"variants {list(self.variants)}: choose among {', '.join(VARIANTS)}, fp32 "
                 "included (the reference every other variant is checked against)"
             )
-
-
-def fold_encoding(encoder: TokenEncoder, rows: pl.DataFrame) -> Encoded:
-    """Tokens of measurement rows (``canonical``, ``temperature_c``, ``processing``), each at
-    its own condition, in one padded batch."""
-    table = CompositionTable.from_compositions(rows["canonical"].to_list())
-    conditions = (rows["temperature_c"].to_numpy(), rows["processing"].to_list())
-    return encoder.encode(table, featurize(table), conditions)
 
 
 def write_transformer(
@@ -118,7 +107,7 @@ def write_transformer(
             if "fp16" in paths:
                 fusions["fp16"] = make_fp16(raw, paths["fp16"], size)
             rows = data.frame[recorded.filter(pl.col("fold") == fold)["row"].unique().sort()]
-            encoded = fold_encoding(encoder, rows)
+            encoded = encoder.encode_rows(rows)
             reference = torch_outputs(model, encoded)
             measured = _measured(rows, scalers[-1])
             for variant, path in paths.items():
@@ -142,6 +131,7 @@ def write_transformer(
     (size,) = sizes
     info = {
         "vocab_size": encoder.vocab_size,
+        "condition_tokens": list(encoder.condition_inputs),
         "outputs": list(TRANSFORMER_OUTPUTS),
         "folds": n_folds,
         "max_length": size.max_position_embeddings,
@@ -172,7 +162,7 @@ def transformer_task(
     folds = []
     for fold, scaler in enumerate(shared["scalers"]):
         part = mine.filter(pl.col("fold") == fold)
-        feed = fold_encoding(encoder, data.frame[part["row"].to_numpy()]).as_dict()
+        feed = encoder.encode_rows(data.frame[part["row"].to_numpy()]).as_dict()
         rel = transformer_relpath(fold)
         session = ort.InferenceSession(str(staging / rel), providers=["CPUExecutionProvider"])
         logits = session.run(["logits"], feed)[0]

@@ -180,6 +180,7 @@ def _phase_log_loss(fold_dir: Path, encoder_dir: Path, data: Data, rows: np.ndar
     """Log-loss of a transformer fold's phase probabilities on measurement ``rows`` (the
     tabular families are compared on the same loss)."""
     from pretrain.multitask import (
+        KEY,
         N_REGRESSION,
         encode_keys,
         load_encoder,
@@ -189,7 +190,7 @@ def _phase_log_loss(fold_dir: Path, encoder_dir: Path, data: Data, rows: np.ndar
     )
 
     model, scalers = load_fold(fold_dir)
-    keys = data.frame[rows].select("canonical", "temperature_c", "processing")
+    keys = data.frame[rows].select(KEY)
     logits = raw_outputs(model, encode_keys(load_encoder(encoder_dir), keys)).numpy()
     proba = task_values(logits, scalers)[:, N_REGRESSION:]
     labels = data.frame[rows]["value"].to_numpy().astype(int)

@@ -1,9 +1,10 @@
 """The multi-task, condition-aware BERT member: one model for every task of
 :mod:`hea_screen.conditions`, with the test temperature and processing route as input tokens.
 
-Input: composition tokens (segment A), then the 14 feature-bin tokens and the two condition
-tokens (segment B) of a :class:`~hea_screen.inference.tokens.TokenEncoder` with ``use_features`` and
-``use_conditions``. Output: ``BertForSequenceClassification`` with
+Input: composition tokens (segment A), then the 14 feature-bin tokens and the three condition
+tokens (test temperature, processing route, grain size; segment B) of a
+:class:`~hea_screen.inference.tokens.TokenEncoder` with ``use_features``, ``use_conditions`` and
+``use_grain_size``. Output: ``BertForSequenceClassification`` with
 ``len(OUTPUT_TASKS)`` logits (an ordinary sequence-classification head, so optimum exports
 it like the single-target models): one standardized value per regression task, in the order
 of :data:`~hea_screen.conditions.REGRESSION_TASKS`, then one logit per phase of
@@ -13,10 +14,11 @@ Training (:func:`fit_fold`, on one :class:`~pretrain.folds.Split` of the measure
 of :func:`hea_screen.datasets.measurements.measurements`):
 
 - the rows of a part (train or validation) become *examples* keyed by (canonical
-  composition, test temperature, processing route): a target vector over the regression
-  tasks (the mean of repeats; NaN where the task was not measured at that key) and a phase
-  label (the most frequent, ties to the lower class index; -1 where none). A compressive
-  value fills only its compression task, so it never trains a tensile output;
+  composition, test temperature, processing route, grain size or not stated): a target
+  vector over the regression tasks (the mean of repeats; NaN where the task was not
+  measured at that key) and a phase label (the most frequent, ties to the lower class
+  index; -1 where none). A compressive value fills only its compression task, so it never
+  trains a tensile output;
 - each regression task is standardized with the mean and standard deviation of the
   training examples (a task without training values keeps mean 0 and std 1, one with a
   single value std 1);
@@ -31,7 +33,9 @@ of :func:`hea_screen.datasets.measurements.measurements`):
 
 A model may start from a pre-trained ``BertForMaskedLM`` whose vocabulary predates the
 condition tokens: its embeddings are resized to the encoder's vocabulary (the condition
-tokens are the last ids, so every other id keeps its embedding).
+tokens are the last ids, so every other id keeps its embedding). The fold model's
+``config.json`` records the condition tokens it read (``condition_inputs``); a fold trained
+before the grain-size token (no such entry) is refused by :func:`load_fold` and must be refit.
 
 Files of a fold (``out_dir``): ``model/`` (``save_pretrained``, safetensors),
 ``scalers.json`` (``{task: {"mean": m, "std": s}}`` per regression task) and
@@ -60,7 +64,7 @@ from hea_screen.compositions.features import featurize
 from hea_screen.compositions.table import CompositionTable
 from hea_screen.conditions import PHASE, PHASES, REGRESSION_TASKS, Condition
 from hea_screen.errors import UserInputError
-from hea_screen.inference.tokens import TokenEncoder
+from hea_screen.inference.tokens import CONDITION_INPUTS, TokenEncoder
 from pretrain.architecture import bert_config
 from pretrain.config import ModelConfig
 from pretrain.finetune import param_groups
@@ -76,7 +80,7 @@ OUTPUT_TASKS: tuple[str, ...] = (
 N_REGRESSION = len(REGRESSION_TASKS)
 
 #: What makes one training example: an alloy measured at one condition.
-KEY: tuple[str, ...] = ("canonical", "temperature_c", "processing")
+KEY: tuple[str, ...] = ("canonical", "temperature_c", "processing", "grain_size_um")
 
 MODEL_DIR = "model"
 SCALERS_FILE = "scalers.json"
@@ -183,7 +187,7 @@ def aggregate(frame: pl.DataFrame, rows: np.ndarray) -> Examples:
     """The examples of measurement rows ``rows`` of ``frame`` (see the module docstring)."""
     part = frame[np.asarray(rows, dtype=np.int64)].with_row_index("_row")
     keys = part.select(KEY).unique().sort(KEY).with_row_index("example")
-    part = part.join(keys, on=list(KEY), how="left").sort("_row")
+    part = part.join(keys, on=list(KEY), how="left", nulls_equal=True).sort("_row")
     column = {t.name: j for j, t in enumerate(REGRESSION_TASKS)}
     regression = (
         part.filter(pl.col("task") != PHASE.name)
@@ -226,35 +230,38 @@ def multitask_loss(
 
 
 def load_encoder(encoder_dir: Path) -> TokenEncoder:
-    """The tokenizer dir as a with-features, with-conditions encoder (upgraded if needed)."""
-    encoder = TokenEncoder.load(encoder_dir, use_features=True, use_conditions=True)
+    """The tokenizer dir as a with-features, with-conditions (grain size included) encoder,
+    upgraded if needed."""
+    encoder = TokenEncoder.load(
+        encoder_dir, use_features=True, use_conditions=True, use_grain_size=True
+    )
     if encoder.bins is None:
         raise UserInputError(f"{encoder_dir} holds no feature_bins.json: cannot encode features")
     return encoder
 
 
 def encode_keys(encoder: TokenEncoder, keys: pl.DataFrame) -> dict[str, torch.Tensor]:
-    """Token ids of every (canonical, temperature_c, processing) row of ``keys``."""
-    table = CompositionTable.from_compositions(keys["canonical"].to_list())
-    conditions = (keys["temperature_c"].to_numpy(), keys["processing"].to_list())
-    encoded = encoder.encode(table, featurize(table), conditions)
-    return {k: torch.from_numpy(v) for k, v in encoded.as_dict().items()}
+    """Token ids of every :data:`KEY` row of ``keys`` (grain size null or NaN: not stated)."""
+    return {k: torch.from_numpy(v) for k, v in encoder.encode_rows(keys).as_dict().items()}
 
 
 def init_model(
     encoder: TokenEncoder, init_dir: Path | None, model_config: Mapping[str, Any] | None
 ) -> BertForSequenceClassification:
     """A ``len(OUTPUT_TASKS)``-output BERT from a pre-trained MLM (embeddings resized to the
-    encoder's vocabulary) or random with ``model_config`` sizes (:class:`ModelConfig` keys)."""
+    encoder's vocabulary) or random with ``model_config`` sizes (:class:`ModelConfig` keys);
+    its config records the encoder's condition inputs (``condition_inputs``)."""
     head = {
         "num_labels": len(OUTPUT_TASKS),
         "id2label": dict(enumerate(OUTPUT_TASKS)),
         "label2id": {name: i for i, name in enumerate(OUTPUT_TASKS)},
     }
     if init_dir is None:
-        return BertForSequenceClassification(
+        model = BertForSequenceClassification(
             bert_config(ModelConfig(**dict(model_config or {})), encoder, **head)
         )
+        model.config.condition_inputs = list(encoder.condition_inputs)
+        return model
     if not (Path(init_dir) / "config.json").is_file():
         raise UserInputError(f"{init_dir} holds no pre-trained model (config.json missing)")
     verbosity = hf_logging.get_verbosity()
@@ -269,6 +276,7 @@ def init_model(
             f"tokenizer's {encoder.vocab_size}: it was pre-trained with another tokenizer"
         )
     model.resize_token_embeddings(encoder.vocab_size)
+    model.config.condition_inputs = list(encoder.condition_inputs)
     return model
 
 
@@ -455,6 +463,13 @@ def load_fold(model_dir: Path) -> tuple[BertForSequenceClassification, Scalers]:
             f"{path}: expected {len(OUTPUT_TASKS)} outputs ({', '.join(OUTPUT_TASKS)}), "
             f"found {model.config.num_labels}"
         )
+    read = tuple(getattr(model.config, "condition_inputs", CONDITION_INPUTS[:2]))
+    if read != CONDITION_INPUTS:
+        raise UserInputError(
+            f"{path} was trained with the condition tokens {', '.join(read)}; this version "
+            f"encodes {', '.join(CONDITION_INPUTS)}: refit the transformer (delete its fold "
+            "directories and transformer_seed_*.parquet, then rerun the conditions step)"
+        )
     return model.eval(), Scalers.from_json(json.loads(scalers_path.read_text()))
 
 
@@ -475,8 +490,8 @@ def predict_outputs(
     condition: Condition,
 ) -> np.ndarray:
     """(rows, ``len(OUTPUT_TASKS)``): every regression task in its unit, then the phase
-    probabilities, for every composition of ``table`` at ``condition``'s temperature and
-    processing (the test type selects a task, not an input; all tasks are returned).
+    probabilities, for every composition of ``table`` at ``condition``'s temperature,
+    processing and grain size (the test type selects a task, not an input; all tasks are returned).
     ``features`` of ``table`` are computed when ``None``."""
     model, scalers = load_fold(model_dir)
     encoder = load_encoder(Path(encoder_dir))

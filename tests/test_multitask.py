@@ -22,6 +22,7 @@ from hea_screen.datasets.sources import load_mpea
 from hea_screen.errors import UserInputError
 from hea_screen.inference.tokens import (
     CONDITION_TOKENS,
+    GRAIN_TOKENS,
     FeatureBins,
     TokenEncoder,
     build_tokenizer,
@@ -103,7 +104,8 @@ def encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def init_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny BertForMaskedLM whose vocabulary predates the condition tokens."""
-    old = TokenEncoder(build_tokenizer(vocabulary()[: -len(CONDITION_TOKENS)]), None, False)
+    before = -len(CONDITION_TOKENS) - len(GRAIN_TOKENS)
+    old = TokenEncoder(build_tokenizer(vocabulary()[:before]), None, False)
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("mlm")
     BertForMaskedLM(bert_config(ModelConfig(size="tiny"), old)).save_pretrained(out)
@@ -155,17 +157,20 @@ def test_aggregation_means_repeats_and_keeps_tasks_apart() -> None:
         (4, "A", "A", PHASE.name, 25.0, "CAST", None, 1.0),
         (5, "A", "A", "uts_compression_mpa", 800.0, "CAST", None, 900.0),
         (6, "B", "B", "ys_compression_mpa", 25.0, "ANNEAL", None, 1000.0),
+        (7, "A", "A", "uts_tension_mpa", 25.0, "CAST", 5.0, 900.0),  # a stated grain size
     ]
     frame = pl.DataFrame(rows, schema=list(COLUMNS), orient="row")
     ex = aggregate(frame, np.arange(len(rows)))
-    assert ex.keys.rows() == [("A", 25.0, "CAST"), ("A", 800.0, "CAST"), ("B", 25.0, "ANNEAL")]
-    assert ex.example_of_row.tolist() == [0, 0, 0, 0, 0, 0, 1, 2]
-    assert ex.targets[0, COLUMN["uts_tension_mpa"]] == 600.0
+    assert ex.keys.rows() == [("A", 25.0, "CAST", None), ("A", 25.0, "CAST", 5.0),
+                              ("A", 800.0, "CAST", None), ("B", 25.0, "ANNEAL", None)]  # fmt: skip
+    assert ex.example_of_row.tolist() == [0, 0, 0, 0, 0, 0, 2, 3, 1]
+    assert ex.targets[0, COLUMN["uts_tension_mpa"]] == 600.0  # the 900 MPa at 5 µm apart
+    assert ex.targets[1, COLUMN["uts_tension_mpa"]] == 900.0
     assert ex.targets[0, COLUMN["uts_compression_mpa"]] == 1500.0
-    assert ex.targets[1, COLUMN["uts_compression_mpa"]] == 900.0
-    assert np.isnan(ex.targets[1, COLUMN["uts_tension_mpa"]])
-    assert np.isnan(ex.targets[2, [COLUMN[t] for t in TENSION]]).all()
-    assert ex.labels.tolist() == [1, -1, -1]
+    assert ex.targets[2, COLUMN["uts_compression_mpa"]] == 900.0
+    assert np.isnan(ex.targets[2, COLUMN["uts_tension_mpa"]])
+    assert np.isnan(ex.targets[3, [COLUMN[t] for t in TENSION]]).all()
+    assert ex.labels.tolist() == [1, -1, -1, -1]
 
 
 def test_fold_files_predictions_length_and_units(frame, split, fitted) -> None:
@@ -198,7 +203,7 @@ def test_no_tensile_target_leaks_from_compression(frame, split, encoder_dir, fit
     for name in ("uts_tension_mpa", "uts_compression_mpa"):
         per_key = (
             train_rows.filter(pl.col("task") == name)
-            .group_by("canonical", "temperature_c", "processing")
+            .group_by("canonical", "temperature_c", "processing", "grain_size_um")
             .agg(pl.col("value").mean())["value"]
         )
         assert scalers[name]["mean"] == pytest.approx(per_key.mean())
@@ -251,8 +256,9 @@ def test_onnx_export_reproduces_torch_logits(encoder_dir, fitted, tmp_path) -> N
         ["CoCrFeMnNi", "HfNbTaTiZr", "Al0.5CoCrFeNi", "CoCrNi"]
     )
     temps, routes = np.array([25.0, 1200.0, -196.0, 600.0]), ["CAST", "ANNEAL", "WROUGHT", "OTHER"]
-    encoded = encoder.encode(table, featurize(table), (temps, routes))
-    assert encoded.input_ids.shape[1] == 2 * 5 + 19
+    grains = np.array([np.nan, 1.0, 30.0, 300.0])
+    encoded = encoder.encode(table, featurize(table), (temps, routes, grains))
+    assert encoded.input_ids.shape[1] == 2 * 5 + 20
     model, _ = load_fold(out)
     with torch.no_grad():
         expected = model(**{k: torch.from_numpy(v) for k, v in encoded.as_dict().items()}).logits
@@ -260,6 +266,22 @@ def test_onnx_export_reproduces_torch_logits(encoder_dir, fitted, tmp_path) -> N
     (got,) = session.run(["logits"], {name: encoded.as_dict()[name] for name in INPUT_NAMES})
     assert got.shape == (4, len(OUTPUT_TASKS))
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=0)
+
+
+def test_fold_records_its_condition_tokens_and_old_folds_are_refused(fitted, tmp_path) -> None:
+    import shutil
+
+    _, out = fitted
+    model, _ = load_fold(out)
+    assert model.config.condition_inputs == ["temperature", "processing", "grain_size"]
+    old = tmp_path / "old_fold"
+    shutil.copytree(out, old)
+    config = json.loads((old / MODEL_DIR / "config.json").read_text())
+    del config["condition_inputs"]  # a fold trained before the grain-size token
+    (old / MODEL_DIR / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserInputError, match="trained with the condition tokens temperature, "
+                       "processing; this version encodes temperature, processing, grain_size"):
+        load_fold(old)
 
 
 def test_bad_settings_and_fold_dirs_are_named(tmp_path) -> None:

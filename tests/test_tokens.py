@@ -12,10 +12,13 @@ from hea_screen.errors import UserInputError
 from hea_screen.inference.tokens import (
     AMOUNT_LEVELS_PCT,
     CONDITION_TOKENS,
+    GRAIN_TOKENS,
     FeatureBins,
     TokenEncoder,
     amount_levels,
     build_tokenizer,
+    grain_bins,
+    grain_tokens,
     temperature_bins,
     temperature_tokens,
     vocabulary,
@@ -87,13 +90,41 @@ def test_save_load_and_transformers_agree(encoder: TokenEncoder, tmp_path) -> No
     assert hf.mask_token == "[MASK]" and hf.pad_token_id == 0
 
 
+#: Tokens before the condition tokens (the format-1 bundles' tokenizers) and before the
+#: grain-size tokens (the shipped transformer bundle's, exported without them).
+N_PLAIN, N_BEFORE_GRAIN = 608, 623
+
+
 def test_condition_tokens_extend_the_vocabulary_at_its_end() -> None:
-    assert tuple(vocabulary()[-len(CONDITION_TOKENS) :]) == CONDITION_TOKENS
+    assert tuple(vocabulary()[N_PLAIN:]) == (*CONDITION_TOKENS, *GRAIN_TOKENS)
     assert len(set(CONDITION_TOKENS)) == len(CONDITION_TOKENS) == 10 + 5
+    assert GRAIN_TOKENS == ("grain_lt_2", "grain_2_10", "grain_10_50", "grain_50_200",
+                            "grain_ge_200", "grain_not_stated")  # fmt: skip
     # the format-1 bundles' tokenizers hold 608 tokens: every one keeps its id
-    before = vocabulary()[: -len(CONDITION_TOKENS)]
-    assert len(before) == 608 and before[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    before = vocabulary()[:N_PLAIN]
+    assert before[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     assert before[-1] == "delta_chi_pauling_31"
+    assert len(vocabulary()) == N_BEFORE_GRAIN + len(GRAIN_TOKENS)
+
+
+def test_shipped_transformer_vocabulary_is_a_prefix() -> None:
+    """The shipped transformer bundle was exported before the grain-size tokens: its ids are
+    this version's first 623."""
+    from hea_screen.inference.bundle_files import shipped_bundle_path
+
+    shipped = TokenEncoder.load(shipped_bundle_path("transformer") / "tokenizer")
+    assert shipped.use_conditions and not shipped.use_grain_size  # loaded as saved
+    assert shipped.tokenizer.get_vocab() == {t: i for i, t in enumerate(vocabulary()[:623])}
+
+
+@pytest.mark.parametrize(
+    ("microns", "token"),
+    [(0.018, "grain_lt_2"), (1.99, "grain_lt_2"), (2, "grain_2_10"), (9.9, "grain_2_10"),
+     (10, "grain_10_50"), (50, "grain_50_200"), (199, "grain_50_200"), (200, "grain_ge_200"),
+     (2000, "grain_ge_200"), (np.nan, "grain_not_stated")],
+)  # fmt: skip
+def test_grain_bins(microns: float, token: str) -> None:
+    assert grain_tokens()[int(grain_bins(np.array([microns]))[0])] == token
 
 
 @pytest.mark.parametrize(
@@ -148,7 +179,7 @@ def test_row_conditions_and_length_buckets(cond_encoder: TokenEncoder) -> None:
         ((np.array([25.0, np.nan]), ["CAST", "CAST"]), "nan"),
         ((np.array([25.0, -300.0]), ["CAST", "CAST"]), "-300"),
         ((np.array([25.0, 25.0]), ["CAST", "forged"]), "'forged'"),
-        ("hot", "Condition or a pair"),
+        ("hot", "Condition or a tuple"),
     ],
 )
 def test_bad_conditions_are_named(cond_encoder: TokenEncoder, conditions, message: str) -> None:
@@ -175,11 +206,11 @@ def test_condition_flag_saved_and_old_directories_upgraded(
     hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "new"))
     assert hf.convert_tokens_to_ids("proc_CAST") == cond_encoder.token_id("proc_CAST")
 
-    old_tokens = vocabulary()[: -len(CONDITION_TOKENS)]
+    old_tokens = vocabulary()[:N_PLAIN]
     TokenEncoder(build_tokenizer(old_tokens), cond_encoder.bins).save(tmp_path / "old")
     assert not TokenEncoder.load(tmp_path / "old").use_conditions
     upgraded = TokenEncoder.load(tmp_path / "old", use_conditions=True)
-    assert upgraded.vocab_size == len(vocabulary())
+    assert upgraded.vocab_size == N_BEFORE_GRAIN  # the grain-size tokens only when asked for
     assert all(upgraded.token_id(t) == i for i, t in enumerate(old_tokens))
     table = CompositionTable.from_compositions(["Al0.3CoCrFeNi"])
     feats = featurize(table)
@@ -188,3 +219,73 @@ def test_condition_flag_saved_and_old_directories_upgraded(
     assert (a.input_ids == b.input_ids).all()
     with pytest.raises(UserInputError, match="condition tokens"):
         TokenEncoder(build_tokenizer(old_tokens), cond_encoder.bins, use_conditions=True)
+
+
+@pytest.fixture(scope="module")
+def grain_encoder(encoder: TokenEncoder) -> TokenEncoder:
+    return TokenEncoder(encoder.tokenizer, encoder.bins, True, True, use_grain_size=True)
+
+
+def test_grain_size_token_follows_the_route(
+    cond_encoder: TokenEncoder, grain_encoder: TokenEncoder
+) -> None:
+    table = CompositionTable.from_compositions(["CoCrFeMnNi"])
+    feats = featurize(table)
+    fine = grain_encoder.encode(table, feats, Condition.of("tension", 25, "wrought", 20))
+    unstated = grain_encoder.encode(table, feats, Condition.of("tension", 25, "wrought"))
+    tokens = [grain_encoder.tokenizer.id_to_token(i) for i in fine.input_ids[0]]
+    assert len(tokens) == 2 * 5 + 20
+    assert tokens[-4:] == ["temp_0_100", "proc_WROUGHT", "grain_10_50", "[SEP]"]
+    assert fine.token_type_ids[0].tolist() == [0] * 12 + [1] * 18
+    # the grain size changes exactly one id; without the grain token it changes none
+    changed = np.flatnonzero(fine.input_ids[0] != unstated.input_ids[0]).tolist()
+    assert changed == [len(tokens) - 2]
+    assert grain_encoder.tokenizer.id_to_token(int(unstated.input_ids[0, -2])) == "grain_not_stated"
+    old = [cond_encoder.encode(table, feats, Condition.of("tension", 25, "wrought", d)).input_ids
+           for d in (20, None)]  # fmt: skip
+    assert (old[0] == old[1]).all()
+    assert old[0][0].tolist() == np.delete(fine.input_ids[0], -2).tolist()
+    assert grain_encoder.condition_inputs == ("temperature", "processing", "grain_size")
+    assert cond_encoder.condition_inputs == ("temperature", "processing")
+
+
+def test_row_grain_sizes(grain_encoder: TokenEncoder) -> None:
+    table = CompositionTable.from_compositions(["CoCrFeMnNi", "CoCrNi", "NbMoTaW"])
+    conditions = (np.full(3, 25.0), ["cast"] * 3, np.array([0.5, np.nan, 250.0]))
+    enc = grain_encoder.encode(table, featurize(table), conditions)
+    lengths = enc.attention_mask.sum(axis=1)
+    words = [grain_encoder.tokenizer.id_to_token(int(enc.input_ids[r, n - 2]))
+             for r, n in enumerate(lengths)]  # fmt: skip
+    assert words == ["grain_lt_2", "grain_not_stated", "grain_ge_200"]
+
+
+@pytest.mark.parametrize(
+    ("conditions", "message"),
+    [
+        ((np.full(2, 25.0), ["CAST", "CAST"]), "grain sizes), got tuple of 2"),
+        ((np.full(2, 25.0), ["CAST", "CAST"], np.array([5.0])), "and 1 grain sizes for 2"),
+        ((np.full(2, 25.0), ["CAST", "CAST"], np.array([5.0, -1.0])), "grain size -1.0 µm"),
+        ((np.full(2, 25.0), ["CAST", "CAST"], np.array([5.0, np.inf])), "grain size inf µm"),
+    ],
+)
+def test_bad_grain_sizes_are_named(grain_encoder: TokenEncoder, conditions, message) -> None:
+    table = CompositionTable.from_compositions(["CoCrFeMnNi", "CoCrNi"])
+    with pytest.raises(UserInputError, match=re.escape(message)):
+        grain_encoder.encode(table, featurize(table), conditions)
+
+
+def test_grain_flag_saved_and_pre_grain_directories_upgraded(
+    cond_encoder: TokenEncoder, grain_encoder: TokenEncoder, tmp_path
+) -> None:
+    grain_encoder.save(tmp_path / "new")
+    assert TokenEncoder.load(tmp_path / "new").use_grain_size
+    pre_grain = vocabulary()[:N_BEFORE_GRAIN]
+    TokenEncoder(build_tokenizer(pre_grain), cond_encoder.bins, True, True).save(tmp_path / "old")
+    assert not TokenEncoder.load(tmp_path / "old").use_grain_size
+    upgraded = TokenEncoder.load(tmp_path / "old", use_grain_size=True)
+    assert upgraded.vocab_size == len(vocabulary())
+    assert all(upgraded.token_id(t) == i for i, t in enumerate(pre_grain))
+    with pytest.raises(UserInputError, match="no grain-size tokens"):
+        TokenEncoder(build_tokenizer(pre_grain), cond_encoder.bins, True, True, True)
+    with pytest.raises(UserInputError, match="use_conditions=True"):
+        TokenEncoder(cond_encoder.tokenizer, cond_encoder.bins, True, False, True)

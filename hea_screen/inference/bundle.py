@@ -57,7 +57,7 @@ from hea_screen.inference.bundle_files import (
 )
 from hea_screen.inference.design import DESIGN_COLUMNS
 from hea_screen.inference.intervals import SPACES, ensemble
-from hea_screen.inference.tokens import TokenEncoder
+from hea_screen.inference.tokens import CONDITION_INPUTS, TokenEncoder
 
 FORMAT_VERSION = 2
 OOF_FILE = "oof_predictions.csv"
@@ -409,6 +409,7 @@ def load_task_bundle(
             _get(info, "vocab_size", int, "transformer"),
             use_features=True,
             use_conditions=True,
+            use_grain_size=_reads_grain_size(info),
         )
     every = (*used, *shared, *(rel for files in variants.values() for rel in files))
     missing = [rel for rel in (*every, TRAINING_SET_FILE) if rel not in manifest["files"]]
@@ -433,6 +434,20 @@ def load_task_bundle(
     return TaskBundle(
         root, manifest, digest, tasks, interval, encoder, variants, max_length, training
     )
+
+
+def _reads_grain_size(info: dict[str, Any]) -> bool:
+    """Whether the transformer's networks read the grain-size token: ``transformer.
+    condition_tokens`` lists what its condition tokens describe (absent: a bundle exported
+    before the grain-size token, whose networks read temperature and processing only)."""
+    read = tuple(info.get("condition_tokens", CONDITION_INPUTS[:2]))
+    accepted = (CONDITION_INPUTS[:2], CONDITION_INPUTS)
+    if read not in accepted:
+        raise BundleError(
+            f"{MANIFEST_FILE}: transformer condition_tokens {list(read)}; this hea-screen reads "
+            f"{' or '.join(map(str, map(list, accepted)))}"
+        )
+    return read == CONDITION_INPUTS
 
 
 def _variants(info: Mapping[str, Any], n_folds: int) -> dict[str, tuple[str, ...]]:

@@ -210,9 +210,11 @@ def checked_encoder(
     vocab_size: object,
     use_features: bool,
     use_conditions: bool = False,
+    use_grain_size: bool = False,
 ) -> TokenEncoder:
     """A bundle's :class:`TokenEncoder` from the checked bytes of ``tokenizer/`` (its
-    vocabulary must have ``vocab_size`` tokens, what the models read)."""
+    vocabulary must have ``vocab_size`` tokens, what the models read; ``use_grain_size``:
+    whether they read the grain-size token, as the manifest says)."""
     rel = f"{TOKENIZER_DIR}/{TOKENIZER_FILE}"
     data = read_checked(root, rel, files)
     try:
@@ -227,9 +229,7 @@ def checked_encoder(
             f"{MANIFEST_FILE} read a vocabulary of {vocab_size!r}"
         )
     bins = _feature_bins(root, files) if use_features else None
-    return TokenEncoder(
-        tokenizer, bins, use_features=use_features, use_conditions=use_conditions
-    )
+    return TokenEncoder(tokenizer, bins, use_features, use_conditions, use_grain_size)
 
 
 def _feature_bins(root: Path, files: Mapping[str, Any]) -> FeatureBins:

@@ -40,6 +40,25 @@ How numbers are tokenized, and why:
   existed stays valid after ``resize_token_embeddings``; a tokenizer directory saved before
   them is upgraded on :meth:`TokenEncoder.load` with ``use_conditions=True``. With
   conditions a row with k elements has ``2k + 19`` tokens (``2k + 17`` without).
+- The grain-size token (only with ``use_grain_size=True`` as well): the mean grain size d
+  (µm) of the measurement, a third condition token after the processing route::
+
+      ... delta_chi_pauling_9 temp_0_100 proc_CAST grain_10_50 [SEP]
+
+  d falls in one of the bins cut at :data:`GRAIN_EDGES_UM` (2, 10, 50, 200 µm; closed below,
+  open above): ``grain_lt_2``, ``grain_2_10``, ``grain_10_50``, ``grain_50_200``,
+  ``grain_ge_200``, and ``grain_not_stated`` where the source gives no grain size (a state of
+  its own, like the tabular models' missing indicator, not a default size). Strength rises
+  with d^-1/2 (Hall-Petch: E. O. Hall, Proc. Phys. Soc. B 64 (1951) 747; N. J. Petch,
+  J. Iron Steel Inst. 174 (1953) 25), so the bins are spaced in log d, a factor 4-5 apart
+  (d^-1/2 at the cuts: 0.71, 0.32, 0.14, 0.07 µm^-1/2): ultrafine grains below 2 µm, fine,
+  medium, coarse, and cast-coarse grains of 200 µm and more. The cuts sit near the
+  quintiles of MPEA's 864 stated grain sizes (0.018-2,000 µm; 180, 166, 219, 186 and 113
+  measurements per bin), so every bin is trained. The six tokens follow the other condition
+  tokens at the end of the vocabulary (every earlier id unchanged, so a model pre-trained or
+  a bundle exported before them stays valid); a model trained without them keeps
+  ``use_grain_size=False`` (a bundle's manifest says which condition tokens its networks
+  read) and ignores the grain size. With the grain token a row has ``2k + 20`` tokens.
 
 The tokenizer is built with the ``tokenizers`` library (WordLevel model) and saved as
 ``tokenizer.json`` with the config files that let ``transformers.AutoTokenizer`` load the
@@ -60,7 +79,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from hea_screen.compositions.composition import SCALE
 from hea_screen.compositions.elements import supported_elements
-from hea_screen.compositions.features import FEATURE_NAMES
+from hea_screen.compositions.features import FEATURE_NAMES, featurize
 from hea_screen.compositions.table import CompositionTable
 from hea_screen.conditions import Condition, Processing
 from hea_screen.errors import UserInputError
@@ -88,22 +107,46 @@ N_FEATURE_BINS = 32
 #: Cut points (°C) of the test-temperature bins; a bin holds ``[lower, upper)``.
 TEMPERATURE_EDGES_C: tuple[float, ...] = (-200, 0, 100, 200, 400, 600, 800, 1000, 1200)
 
+#: Cut points (µm) of the mean-grain-size bins; a bin holds ``[lower, upper)``.
+GRAIN_EDGES_UM: tuple[float, ...] = (2, 10, 50, 200)
+
+#: Token of a measurement whose grain size is not stated.
+GRAIN_NOT_STATED = "grain_not_stated"
+
 ABSOLUTE_ZERO_C = -273.15
 
 TOKENIZER_FILE = "tokenizer.json"
 BINS_FILE = "feature_bins.json"
 CONFIG_FILE = "tokenizer_config.json"
 
-#: Per-row conditions: a test temperature array (°C) and a processing route per row.
-RowConditions = tuple[Sequence[float] | np.ndarray, Sequence[object]]
+#: What the condition tokens of an encoder describe, in token order: the first two always,
+#: the grain size only with ``use_grain_size``.
+CONDITION_INPUTS: tuple[str, ...] = ("temperature", "processing", "grain_size")
+
+#: Per-row conditions: a test temperature array (°C), a processing route per row and (needed
+#: with ``use_grain_size``) a grain size array (µm, NaN where not stated).
+RowConditions = (
+    tuple[Sequence[float] | np.ndarray, Sequence[object]]
+    | tuple[Sequence[float] | np.ndarray, Sequence[object], Sequence[float] | np.ndarray]
+)
 Conditions = Condition | RowConditions
+
+
+def _bin_tokens(prefix: str, edges: Sequence[float]) -> list[str]:
+    """``prefix_lt_a``, ``prefix_a_b``, ..., ``prefix_ge_z``: one token per bin of ``edges``."""
+    cuts = [f"{e:g}" for e in edges]
+    inner = [f"{prefix}_{lo}_{hi}" for lo, hi in itertools.pairwise(cuts)]
+    return [f"{prefix}_lt_{cuts[0]}", *inner, f"{prefix}_ge_{cuts[-1]}"]
 
 
 def temperature_tokens() -> list[str]:
     """One token per temperature bin, coldest first (see the module docstring)."""
-    edges = [f"{e:g}" for e in TEMPERATURE_EDGES_C]
-    inner = [f"temp_{lo}_{hi}" for lo, hi in itertools.pairwise(edges)]
-    return [f"temp_lt_{edges[0]}", *inner, f"temp_ge_{edges[-1]}"]
+    return _bin_tokens("temp", TEMPERATURE_EDGES_C)
+
+
+def grain_tokens() -> list[str]:
+    """One token per grain-size bin, finest first, then :data:`GRAIN_NOT_STATED`."""
+    return [*_bin_tokens("grain", GRAIN_EDGES_UM), GRAIN_NOT_STATED]
 
 
 def processing_tokens() -> list[str]:
@@ -113,6 +156,9 @@ def processing_tokens() -> list[str]:
 
 #: Tokens of the test conditions, the last entries of :func:`vocabulary`.
 CONDITION_TOKENS: tuple[str, ...] = (*temperature_tokens(), *processing_tokens())
+
+#: Tokens of the grain size, after :data:`CONDITION_TOKENS` (added later, so appended).
+GRAIN_TOKENS: tuple[str, ...] = tuple(grain_tokens())
 
 
 def amount_token(level_pct: float) -> str:
@@ -129,13 +175,15 @@ def amount_levels(micro: np.ndarray) -> np.ndarray:
 
 
 def vocabulary() -> list[str]:
-    """The closed vocabulary: special tokens, elements, amounts, feature bins, conditions."""
+    """The closed vocabulary: special tokens, elements, amounts, feature bins, conditions,
+    grain sizes (each later group appended, so earlier ids never move)."""
     return [
         *SPECIAL_TOKENS,
         *supported_elements(),
         *(amount_token(v) for v in AMOUNT_LEVELS_PCT),
         *(f"{name}_{b}" for name in FEATURE_NAMES for b in range(N_FEATURE_BINS)),
         *CONDITION_TOKENS,
+        *GRAIN_TOKENS,
     ]
 
 
@@ -153,15 +201,16 @@ def build_tokenizer(tokens: Sequence[str] | None = None) -> Tokenizer:
     return tok
 
 
-def with_condition_tokens(tokenizer: Tokenizer) -> Tokenizer:
-    """``tokenizer`` if it has the condition tokens, else the same vocabulary extended by them.
+def with_condition_tokens(tokenizer: Tokenizer, grain_size: bool = False) -> Tokenizer:
+    """``tokenizer`` if it has the condition tokens (and, with ``grain_size``, the grain-size
+    tokens), else the same vocabulary extended by them.
 
-    A tokenizer saved before the condition tokens existed holds a prefix of
-    :func:`vocabulary`; the extension keeps every id of that prefix.
+    A tokenizer saved before those tokens existed holds a prefix of :func:`vocabulary`; the
+    extension keeps every id of that prefix.
     """
-    full = vocabulary()
+    full = vocabulary() if grain_size else vocabulary()[: -len(GRAIN_TOKENS)]
     held = tokenizer.get_vocab()
-    if all(tok in held for tok in CONDITION_TOKENS):
+    if all(tok in held for tok in (*CONDITION_TOKENS, *(GRAIN_TOKENS if grain_size else ()))):
         return tokenizer
     if held != {tok: i for i, tok in enumerate(full[: len(held)])}:
         raise UserInputError(
@@ -182,29 +231,68 @@ def temperature_bins(temperature_c: np.ndarray) -> np.ndarray:
     return np.searchsorted(np.asarray(TEMPERATURE_EDGES_C, dtype=np.float64), t, side="right")
 
 
-def condition_texts(conditions: Conditions, n_rows: int) -> list[str]:
-    """Condition tokens of every row, ``temp_0_100 proc_CAST``: one :class:`Condition` for all
-    rows, or a pair (temperatures in °C, processing routes) with one entry per row."""
+def grain_bins(grain_size_um: np.ndarray) -> np.ndarray:
+    """Index into :func:`grain_tokens` of each mean grain size (µm; NaN: not stated)."""
+    d = np.asarray(grain_size_um, dtype=np.float64)
+    stated = ~np.isnan(d)
+    bad = stated & ~(np.isfinite(d) & (d > 0))
+    if bad.any():
+        raise UserInputError(
+            f"grain size {d[bad][0]} µm: need a positive, finite size in µm (NaN: not stated)"
+        )
+    edges = np.asarray(GRAIN_EDGES_UM, dtype=np.float64)
+    return np.where(stated, np.searchsorted(edges, d, side="right"), len(edges) + 1)
+
+
+def condition_texts(conditions: Conditions, n_rows: int, grain_size: bool = False) -> list[str]:
+    """Condition tokens of every row, ``temp_0_100 proc_CAST`` (with ``grain_size``:
+    ``temp_0_100 proc_CAST grain_10_50``), the one encoding of conditions for training and
+    screening: one :class:`Condition` for all rows, or a tuple (temperatures in °C, processing
+    routes[, grain sizes in µm, NaN where not stated]) with one entry per row; the grain sizes
+    are needed exactly when ``grain_size`` is set."""
     if isinstance(conditions, Condition):
         temps = np.full(n_rows, conditions.temperature_c, dtype=np.float64)
         routes: list[object] = [conditions.processing] * n_rows
+        size = conditions.grain_size_um
+        grains = np.full(n_rows, np.nan if size is None else size, dtype=np.float64)
     else:
-        try:
-            temps_in, routes_in = conditions
-        except (TypeError, ValueError):
+        want = 3 if grain_size else 2
+        if not isinstance(conditions, tuple) or len(conditions) not in (want, 3):
             raise UserInputError(
-                f"conditions must be a Condition or a pair (temperatures, processing routes), "
-                f"got {type(conditions).__name__}"
-            ) from None
-        temps, routes = np.asarray(temps_in, dtype=np.float64).ravel(), list(routes_in)
-        if len(temps) != n_rows or len(routes) != n_rows:
+                "conditions must be a Condition or a tuple (temperatures, processing routes"
+                f"{', grain sizes' if grain_size else ''}), got "
+                f"{type(conditions).__name__}"
+                f"{f' of {len(conditions)}' if isinstance(conditions, tuple) else ''}"
+            )
+        temps = np.asarray(conditions[0], dtype=np.float64).ravel()
+        routes = list(conditions[1])
+        grains = (
+            np.asarray(conditions[2], dtype=np.float64).ravel()
+            if grain_size
+            else np.full(n_rows, np.nan)
+        )
+        if len(temps) != n_rows or len(routes) != n_rows or len(grains) != n_rows:
             raise UserInputError(
                 f"conditions hold {len(temps)} temperatures and {len(routes)} processing "
-                f"routes for {n_rows} compositions: need one of each per composition"
+                f"routes{f' and {len(grains)} grain sizes' if grain_size else ''} for {n_rows} "
+                "compositions: need one of each per composition"
             )
-    temp_words = np.array(temperature_tokens(), dtype=object)[temperature_bins(temps)]
+    words = np.array(temperature_tokens(), dtype=object)[temperature_bins(temps)]
     route_word = {r: f"proc_{Processing.parse(r).value}" for r in set(routes)}
-    return [f"{t} {route_word[r]}" for t, r in zip(temp_words, routes)]
+    words = words + np.array([f" {route_word[r]}" for r in routes], dtype=object)
+    if grain_size:
+        words = words + " " + np.array(grain_tokens(), dtype=object)[grain_bins(grains)]
+    return words.tolist()
+
+
+def row_conditions(rows: pl.DataFrame) -> RowConditions:
+    """The conditions of measurement rows (columns ``temperature_c``, ``processing`` and
+    ``grain_size_um``, null or NaN where not stated), one entry per row."""
+    return (
+        rows["temperature_c"].to_numpy(),
+        rows["processing"].to_list(),
+        rows["grain_size_um"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+    )
 
 
 @dataclass(frozen=True)
@@ -270,41 +358,61 @@ class TokenEncoder:
         bins: FeatureBins | None,
         use_features: bool = True,
         use_conditions: bool = False,
+        use_grain_size: bool = False,
     ):
         if use_features and bins is None:
             raise UserInputError("a with-features encoder needs fitted feature bins")
         if use_conditions and not use_features:
             raise UserInputError("condition tokens follow the feature tokens: use_features=True")
-        if use_conditions and tokenizer.token_to_id(CONDITION_TOKENS[0]) is None:
+        if use_grain_size and not use_conditions:
+            raise UserInputError("the grain-size token is a condition: use_conditions=True")
+        needed = GRAIN_TOKENS[0] if use_grain_size else CONDITION_TOKENS[0]
+        if use_conditions and tokenizer.token_to_id(needed) is None:
             raise UserInputError(
-                "this tokenizer has no condition tokens: pass with_condition_tokens(tokenizer)"
+                f"this tokenizer has no {'grain-size' if use_grain_size else 'condition'} "
+                f"tokens: pass with_condition_tokens(tokenizer, grain_size={use_grain_size})"
             )
         self.tokenizer = tokenizer
         self.bins = bins
         self.use_features = use_features
         self.use_conditions = use_conditions
+        self.use_grain_size = use_grain_size
+
+    @property
+    def condition_inputs(self) -> tuple[str, ...]:
+        """What this encoder's condition tokens describe (a prefix of
+        :data:`CONDITION_INPUTS`; empty without conditions)."""
+        if not self.use_conditions:
+            return ()
+        return CONDITION_INPUTS if self.use_grain_size else CONDITION_INPUTS[:2]
 
     @classmethod
     def load(
-        cls, directory: str | Path, use_features: bool = True, use_conditions: bool | None = None
+        cls,
+        directory: str | Path,
+        use_features: bool = True,
+        use_conditions: bool | None = None,
+        use_grain_size: bool | None = None,
     ) -> TokenEncoder:
         """Load ``tokenizer.json`` (and ``feature_bins.json``) from a directory.
 
-        ``use_conditions``: ``None`` reads the flag saved in ``tokenizer_config.json``
-        (``False`` when absent); ``True`` on a directory saved before the condition tokens
-        existed adds them to the end of its vocabulary.
+        ``use_conditions`` and ``use_grain_size``: ``None`` reads the flag saved in
+        ``tokenizer_config.json`` (``False`` when absent); ``True`` on a directory saved before
+        the condition (or grain-size) tokens existed adds them to the end of its vocabulary.
         """
         directory = Path(directory)
         tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
         bins_path = directory / BINS_FILE
         bins = FeatureBins.from_json(bins_path.read_text()) if bins_path.exists() else None
+        config_path = directory / CONFIG_FILE
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
         if use_conditions is None:
-            config_path = directory / CONFIG_FILE
-            config = json.loads(config_path.read_text()) if config_path.exists() else {}
             use_conditions = bool(config.get("use_conditions", False))
+        if use_grain_size is None:
+            use_grain_size = bool(config.get("use_grain_size", False))
         if use_conditions:
-            tokenizer = with_condition_tokens(tokenizer)
-        return cls(tokenizer, bins, use_features=use_features, use_conditions=use_conditions)
+            tokenizer = with_condition_tokens(tokenizer, use_grain_size)
+        return cls(tokenizer, bins, use_features, use_conditions, use_grain_size)
 
     def save(self, directory: str | Path) -> list[Path]:
         """Write ``tokenizer.json``, ``feature_bins.json`` and the configs AutoTokenizer reads."""
@@ -324,6 +432,7 @@ class TokenEncoder:
             "model_max_length": 64,
             **special,
             "use_conditions": self.use_conditions,
+            "use_grain_size": self.use_grain_size,
         }
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
         (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=1))
@@ -373,7 +482,8 @@ class TokenEncoder:
         conditions: Conditions | None = None,
     ) -> list[str] | list[tuple[str, str]]:
         """Inputs for ``Tokenizer.encode_batch``: single texts or (composition, features) pairs;
-        with ``use_conditions`` segment B ends with the two condition tokens."""
+        with ``use_conditions`` segment B ends with the condition tokens (two, three with
+        ``use_grain_size``)."""
         if self.use_conditions != (conditions is not None):
             raise UserInputError(
                 "conditions are needed exactly when the encoder has use_conditions=True "
@@ -387,7 +497,7 @@ class TokenEncoder:
             raise UserInputError("with-features encoding needs one feature row per composition")
         segment_b = self.feature_texts(features)
         if conditions is not None:
-            cond = condition_texts(conditions, len(table))
+            cond = condition_texts(conditions, len(table), self.use_grain_size)
             segment_b = [f"{f} {c}" for f, c in zip(segment_b, cond)]
         return list(zip(comp, segment_b))
 
@@ -400,10 +510,18 @@ class TokenEncoder:
         """Token ids for every row, padded to the longest row in this batch.
 
         ``conditions`` (only and always with ``use_conditions``): one
-        :class:`~hea_screen.conditions.Condition` for every row, or a pair (test temperatures
-        in °C, processing routes) with one entry per row.
+        :class:`~hea_screen.conditions.Condition` for every row, or a tuple (test temperatures
+        in °C, processing routes[, grain sizes in µm]) with one entry per row
+        (:func:`condition_texts`).
         """
         return self.encode_texts(self.texts(table, features, conditions))
+
+    def encode_rows(self, rows: pl.DataFrame) -> Encoded:
+        """Token ids of measurement rows, each at its own condition: columns ``canonical``
+        (the composition), ``temperature_c``, ``processing`` and ``grain_size_um``
+        (:func:`row_conditions`)."""
+        table = CompositionTable.from_compositions(rows["canonical"].to_list())
+        return self.encode(table, featurize(table), row_conditions(rows))
 
     def encode_texts(self, texts: Sequence[str] | Sequence[tuple[str, str]]) -> Encoded:
         encodings = self.tokenizer.encode_batch(list(texts))
