@@ -26,7 +26,7 @@ from hea_screen.datasets.sources import sha256_file
 from hea_screen.errors import BundleError, UserInputError
 from hea_screen.inference.bundle import load_task_bundle, transformer_relpath
 from hea_screen.inference.bundle_files import MANIFEST_FILE
-from hea_screen.inference.tokens import TokenEncoder
+from hea_screen.inference.tokens import TokenEncoder, vocabulary
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +58,12 @@ def test_manifest_describes_the_member(
     )
     assert manifest["transformer"]["max_length"] == config["max_position_embeddings"]
     assert model["parameters"] > 0
+    # the networks read the grain-size token, so the tasks' coverage gives the sizes' range
+    reads = ["temperature", "processing", "grain_size"]
+    assert manifest["transformer"]["condition_tokens"] == config["condition_inputs"] == reads
+    assert manifest["transformer"]["vocab_size"] == config["vocab_size"] == len(vocabulary())
+    sizes = manifest["tasks"]["uts_tension_mpa"]["conditions"]["grain_size_um"]
+    assert sizes is not None and 0 < sizes[0] < sizes[1]
     for entry in manifest["tasks"]["hardness_hv"]["folds"]:
         scalers = json.loads((fold_dir(tiny_run, entry["fold"]) / "scalers.json").read_text())
         assert entry["scaler"] == pytest.approx(scalers["hardness_hv"])
@@ -106,7 +112,9 @@ def test_onnx_files_have_dynamic_axes_and_match_pytorch(
         transformer_bundle / "tokenizer", use_features=True, use_conditions=True
     )
     table = CompositionTable.from_compositions(PROBES)
-    encoded = encoder.encode(table, featurize(table), Condition())  # 3..8 elements: padded
+    at = Condition.of("tension", 25, "wrought", 20.0)  # grain_10_50
+    encoded = encoder.encode(table, featurize(table), at)  # 3..8 elements: padded
+    assert encoder.token_id("grain_10_50") in encoded.input_ids[0]
     session = ort.InferenceSession(str(transformer_bundle / rel), providers=[CPU])
     model, _ = load_fold(fold_dir(tiny_run, 1))
     for batch in (

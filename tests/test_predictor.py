@@ -118,7 +118,7 @@ def test_batches_are_grouped_by_length_and_never_padded(
     lengths = sorted({len(parse(t)) for t in MIXED})
     assert len(spy.feeds) == len(lengths)  # one call per length: every fold on one encoding
     widths = sorted({f["input_ids"].shape[1] for f in spy.feeds})
-    assert widths == [2 * k + 19 for k in lengths]  # 14 feature and 2 condition tokens
+    assert widths == [2 * k + 20 for k in lengths]  # 14 feature and 3 condition tokens
     assert all(f["attention_mask"].all() for f in spy.feeds)  # no padding anywhere
     assert out.equals(reference)
     one_by_one = pl.concat([predictor.predict([t]) for t in MIXED])
@@ -155,7 +155,7 @@ def test_input_is_validated_before_any_model_call(predictor: TaskPredictor, monk
     with pytest.raises(UserInputError, match="int"):
         predictor.predict(42)
     limit = predictor.bundle.max_length
-    k = next(k for k in range(1, 40) if 2 * k + 19 > limit)
+    k = next(k for k in range(1, 40) if 2 * k + 20 > limit)
     crowded = "".join(supported_elements_for_length()[:k])
     with pytest.raises(UserInputError, match=f"{k} elements.*at most {limit} tokens"):
         predictor.predict([*MIXED, crowded])
@@ -436,3 +436,45 @@ def test_cli_model_transformer_names_the_shipped_folder(capsys, monkeypatch, tmp
     assert main(["--elements", "Co,Cr,Fe,Ni", "--top", "3", "--model", "transformer"]) == 2
     err = capsys.readouterr().err
     assert f"no shipped 'transformer' model bundle at {tmp_path / 'transformer'}" in err
+
+
+def _means(model: TaskPredictor, grain_size_um: float | None) -> np.ndarray:
+    at = Condition.of("tension", 25, "wrought", grain_size_um)
+    out = model.predict(MIXED, at, applicability=False)
+    return out.select(f"{t.name}_mean" for t in REGRESSION_TASKS).to_numpy()
+
+
+def test_grain_size_reaches_the_transformer(predictor: TaskPredictor) -> None:
+    """The tiny run's transformer was trained with the grain-size token (its manifest says
+    so): a stated grain size changes its inputs and so its predictions."""
+    assert predictor.bundle.encoder.use_grain_size
+    table = CompositionTable.from_compositions(MIXED)
+    feats = featurize(table)
+    ids = {d: np.concatenate([e.input_ids.ravel() for _, e in predictor._encode(
+        table, feats, Condition.of("tension", 25, "wrought", d))]) for d in (1.0, 500.0, None)}
+    assert all((ids[a] != ids[b]).any() for a, b in ((1.0, 500.0), (1.0, None), (500.0, None)))
+    assert not np.array_equal(_means(predictor, 1.0), _means(predictor, 500.0))
+
+
+def test_bundles_without_the_grain_token_ignore_the_grain_size(
+    transformer_bundle: Path, tmp_path: Path
+) -> None:
+    """A manifest without ``transformer.condition_tokens`` (every bundle exported before the
+    grain-size token, the shipped one included) encodes temperature and route only."""
+    old = tmp_path / "old"
+    shutil.copytree(transformer_bundle, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    assert manifest["transformer"].pop("condition_tokens") == [
+        "temperature", "processing", "grain_size"]  # fmt: skip
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    for bundle in (old, "transformer"):
+        model = load_model(bundle, device="cpu", precision="fp32")
+        assert not model.bundle.encoder.use_grain_size
+        base = _means(model, None)
+        assert np.isfinite(base).all()
+        assert np.array_equal(_means(model, 1.0), base)
+        assert np.array_equal(_means(model, 500.0), base)
+    manifest["transformer"]["condition_tokens"] = ["temperature", "grain_size"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"condition_tokens \['temperature', 'grain_size'\]"):
+        load_model(old, device="cpu")
