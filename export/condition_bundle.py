@@ -306,13 +306,14 @@ def _transformer_oof(
 ) -> pl.DataFrame:
     """The transformer's out-of-fold predictions, every partition it ran on, in the run's OOF
     layout."""
+    from pretrain.condition_calibration import neighbourhood
     from pretrain.condition_eval import oof_table, with_spread
 
     ran = config.seeds[: config.transformer_partitions]
     seeds_frame = pl.concat([pl.read_parquet(cond / f"transformer_seed_{s}.parquet") for s in ran])
     spread = with_spread(seeds_frame, data.frame, config.folds)
     return oof_table(spread, data.frame, {n: {"model": m} for n, m in shipped.items()},
-                     calibration)
+                     calibration, neighbourhood(data.frame, data.fractions).condition_distance)
 
 
 def _task_info(

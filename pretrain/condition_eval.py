@@ -1,17 +1,17 @@
 """The condition-aware run's evaluation: model selection on validation loss, the spread over
-seeds, conformal calibration, per-task metrics and the out-of-fold table."""
+seeds, per-task metrics and the out-of-fold table (calibration:
+:mod:`pretrain.condition_calibration`)."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from hea_screen.conditions import PHASE, ROOM_TEMPERATURE_C, TASKS, TASKS_BY_NAME
-from hea_screen.inference.intervals import Ensemble, conformal_quantile, ensemble, space_for
+from hea_screen.inference.intervals import DISTANCE_CAP, Ensemble, Normalizer, ensemble, space_for
+from pretrain.condition_calibration import RouteFactors
 from pretrain.protocol import (
     classification_metrics,
     regression_metrics,
@@ -84,104 +84,6 @@ def with_spread(predictions: pl.DataFrame, frame: pl.DataFrame, members: int) ->
     return joined.join(pl.concat(parts), on=["model", "row"], how="left")
 
 
-#: Distance bands (L1 in atomic fractions to the nearest alloy of another group of the task)
-#: that coverage is reported on: near, mid, far.
-DISTANCE_BANDS: tuple[tuple[str, float, float], ...] = (
-    ("< 0.1", 0.0, 0.1),
-    ("0.1-0.25", 0.1, 0.25),
-    (">= 0.25", 0.25, math.inf),
-)
-#: Fewest calibration rows of a route for its own (Mondrian) conformal factor.
-MIN_ROUTE_ROWS = 30
-
-
-def calibrate(
-    spread: pl.DataFrame, coverage: float, distance: np.ndarray
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per model and regression task: the interval of :mod:`hea_screen.inference.intervals`
-    (space, offset, pooled and per-route conformal factors) and its cross-conformal coverage.
-
-    Scores ``|f(measured) − centre| / (spread + offset)`` of every row once (the first
-    partition's fold says which fold a row belongs to), ``offset`` the task's median spread;
-    ``factor`` is the pooled quantile, ``factor_by_route`` the quantile of each route with at
-    least :data:`MIN_ROUTE_ROWS` rows (Mondrian). Coverage is measured with factors from the
-    other folds: on all rows, at 25 °C, per route and per distance band (``distance``: per
-    measurement row, the L1 distance of its alloy to the nearest alloy of another group of the
-    task), with the median half-width ``(hi − lo)/2`` at 25 °C in the task's unit.
-    """
-    first = spread["seed"].min()
-    rows = spread.filter(
-        pl.col("seed") == first, pl.col("task") != PHASE.name, pl.col("spread").is_not_null()
-    )
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for (model, task), part in rows.group_by("model", "task"):
-        space = space_for(TASKS_BY_NAME[str(task)].unit)
-        ens = Ensemble(
-            part["predicted_mean"].to_numpy(), part["centre"].to_numpy(), part["spread"].to_numpy()
-        )
-        offset = float(np.nanmedian(ens.spread))
-        score = ens.score(part["measured"].to_numpy(), space, offset)
-        routes = np.asarray(part["processing"].to_list())
-        folds = part["fold"].to_numpy()
-        factor = np.full(len(score), np.nan)
-        for k in np.unique(folds):
-            train, test = folds != k, folds == k
-            factor[test] = route_factors(score[train], routes[train], coverage).apply(routes[test])
-        lo, hi = ens.bounds(factor, space, offset)
-        y = part["measured"].to_numpy()
-        covered = (y >= lo) & (y <= hi)
-        room = part["temperature_c"].to_numpy() == ROOM_TEMPERATURE_C
-        near = distance[part["row"].to_numpy()]
-        shipped = route_factors(score, routes, coverage)
-        out.setdefault(str(model), {})[str(task)] = {
-            "space": space,
-            "factor": shipped.pooled,
-            "factor_by_route": shipped.by_route,
-            "offset": offset,
-            "coverage": float(np.mean(covered)),
-            "coverage_25c": float(np.mean(covered[room])) if room.any() else math.nan,
-            "coverage_by_route": _shares(covered, routes),
-            "coverage_by_distance": {
-                name: _share(covered[(near >= a) & (near < b)]) for name, a, b in DISTANCE_BANDS
-            },
-            "median_half_width_25c": (
-                float(np.median((hi - lo)[room]) / 2) if room.any() else math.nan
-            ),
-            "rows": len(score),
-        }
-    return out
-
-
-@dataclass(frozen=True)
-class RouteFactors:
-    """Pooled conformal factor and the factors of routes with enough rows."""
-
-    pooled: float
-    by_route: dict[str, float]
-
-    def apply(self, routes: np.ndarray) -> np.ndarray:
-        """The factor of each row's route (pooled where the route has none)."""
-        return np.array([self.by_route.get(r, self.pooled) for r in routes])
-
-
-def route_factors(score: np.ndarray, routes: np.ndarray, coverage: float) -> RouteFactors:
-    """Mondrian factors: the pooled quantile and one per route of >= :data:`MIN_ROUTE_ROWS`."""
-    by_route = {
-        str(r): conformal_quantile(score[routes == r], coverage)
-        for r in np.unique(routes)
-        if (routes == r).sum() >= MIN_ROUTE_ROWS
-    }
-    return RouteFactors(conformal_quantile(score, coverage), by_route)
-
-
-def _share(covered: np.ndarray) -> dict[str, float]:
-    return {"coverage": float(np.mean(covered)) if len(covered) else math.nan, "rows": len(covered)}
-
-
-def _shares(covered: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, float]]:
-    return {str(v): _share(covered[labels == v]) for v in np.unique(labels)}
-
-
 #: Routes with their own metrics (the three with enough tensile rows at 25 °C).
 ROUTE_SLICES: tuple[str, ...] = ("CAST", "WROUGHT", "ANNEAL")
 
@@ -235,6 +137,7 @@ def oof_table(
     frame: pl.DataFrame,
     selection: dict[str, Any],
     calibration: dict[str, Any],
+    distance: np.ndarray,
 ) -> pl.DataFrame:
     """The bundle's ``oof_predictions.csv``: the shipped model of each regression task, every
     partition.
@@ -242,13 +145,21 @@ def oof_table(
     ``predicted`` is the partition's fold model's own prediction (for the first partition,
     the output of the shipped ONNX fold model); ``predicted_mean``, ``centre`` and ``spread``
     are the ensemble of :func:`with_spread` (the same for every partition of a row);
-    ``interval_lo`` / ``interval_hi`` the shipped calibrated interval (route factor).
+    ``interval_lo`` / ``interval_hi`` the shipped calibrated interval (route factor) at
+    ``distance`` (per row of ``frame``: L1 to the nearest alloy of another group of the task
+    at the row's route and temperature band,
+    :attr:`pretrain.condition_calibration.Neighbourhood.condition_distance`; 2 where there is
+    none), which is the last column.
     """
     chosen = pl.DataFrame(
         {"task": list(selection), "model": [s["model"] for s in selection.values()]}
     ).filter(pl.col("task") != PHASE.name)
     meta = frame.with_row_index("row").select(
-        pl.col("row").cast(pl.Int64), "mpea_row", "composition", "canonical"
+        pl.col("row").cast(pl.Int64),
+        "mpea_row",
+        "composition",
+        "canonical",
+        pl.Series("distance", distance),
     )
     tasks = pl.DataFrame(
         {
@@ -263,11 +174,17 @@ def oof_table(
     for (model, task), part in rows.group_by("model", "task"):
         cal = calibration[str(model)][str(task)]
         factors = RouteFactors(cal["factor"], cal["factor_by_route"])
+        norm = Normalizer(
+            cal["offset"], cal.get("distance_slope", 0.0), cal.get("distance_cap", DISTANCE_CAP)
+        )
         ens = Ensemble(
             part["predicted_mean"].to_numpy(), part["centre"].to_numpy(), part["spread"].to_numpy()
         )
         lo, hi = ens.bounds(
-            factors.apply(np.asarray(part["processing"].to_list())), cal["space"], cal["offset"]
+            factors.apply(np.asarray(part["processing"].to_list())),
+            cal["space"],
+            norm,
+            distance[part["row"].to_numpy()],
         )
         bounds.append(
             part.select("model", "row", "seed").with_columns(
@@ -297,6 +214,7 @@ def oof_table(
             "interval_hi",
             "model",
             "mpea_row",
+            "distance",
         )
         .sort("partition", "property", "mpea_row")
     )

@@ -154,29 +154,29 @@ def summary_markdown(
         "## Calibrated 90 % intervals of the shipped models",
         "",
         "Built in log (strengths, HV) or logit (%) space, so lo > 0 and percentages stay "
-        "within 0-100 %; one conformal factor per route with >= 30 rows (Mondrian). Coverage "
-        "cross-conformal; per route and per distance band (L1 to the nearest alloy of another "
-        "group of the task) as coverage (rows).",
+        "within 0-100 %; scale (spread + offset)·exp(b·min(d, cap)), d the L1 distance to the "
+        "task's nearest alloy measured at the route and temperature band; one conformal factor "
+        "per route with >= 30 rows (Mondrian). Coverage cross-conformal, averaged over the "
+        "partitions' fold assignments; per route and per distance band (L1 to the nearest "
+        "alloy of another group of the task) as coverage (rows, ± SD of a perfectly "
+        "calibrated cell of those rows and groups).",
         "",
-        "| task | model | space | c pooled | c per route | coverage (all) | coverage (25 °C) "
-        "| median half-width (25 °C) | per route | per distance band |",
-        "|---|---|---|---:|---|---:|---:|---:|---|---|",
+        "| task | model | space | c pooled | c per route | distance slope b | coverage (all) "
+        "| coverage (25 °C) | median half-width (25 °C) | per route | per distance band |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---|---|",
     ]
     for task, choice in selection.items():
         cal = calibration.get(choice["model"], {}).get(task)
         if cal:
             routes = ", ".join(f"{r.lower()} {c:.2f}" for r, c in cal["factor_by_route"].items())
             by_route = ", ".join(
-                f"{r.lower()} {v['coverage']:.2f} ({v['rows']})"
-                for r, v in cal["coverage_by_route"].items()
+                f"{r.lower()} {_cell(v)}" for r, v in cal["coverage_by_route"].items()
             )
-            by_band = ", ".join(
-                f"{b} {v['coverage']:.2f} ({v['rows']})"
-                for b, v in cal["coverage_by_distance"].items()
-            )
+            by_band = ", ".join(f"{b} {_cell(v)}" for b, v in cal["coverage_by_distance"].items())
             lines.append(
                 f"| `{task}` | {choice['model']} | {cal['space']} | {cal['factor']:.2f} | "
-                f"{routes} | {cal['coverage']:.3f} | {cal['coverage_25c']:.3f} | "
+                f"{routes} | {cal.get('distance_slope', 0.0):.2f} | {cal['coverage']:.3f} | "
+                f"{cal['coverage_25c']:.3f} | "
                 f"{cal['median_half_width_25c']:.1f} | {by_route} | {by_band} |"
             )
     lines += [
@@ -185,3 +185,10 @@ def summary_markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _cell(cell: dict[str, Any]) -> str:
+    """``coverage (rows, ± SD if calibrated)`` of a coverage cell (the SD where known)."""
+    sd = cell.get("sd_if_calibrated")
+    spread = f", ±{sd:.2f}" if isinstance(sd, float) and math.isfinite(sd) else ""
+    return f"{cell['coverage']:.2f} ({cell['rows']}{spread})"

@@ -21,9 +21,11 @@ all folds and seeds. Calibration (:func:`calibrate`): a row's ensemble is its ou
 predictions of the first ``folds`` partitions (each made by a model that never saw the
 alloy, trained on a random (K−1)/K of the others: the spread the K shipped fold models have
 for a candidate); the 90 % interval is that of :mod:`hea_screen.inference.intervals` (log
-space for strengths, logit for percentages, so the bounds are physical; one conformal factor
-per route with enough rows); its coverage is measured cross-conformally (factors from the
-other folds), per route and per distance band.
+space for strengths, logit for percentages, so the bounds are physical; a scale that grows
+with the distance to the task's data at the condition; one conformal factor per route with
+enough rows); its coverage is measured cross-conformally (fitted on the other folds, every
+partition's fold assignment), per route and per distance band
+(:mod:`pretrain.condition_calibration`).
 
 Outputs in ``RUN/conditions/`` (written atomically; a finished seed is not redone: a family
 added to ``conditions.families`` later is fitted alone and appended to each finished
@@ -51,7 +53,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from hea_screen.conditions import PHASE, ROOM_TEMPERATURE_C, TASKS
@@ -59,12 +60,12 @@ from hea_screen.datasets.sources import MPEA_FILE
 from hea_screen.inference.design import DESIGN_COLUMNS
 from hea_screen.output import atomic_write
 from pretrain.atomic import write_csv_atomic, write_text_atomic
+from pretrain.condition_calibration import calibrate, neighbourhood
 from pretrain.condition_data import (
     OUT_DIR,
     load_data,
 )
 from pretrain.condition_eval import (
-    calibrate,
     metrics_table,
     oof_table,
     select,
@@ -75,13 +76,7 @@ from pretrain.condition_folds import run_splits, tabular_fold, transformer_fold
 from pretrain.condition_report import plot_parity, summary_markdown
 from pretrain.config import ConditionsConfig
 from pretrain.folds import Split
-from pretrain.protocol import (
-    cluster_splits,
-    composition_groups,
-    grouped_splits,
-    nearest_other_group,
-    noise_ceiling,
-)
+from pretrain.protocol import cluster_splits, grouped_splits, noise_ceiling
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +135,8 @@ def run_conditions(
         ),
     )
     canonical = data.frame["canonical"].to_list()
-    groups = composition_groups(canonical, data.fractions)
+    near = neighbourhood(data.frame, data.fractions)
+    groups = near.groups
 
     def cached(
         name: str, splits: Sequence[Split], fit: Fit, families: Sequence[str]
@@ -184,19 +180,15 @@ def run_conditions(
     grouped = with_spread(pl.concat(seeds), data.frame, config.folds)
     loco_spread = with_spread(pl.concat(loco), data.frame, 1)
     selection = select(pl.concat(seeds))
-    tasks = np.asarray(data.frame["task"].to_list())
-    distance = np.full(data.frame.height, 2.0)
-    for t in TASKS:
-        rows = np.flatnonzero(tasks == t.name)
-        distance[rows] = nearest_other_group(data.fractions, groups, rows)
-    calibration = calibrate(grouped, config.coverage, distance)
+    calibration = calibrate(grouped, config.coverage, near)
     metrics = pl.concat(
         [metrics_table(grouped, "grouped"), metrics_table(loco_spread, "loco")],
         how="diagonal_relaxed",
     )
     write_csv_atomic(metrics, out / "metrics.csv")
     write_csv_atomic(
-        oof_table(grouped, data.frame, selection, calibration), out / "oof_predictions.csv"
+        oof_table(grouped, data.frame, selection, calibration, near.condition_distance),
+        out / "oof_predictions.csv",
     )
     write_text_atomic(out / "selection.json", json.dumps(selection, indent=1))
     write_text_atomic(out / "calibration.json", json.dumps(calibration, indent=1))

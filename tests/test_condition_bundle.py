@@ -12,12 +12,12 @@ import polars as pl
 import pytest
 
 from hea_screen.compositions.features import featurize
-from hea_screen.conditions import PHASE, TASKS, Condition
+from hea_screen.conditions import PHASE, TASKS, Condition, Processing
 from hea_screen.errors import BundleError, UserInputError
 from hea_screen.inference.bundle import OOF_FILE, load_task_bundle
 from hea_screen.inference.bundle_files import default_bundle_path
 from hea_screen.inference.design import design_matrix
-from hea_screen.inference.intervals import conformal_quantile
+from hea_screen.inference.intervals import Ensemble, conformal_quantile
 from hea_screen.inference.predictor import TaskPredictor
 from pretrain.condition_data import RECORD_SCHEMA
 from pretrain.condition_eval import select
@@ -69,6 +69,8 @@ def test_bundle_manifest_says_what_ships_and_how_well(condition_bundle: Path) ->
             assert cal["factor"] > 0 and 0 <= cal["coverage"] <= 1
             assert cal["space"] == ("logit" if info["unit"] == "%" else "log")
             assert set(cal["coverage_by_distance"]) == {"< 0.1", "0.1-0.25", ">= 0.25"}
+            assert cal["distance_slope"] >= 0 and cal["distance_cap"] > 0
+            assert {"rows", "groups", "sd_if_calibrated"} < set(cal["coverage_by_route"]["CAST"])
     text = json.dumps(manifest)
     assert '"/work' not in text and '"/tmp' not in text  # no absolute path of the builder
 
@@ -102,6 +104,25 @@ def test_shipped_fold_models_reproduce_their_out_of_fold_predictions(
             np.testing.assert_allclose(got, part["predicted"].to_numpy(), rtol=1e-5)
             checked += part.height
     assert checked > 100
+
+
+def test_out_of_fold_intervals_are_the_screens_at_each_rows_distance(
+    condition_bundle: Path,
+) -> None:
+    bundle = load_task_bundle(condition_bundle)
+    oof = pl.read_csv(condition_bundle / OOF_FILE)
+    assert oof.columns[-1] == "distance" and oof["distance"].min() > 0  # another group's alloy
+    for model in bundle.tasks:
+        if model.task is PHASE:
+            continue
+        rows = oof.filter(pl.col("property") == model.task.name)
+        ens = Ensemble(*(rows[c].to_numpy() for c in ("predicted_mean", "centre", "spread")))
+        factor = np.array([model.factor(Processing.parse(p)) for p in rows["processing"]])
+        lo, hi = ens.bounds(
+            factor, model.interval_space, model.normalizer, rows["distance"].to_numpy()
+        )
+        np.testing.assert_allclose(lo, rows["interval_lo"].to_numpy(), rtol=1e-9)
+        np.testing.assert_allclose(hi, rows["interval_hi"].to_numpy(), rtol=1e-9)
 
 
 def test_predictor_columns_carry_task_and_interval(condition_bundle: Path) -> None:

@@ -168,7 +168,7 @@ def test_input_types_and_bad_rows_are_refused_before_any_model_call(monkeypatch)
     runs: list[str] = []
     model_run = shipped._task_columns
     monkeypatch.setattr(
-        shipped, "_task_columns", lambda m, x, p: runs.append(m.task.name) or model_run(m, x, p)
+        shipped, "_task_columns", lambda m, *a: runs.append(m.task.name) or model_run(m, *a)
     )
     for value, message in [
         ({"Co": 1}, r"got dict \{'Co': 1\}: a mapping is not a list of compositions"),

@@ -56,7 +56,7 @@ from hea_screen.inference.bundle_files import (
     verify_files,
 )
 from hea_screen.inference.design import DESIGN_COLUMNS
-from hea_screen.inference.intervals import SPACES, ensemble
+from hea_screen.inference.intervals import DISTANCE_CAP, SPACES, Normalizer, ensemble
 from hea_screen.inference.tokens import CONDITION_INPUTS, TokenEncoder
 
 FORMAT_VERSION = 2
@@ -147,17 +147,29 @@ class TaskModel:
     interval_offset: float = 0.0
     interval_space: str = "log"
     factor_by_route: Mapping[str, float] = field(default_factory=dict)
+    #: The interval scale's distance term (0 in bundles built before it existed).
+    distance_slope: float = 0.0
+    distance_cap: float = DISTANCE_CAP
 
     def factor(self, processing: Processing) -> float:
         """The conformal factor of a route (Mondrian), the pooled one where the route had too
         few calibration rows."""
         return self.factor_by_route.get(processing.value, self.interval_factor)
 
-    def interval(self, values: np.ndarray, processing: Processing) -> dict[str, np.ndarray]:
+    @property
+    def normalizer(self) -> Normalizer:
+        """The interval's scale (:class:`hea_screen.inference.intervals.Normalizer`)."""
+        return Normalizer(self.interval_offset, self.distance_slope, self.distance_cap)
+
+    def interval(
+        self, values: np.ndarray, processing: Processing, distance: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """``mean``, ``std`` (task unit, over models) and the calibrated ``lo`` / ``hi`` of
-        (models, rows) predictions at ``processing`` (:mod:`hea_screen.inference.intervals`)."""
+        (models, rows) predictions at ``processing``; ``distance`` per row: L1 to the nearest
+        alloy of the task measured at the condition (``None`` or NaN: unknown, the widest
+        interval; :mod:`hea_screen.inference.intervals`)."""
         ens = ensemble(values, self.interval_space)
-        lo, hi = ens.bounds(self.factor(processing), self.interval_space, self.interval_offset)
+        lo, hi = ens.bounds(self.factor(processing), self.interval_space, self.normalizer, distance)
         std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1])
         return {"mean": ens.mean, "std": std, "lo": lo, "hi": hi}
 
@@ -262,7 +274,8 @@ def _task_model(name: str, info: Any, used: set[str], shared: set[str]) -> TaskM
                     raise BundleError(f"{MANIFEST_FILE}: {where} fold {k} scaler {scaler}")
                 scalers.append((mean, std))
         files.append(rel)
-    factor = offset = 0.0
+    factor = offset = slope = 0.0
+    cap = DISTANCE_CAP
     space, by_route = "log", {}
     if spec is not PHASE:
         calibration = _get(info, "calibration", dict, where)
@@ -276,11 +289,16 @@ def _task_model(name: str, info: Any, used: set[str], shared: set[str]) -> TaskM
         }
         if not all(math.isfinite(c) and c > 0 for c in (factor, *by_route.values())):
             raise BundleError(f"{MANIFEST_FILE}: {where} has conformal factors {calibration}")
-        offset = float(calibration.get("offset", 0.0))
-        if isinstance(calibration.get("offset", 0.0), bool) or not (
-            math.isfinite(offset) and offset >= 0
-        ):
+        offset = calibration.get("offset", 0.0)
+        if not _non_negative(offset):
             raise BundleError(f"{MANIFEST_FILE}: {where} has interval offset {offset}")
+        slope = calibration.get("distance_slope", 0.0)
+        cap = calibration.get("distance_cap", DISTANCE_CAP)
+        if not (_non_negative(slope) and _non_negative(cap) and cap > 0):
+            raise BundleError(
+                f"{MANIFEST_FILE}: {where} has distance slope {slope} and cap {cap}: "
+                "a slope >= 0 and a cap > 0 are accepted"
+            )
     cond = _get(info, "conditions", dict, where)
     temps = _get(cond, "temperature_c", list, where)
     if len(temps) != 2 or not all(isinstance(t, (int, float)) for t in temps):
@@ -306,9 +324,21 @@ def _task_model(name: str, info: Any, used: set[str], shared: set[str]) -> TaskM
         ),
         info.get("cv", {}),
         tuple(scalers),
-        offset,
+        float(offset),
         space,
         by_route,
+        float(slope),
+        float(cap),
+    )
+
+
+def _non_negative(value: object) -> bool:
+    """A finite JSON number >= 0 (a boolean is not one)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
     )
 
 

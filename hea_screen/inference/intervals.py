@@ -7,11 +7,18 @@ of fold models with predictions ``v_1..v_K`` of one alloy (the K fold models of 
 K models of the training run that never saw the alloy), with ``f`` the transform:
 
 - centre ``z = f(mean(v))``, spread ``s = std(f(v))`` (ddof 1);
-- interval ``f⁻¹(z ∓ c·(s + offset))``, where ``offset`` is the task's median spread and
-  ``c`` the split-conformal quantile of ``|f(y) − z| / (s + offset)`` (normalized conformal;
-  Papadopoulos et al., J. Artif. Intell. Res. 40 (2011) 815), one ``c`` per processing route
-  (Mondrian conformal; Vovk et al., *Algorithmic Learning in a Random World*, 2005) where the
-  route has enough calibration rows, else the task's pooled ``c``.
+- interval ``f⁻¹(z ∓ c·σ)`` with the scale ``σ = (s + offset)·exp(b·min(d, d_max))``
+  (:class:`Normalizer`): ``offset`` is the task's median spread, ``d`` the L1 distance in
+  atomic fractions from the alloy to the nearest alloy of the task's data measured at the same
+  processing route and temperature band (the screen's ``<task>_nearest_distance``; unknown
+  reads as ``d_max`` = :data:`DISTANCE_CAP`, the widest interval), ``b >= 0`` the task's
+  distance slope (fitted on the calibration rows, 0 in bundles built before it existed), and
+  ``c`` the split-conformal quantile of ``|f(y) − z| / σ`` (normalized conformal with a
+  fitted difficulty model: Papadopoulos et al., J. Artif. Intell. Res. 40 (2011) 815; Lei et
+  al., J. Am. Stat. Assoc. 113 (2018) 1094), one ``c`` per processing route (Mondrian
+  conformal; Vovk et al., *Algorithmic Learning in a Random World*, 2005) where the route has
+  enough calibration rows, else the task's pooled ``c``. ``b`` is never negative: an interval
+  never narrows as the alloy moves away from the data.
 
 :func:`ensemble` is the one implementation: the training run calibrates with it, the
 predictor and ``hea-screen update`` apply it.
@@ -30,6 +37,10 @@ SPACES: tuple[str, ...] = ("log", "logit")
 #: percentages within [0.5, 99.5] % (a measured 0 % elongation reads as 0.5 %).
 LOG_FLOOR = 1.0
 PCT_CLIP = (0.5, 99.5)
+#: Distance (L1 in atomic fractions) beyond which an alloy counts as this far in the interval's
+#: scale; an unknown distance (no nearest-data search, no alloy measured at the condition)
+#: counts as this far too.
+DISTANCE_CAP = 0.5
 
 
 def space_for(unit: str) -> str:
@@ -58,6 +69,28 @@ def inverse(z: np.ndarray, space: str) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Normalizer:
+    """A task's interval scale ``σ = (spread + offset)·exp(distance_slope·min(d, cap))`` in
+    the transformed space (module docstring); ``distance_slope`` 0 makes it
+    ``spread + offset``."""
+
+    offset: float
+    distance_slope: float = 0.0
+    cap: float = DISTANCE_CAP
+
+    def scale(self, spread: np.ndarray, distance: np.ndarray | None = None) -> np.ndarray:
+        """σ of each row; ``distance`` per row (L1, atomic fractions; NaN or ``None``: unknown,
+        counted as ``cap``)."""
+        spread = np.asarray(spread, dtype=np.float64)
+        if distance is None:
+            d = np.full(spread.shape, self.cap)
+        else:
+            d = np.asarray(distance, dtype=np.float64)
+            d = np.where(np.isfinite(d), np.minimum(d, self.cap), self.cap)
+        return (spread + self.offset) * np.exp(self.distance_slope * d)
+
+
+@dataclass(frozen=True)
 class Ensemble:
     """Per row: mean (task unit), centre and spread in the transformed space."""
 
@@ -65,15 +98,25 @@ class Ensemble:
     centre: np.ndarray
     spread: np.ndarray
 
-    def score(self, measured: np.ndarray, space: str, offset: float) -> np.ndarray:
-        """Conformal scores ``|f(y) − centre| / (spread + offset)``."""
-        return np.abs(forward(measured, space) - self.centre) / (self.spread + offset)
+    def score(
+        self,
+        measured: np.ndarray,
+        space: str,
+        norm: Normalizer,
+        distance: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Conformal scores ``|f(y) − centre| / σ`` (σ of :class:`Normalizer`)."""
+        return np.abs(forward(measured, space) - self.centre) / norm.scale(self.spread, distance)
 
     def bounds(
-        self, factor: np.ndarray | float, space: str, offset: float
+        self,
+        factor: np.ndarray | float,
+        space: str,
+        norm: Normalizer,
+        distance: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(lo, hi) in the task's unit of the interval ``f⁻¹(centre ∓ c·(spread + offset))``."""
-        half = np.asarray(factor) * (self.spread + offset)
+        """(lo, hi) in the task's unit of the interval ``f⁻¹(centre ∓ c·σ)``."""
+        half = np.asarray(factor) * norm.scale(self.spread, distance)
         return inverse(self.centre - half, space), inverse(self.centre + half, space)
 
 

@@ -12,8 +12,10 @@ runs each task's fold models and reports, per regression task, in the task's uni
 - ``<task>_lo`` / ``<task>_hi``: the calibrated 90 % interval of
   :mod:`hea_screen.inference.intervals`, built in log space (strengths, hardness) or logit
   space (percentages) so it stays physical (> 0; within 0-100 %), with the conformal factor
-  of the condition's processing route, the offset and the space the bundle's manifest holds
-  (measured coverage per route and distance band in the manifest);
+  of the condition's processing route, the offset, distance slope and space the bundle's
+  manifest holds (measured coverage per route and distance band in the manifest); the
+  distance is ``<task>_nearest_distance`` (with ``applicability=False``, or where no alloy
+  was measured at the condition, it is unknown and the interval takes its widest scale);
 
 and for the phase task ``phase_<class>_prob`` (mean class probability over folds). A task
 whose training data do not cover the condition (test temperature outside their range, or a
@@ -324,43 +326,54 @@ class TaskPredictor:
         logits = None
         if any(m.kind == TRANSFORMER for m in chosen):
             logits = self._transformer_logits(table, feats, condition, folds)
+        nearest = None
+        if applicability:
+            if self.training_set is None:
+                raise UserInputError(
+                    "this predictor was loaded without its training set (training_set=False): "
+                    "predict with applicability=False"
+                )
+            nearest = self.training_set.applicability(table, condition).select(
+                "unseen_elements",
+                *(
+                    f"{m.task.name}_{suffix}"
+                    for m in chosen
+                    if m.task is not PHASE
+                    for suffix in NEAREST_COLUMNS
+                ),
+            )
         columns: dict[str, Any] = {"composition": texts}
         for model in chosen:
+            distance = None
+            if nearest is not None and model.task is not PHASE:
+                distance = nearest[f"{model.task.name}_nearest_distance"].to_numpy()
             if model.kind == TRANSFORMER:
-                columns.update(self._transformer_columns(model, logits, condition.processing))
+                columns.update(
+                    self._transformer_columns(model, logits, condition.processing, distance)
+                )
             else:
                 first = model if folds is None else replace(model, files=model.files[:folds])
-                columns.update(self._task_columns(first, x, condition.processing))
+                columns.update(self._task_columns(first, x, condition.processing, distance))
         extrapolated = ",".join(m.task.name for m in chosen if m.coverage.gaps(condition))
         # a literal column keeps its type on no rows (a broadcast scalar makes every column Null)
         frame = pl.DataFrame(columns).with_columns(
             pl.lit(extrapolated, dtype=pl.Utf8).alias("extrapolated_tasks")
         )
-        if not applicability:
+        if nearest is None:
             return frame
-        if self.training_set is None:
-            raise UserInputError(
-                "this predictor was loaded without its training set (training_set=False): "
-                "predict with applicability=False"
-            )
-        nearest = self.training_set.applicability(table, condition).select(
-            "unseen_elements",
-            *(
-                f"{m.task.name}_{suffix}"
-                for m in chosen
-                if m.task is not PHASE
-                for suffix in NEAREST_COLUMNS
-            ),
-        )
         return pl.concat([frame, nearest], how="horizontal")
 
     def _task_columns(
-        self, model: TaskModel, x: np.ndarray, processing: Processing
+        self,
+        model: TaskModel,
+        x: np.ndarray,
+        processing: Processing,
+        distance: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         if not len(x):  # no rows: some graphs (the GP's) cannot run on an empty batch
             if model.task is PHASE:
                 return {phase_column(p): np.empty(0, dtype=np.float32) for p in PHASES}
-            return self._summary(model, np.empty((len(model.files), 0)), processing)
+            return self._summary(model, np.empty((len(model.files), 0)), processing, distance)
         sessions = self._fold_sessions(model.files, None)
         if model.task is PHASE:
             probs = np.mean([s.run(None, {s.get_inputs()[0].name: x})[1] for s in sessions], axis=0)
@@ -368,7 +381,7 @@ class TaskPredictor:
         values = np.stack(
             [s.run(None, {s.get_inputs()[0].name: x})[0].reshape(-1) for s in sessions]
         ).astype(np.float64)
-        return self._summary(model, values, processing)
+        return self._summary(model, values, processing, distance)
 
     def _transformer_logits(
         self,
@@ -429,7 +442,11 @@ class TaskPredictor:
         return np.stack(out)
 
     def _transformer_columns(
-        self, model: TaskModel, logits: np.ndarray, processing: Processing
+        self,
+        model: TaskModel,
+        logits: np.ndarray,
+        processing: Processing,
+        distance: np.ndarray | None = None,
     ) -> dict[str, Any]:
         j = model.output
         if model.task is PHASE:
@@ -440,14 +457,18 @@ class TaskPredictor:
         # (folds, [mean, std]) of the fold networks that ran
         scale = np.asarray(model.scalers[: len(logits)], dtype=np.float64)
         values = logits[:, :, j] * scale[:, 1:2] + scale[:, 0:1]
-        return self._summary(model, values, processing)
+        return self._summary(model, values, processing, distance)
 
     @staticmethod
     def _summary(
-        model: TaskModel, values: np.ndarray, processing: Processing
+        model: TaskModel,
+        values: np.ndarray,
+        processing: Processing,
+        distance: np.ndarray | None,
     ) -> dict[str, np.ndarray]:
-        """Mean, fold std and calibrated interval of (folds, rows) values at a route."""
-        got = model.interval(values, processing)
+        """Mean, fold std and calibrated interval of (folds, rows) values at a route, each
+        row at its ``distance`` to the task's data (``None``: unknown)."""
+        got = model.interval(values, processing, distance)
         return {f"{model.task.name}_{k}": got[k] for k in ("mean", "std", "lo", "hi")}
 
 

@@ -9,8 +9,10 @@ old one is never touched) with:
   (:mod:`hea_screen.inference.intervals`) is recomputed from scores whose mean and spread
   never saw the row, the spread the screen applies to an unseen alloy: the bundle's
   out-of-fold scores (``oof_predictions.csv``, first partition: ``|f(measured) − centre| /
-  (spread + offset)``, an ensemble of partition models that never saw the row's group) and
-  the new measurements scored by the *old* fold ensemble (which never saw them). The new
+  σ``, an ensemble of partition models that never saw the row's group, σ the interval's
+  scale at the row's ``distance`` column) and the new measurements scored by the *old* fold
+  ensemble (which never saw them), at their distance to the old training data when the
+  interval's scale depends on it (the nearest-data search of the screen). The new
   factor is the split-conformal quantile of both, but never below the quantile of the
   out-of-fold scores alone: new rows the old intervals covered cannot shrink ``c`` below
   what the full out-of-fold set supports. The route factors scale with the pooled one.
@@ -154,10 +156,11 @@ def _condition(row: Mapping[str, Any]) -> Condition:
 def new_scores(
     records: pl.DataFrame, predictor: TaskPredictor
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per task: conformal scores ``|f(y) − centre| / (spread + offset)`` of the records under
-    the current ensemble (which never saw them), read back from its calibrated interval
-    (``f(lo)``, ``f(hi)`` = centre ∓ c·(spread + offset)), and whether each lies in it.
-    Predicted in batches of :data:`SCORE_BATCH` records, without the nearest-data search."""
+    """Per task: conformal scores ``|f(y) − centre| / σ`` of the records under the current
+    ensemble (which never saw them), read back from its calibrated interval (``f(lo)``,
+    ``f(hi)`` = centre ∓ c·σ), and whether each lies in it. Predicted in batches of
+    :data:`SCORE_BATCH` records; with the nearest-data search only where the task's σ depends
+    on the distance (it then reads the distance as the screen does)."""
     out: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     keys = ["task", "test_type", "temperature_c", "processing"]
     for key, group in records.group_by(keys, maintain_order=True):
@@ -165,7 +168,9 @@ def new_scores(
         condition = _condition(dict(zip(keys, key)))
         model = predictor.bundle.task(task)
         for part in group.iter_slices(SCORE_BATCH):
-            got = predictor.predict(part["composition"], condition, [task], applicability=False)
+            got = predictor.predict(
+                part["composition"], condition, [task], applicability=model.distance_slope > 0
+            )
             y = part["value"].to_numpy()
             lo, hi = got[f"{task}_lo"].to_numpy(), got[f"{task}_hi"].to_numpy()
             z_lo, z_hi = forward(lo, model.interval_space), forward(hi, model.interval_space)
@@ -177,7 +182,8 @@ def new_scores(
 
 
 def old_scores(bundle: TaskBundle, task: str) -> np.ndarray:
-    """The bundle's out-of-fold conformal scores of ``task`` (first partition, one per row)."""
+    """The bundle's out-of-fold conformal scores of ``task`` (first partition, one per row; at
+    each row's ``distance`` where the file has the column, else at the widest scale)."""
     if OOF_FILE not in bundle.manifest["files"]:
         return np.array([])
     oof = pl.read_csv(bundle.read(OOF_FILE))
@@ -186,7 +192,10 @@ def old_scores(bundle: TaskBundle, task: str) -> np.ndarray:
     ens = Ensemble(
         part["predicted_mean"].to_numpy(), part["centre"].to_numpy(), part["spread"].to_numpy()
     )
-    score = ens.score(part["measured"].to_numpy(), model.interval_space, model.interval_offset)
+    distance = part["distance"].to_numpy() if "distance" in part.columns else None
+    score = ens.score(
+        part["measured"].to_numpy(), model.interval_space, model.normalizer, distance
+    )
     return score[np.isfinite(score)]
 
 
