@@ -193,9 +193,7 @@ def old_scores(bundle: TaskBundle, task: str) -> np.ndarray:
         part["predicted_mean"].to_numpy(), part["centre"].to_numpy(), part["spread"].to_numpy()
     )
     distance = part["distance"].to_numpy() if "distance" in part.columns else None
-    score = ens.score(
-        part["measured"].to_numpy(), model.interval_space, model.normalizer, distance
-    )
+    score = ens.score(part["measured"].to_numpy(), model.interval_space, model.normalizer, distance)
     return score[np.isfinite(score)]
 
 
@@ -489,7 +487,9 @@ def movement(
 ) -> pl.DataFrame:
     """How the new bundle moved the predictions of the first :data:`MOVEMENT_ROWS`
     ``compositions`` (what ``update`` prints; only those are predicted): per task, old and
-    new mean and calibrated interval width."""
+    new mean and calibrated interval width (without the nearest-data search: a task whose
+    interval scale depends on the distance is compared at its widest scale, the same on both
+    sides)."""
     compositions = compositions.head(MOVEMENT_ROWS)
     a = old.predict(compositions, condition, tasks, applicability=False)
     b = new.predict(compositions, condition, tasks, applicability=False)
