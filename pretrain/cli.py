@@ -14,8 +14,10 @@ database: every model per task and test type, grouped folds, calibration; see
 Every step skips work a previous run finished (a corpus, tokenizer or pre-trained model
 that exists, each finished fold), so an interrupted run continues where it stopped. A run
 directory keeps the config it was made with (``config.yaml``); a different config needs a
-new ``--out``, except one that only adds tabular families to ``conditions.families``: it is
-recorded, and the ``conditions`` step fits the added families alone.
+new ``--out``, except one that only adds tabular families to ``conditions.families`` or
+changes ``conditions.costly_families`` / ``costly_partitions``: it is recorded, and the
+``conditions`` step fits only what the finished partitions lack (and reports only what the
+new config asks for).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from hea_screen.datasets.sources import data_dir
 from hea_screen.errors import UserInputError
 from hea_screen.extras import missing_train_extra
 from pretrain.atomic import write_text_atomic
-from pretrain.config import TrainConfig, load_config
+from pretrain.config import ConditionsConfig, TrainConfig, load_config
 from pretrain.run_dir import RunDir
 
 log = logging.getLogger("hea-train")
@@ -178,14 +180,23 @@ def _require(path: Path, step: str) -> None:
         raise UserInputError(f"{path} is missing: run the {step} step first")
 
 
-def adds_families(recorded: TrainConfig, config: TrainConfig) -> bool:
-    """Whether ``config`` is ``recorded`` with tabular families added to ``conditions``
-    (the conditions step then fits only the new ones, :mod:`pretrain.condition_run`)."""
+#: The ``conditions`` keys a finished run may change (:func:`extends_conditions`).
+RESUMABLE = ("families", "costly_families", "costly_partitions")
+
+
+def extends_conditions(recorded: TrainConfig, config: TrainConfig) -> bool:
+    """Whether ``config`` is ``recorded`` with tabular families added to ``conditions`` and
+    its costly families or their partitions changed (the conditions step then fits only what
+    the finished partitions lack and reports what ``config`` asks for,
+    :mod:`pretrain.condition_run`)."""
     old, new = recorded.conditions, config.conditions
     if old is None or new is None or not set(old.families) <= set(new.families):
         return False
-    widened = dataclasses.replace(old, families=new.families)
-    return dataclasses.replace(recorded, conditions=widened) == config
+
+    def fixed(section: ConditionsConfig) -> dict[str, object]:
+        return {k: v for k, v in dataclasses.asdict(section).items() if k not in RESUMABLE}
+
+    return fixed(old) == fixed(new) and dataclasses.replace(recorded, conditions=new) == config
 
 
 def prepare_run(out: Path, config: TrainConfig) -> RunDir:
@@ -194,8 +205,8 @@ def prepare_run(out: Path, config: TrainConfig) -> RunDir:
     out.mkdir(parents=True, exist_ok=True)
     if run.config.exists():
         recorded = load_config(run.config)
-        if recorded != config and adds_families(recorded, config):
-            log.info("%s: conditions.families extended, recorded in %s", out, run.config)
+        if recorded != config and extends_conditions(recorded, config):
+            log.info("%s: conditions families changed, recorded in %s", out, run.config)
             write_text_atomic(run.config, config.to_yaml())
         elif recorded != config:
             changed = [k for k, v in config.as_dict().items() if recorded.as_dict()[k] != v]

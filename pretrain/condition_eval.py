@@ -115,7 +115,8 @@ def metrics_table(spread: pl.DataFrame, protocol: str) -> pl.DataFrame:
 
 
 def summarize(metrics: pl.DataFrame) -> pl.DataFrame:
-    """Mean and standard deviation over seeds of every metric."""
+    """Mean and standard deviation over seeds of every metric, with ``partitions``, the
+    number of seeds a model ran on (fewer for the transformer and costly families)."""
     values = [
         c
         for c in ("r2", "mae", "spearman", "top_decile_recall", "accuracy", "balanced_accuracy")
@@ -125,6 +126,7 @@ def summarize(metrics: pl.DataFrame) -> pl.DataFrame:
         metrics.group_by("protocol", "model", "task", "slice")
         .agg(
             pl.col("n").mean().round(0).cast(pl.Int64),
+            pl.col("seed").n_unique().alias("partitions"),
             *(pl.col(c).mean().alias(c) for c in values),
             *(pl.col(c).std(ddof=0).alias(f"{c}_std") for c in values),
         )

@@ -83,7 +83,8 @@ def summary_markdown(
         f"Grouped {config.folds}-fold CV by composition (alloys within L1 0.02 share a group), "
         f"{len(config.seeds)} random partitions (seeds {config.seeds}); metrics on the "
         "out-of-fold predictions of each partition at 25 °C, mean ± SD over partitions; R² per "
-        "route on that route's 25 °C rows. "
+        "route on that route's 25 °C rows; a model run on fewer partitions (for time) says "
+        "how many. "
         "`shipped` marks the model each task ships with (lowest validation loss; the test "
         "folds never take part in the choice).",
         "",
@@ -113,9 +114,8 @@ def summary_markdown(
                 for r in part.sort("accuracy", descending=True, nulls_last=True).iter_rows(
                     named=True
                 ):
-                    mark = " (shipped)" if r["model"] == shipped else ""
                     lines.append(
-                        f"| {LABELS.get(r['model'], r['model'])}{mark} | {r['n']} | "
+                        f"| {_label(r, shipped, len(config.seeds))} | {r['n']} | "
                         f"{_fmt(r['accuracy'], r['accuracy_std'])} | "
                         f"{_fmt(r['balanced_accuracy'], r['balanced_accuracy_std'])} |"
                     )
@@ -127,7 +127,6 @@ def summary_markdown(
                     "|---|---:|---:|---:|---:|---:|" + "---:|" * len(ROUTE_SLICES),
                 ]
                 for r in part.sort("r2", descending=True, nulls_last=True).iter_rows(named=True):
-                    mark = " (shipped)" if r["model"] == shipped else ""
                     routes = []
                     for route in ROUTE_SLICES:
                         got = summary.filter(
@@ -142,7 +141,7 @@ def summary_markdown(
                             else "–"
                         )
                     lines.append(
-                        f"| {LABELS.get(r['model'], r['model'])}{mark} | {r['n']} | "
+                        f"| {_label(r, shipped, len(config.seeds))} | {r['n']} | "
                         f"{_fmt(r['r2'], r['r2_std'])} | {_fmt(r['mae'], r['mae_std'])} | "
                         f"{_fmt(r['spearman'], r['spearman_std'])} | "
                         f"{_fmt(r['top_decile_recall'], r['top_decile_recall_std'])} | "
@@ -185,6 +184,17 @@ def summary_markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _label(row: dict[str, Any], shipped: str | None, partitions: int) -> str:
+    """A summary row's model: its label, ``(N partitions)`` where it ran on fewer than the
+    grouped protocol's ``partitions``, ``(shipped)`` for the model its task ships with."""
+    fewer = row["protocol"] == "grouped" and row["partitions"] < partitions
+    return (
+        LABELS.get(row["model"], row["model"])
+        + (f" ({row['partitions']} partitions)" if fewer else "")
+        + (" (shipped)" if row["model"] == shipped else "")
+    )
 
 
 def _cell(cell: dict[str, Any]) -> str:

@@ -11,14 +11,17 @@
 
 on the protocol of :mod:`pretrain.protocol`: 5 folds grouped by composition (alloys within
 L1 0.02 share a group), repeated over ``seeds`` (random partitions; the transformer on the
-first ``transformer_partitions``); a validation part of whole alloys carved from each training fold
+first ``transformer_partitions``, the tabular ``costly_families`` on the first
+``costly_partitions``); a validation part of whole alloys carved from each training fold
 decides early stopping, ExtraTrees' settings and which model a task ships with; the test
 fold is only ever predicted. Then leave-one-cluster-out folds (k-means on atomic
-fractions) for extrapolation.
+fractions) for extrapolation, every tabular family (costly ones too: it is one partition,
+and the one test of extrapolation, where a smooth kernel model may differ most from trees).
 
 Selection (:func:`select`): per task, the model with the lowest mean validation loss over
-all folds and seeds. Calibration (:func:`calibrate`): a row's ensemble is its out-of-fold
-predictions of the first ``folds`` partitions (each made by a model that never saw the
+all folds and the seeds it ran on. Calibration (:func:`calibrate`): a row's ensemble is its
+out-of-fold predictions of the first ``folds`` partitions (all it has for a model on fewer:
+the transformer, a costly family; each made by a model that never saw the
 alloy, trained on a random (K−1)/K of the others: the spread the K shipped fold models have
 for a candidate); the 90 % interval is that of :mod:`hea_screen.inference.intervals` (log
 space for strengths, logit for percentages, so the bounds are physical; a scale that grows
@@ -30,7 +33,11 @@ partition's fold assignment), per route and per distance band
 Outputs in ``RUN/conditions/`` (written atomically; a finished seed is not redone: a family
 added to ``conditions.families`` later is fitted alone and appended to each finished
 ``seed_<s>.parquet`` and ``loco.parquet``, its fold models written under ``models/``; the
-families already there are never refitted):
+families already there are never refitted; a partition gets no costly family past
+``costly_partitions``, and records a file holds beyond what the config asks for (a costly
+family fitted under an earlier, wider config) stay in the file but take no part in
+selection, calibration, metrics or the tables, so a resumed run reports what a fresh run
+would):
 
 - ``seed_<s>.parquet``: out-of-fold predictions of every model (``model, seed, fold,
   mpea_row, task, predicted, val_loss``), ``loco.parquet`` the same for cluster folds;
@@ -139,22 +146,24 @@ def run_conditions(
     groups = near.groups
 
     def cached(
-        name: str, splits: Sequence[Split], fit: Fit, families: Sequence[str]
+        name: str, splits: Sequence[Split], fit: Fit, families: Sequence[str] | None = None
     ) -> pl.DataFrame:
-        """``name.parquet``; an existing one gets only the tabular ``families`` it lacks
-        (appended atomically; a transformer file, ``families`` empty, is never redone)."""
+        """``name.parquet``'s records of the tabular ``families``: an existing file gets only
+        the families it lacks (appended atomically), and keeps records of others (a costly
+        family past ``costly_partitions`` of an earlier config) without returning them; a
+        transformer file (``families`` None) is never redone."""
         path = out / f"{name}.parquet"
         done = pl.read_parquet(path) if path.exists() else None
+        wanted = list(families or ())
         present = set() if done is None else set(done["model"])
-        missing = [f for f in families if f not in present]
-        if done is not None and not missing:
-            return done
-        if done is not None:
-            log.info("conditions %s: adding %s", name, ", ".join(missing))
-        new = run_splits(data, splits, lambda split: fit(split, missing), name)
-        frame = new if done is None else pl.concat([done, new])
-        atomic_write(path, frame.write_parquet)
-        return frame
+        missing = [f for f in wanted if f not in present]
+        if done is None or missing:
+            if done is not None:
+                log.info("conditions %s: adding %s", name, ", ".join(missing))
+            new = run_splits(data, splits, lambda split: fit(split, missing), name)
+            done = new if done is None else pl.concat([done, new])
+            atomic_write(path, done.write_parquet)
+        return done if families is None else done.filter(pl.col("model").is_in(wanted))
 
     def tabular(s: int, models: Path | None) -> Fit:
         return lambda split, families: tabular_fold(data, split, config, s, models, families)
@@ -168,15 +177,15 @@ def run_conditions(
     for i, s in enumerate(config.seeds):
         splits = grouped_splits(groups, config.folds, s, config.val_fraction)
         models = out / "models" if i == 0 else None
-        seeds.append(cached(f"seed_{s}", splits, tabular(s, models), config.families))
+        seeds.append(cached(f"seed_{s}", splits, tabular(s, models), config.partition_families(i)))
         if config.transformer and i < config.transformer_partitions:
-            seeds.append(cached(f"transformer_seed_{s}", splits, transformer(s, f"seed_{s}"), ()))
+            seeds.append(cached(f"transformer_seed_{s}", splits, transformer(s, f"seed_{s}")))
     splits = cluster_splits(
         canonical, data.fractions, config.loco_clusters, seed, config.val_fraction
     )
     loco = [cached("loco", splits, tabular(seed, None), config.families)]
     if config.transformer and config.loco_transformer:
-        loco.append(cached("transformer_loco", splits, transformer(seed, "loco"), ()))
+        loco.append(cached("transformer_loco", splits, transformer(seed, "loco")))
     grouped = with_spread(pl.concat(seeds), data.frame, config.folds)
     loco_spread = with_spread(pl.concat(loco), data.frame, 1)
     selection = select(pl.concat(seeds))

@@ -289,7 +289,9 @@ class ConditionsConfig:
     ``seeds`` of the grouped folds (one random partition into ``folds`` folds each; the first
     ``folds`` of them, as many models as the bundle ships, calibrate the intervals),
     ``val_fraction`` of training alloys for validation, tabular ``families`` with
-    ``n_estimators`` trees per forest, the multi-task ``transformer`` on the first
+    ``n_estimators`` trees per forest (the ``costly_families`` among them on the first
+    ``costly_partitions`` partitions only, for time; every family on the cluster folds),
+    the multi-task ``transformer`` on the first
     ``transformer_partitions`` partitions (settings in ``multitask``, see
     :mod:`pretrain.multitask`), ``loco_clusters`` for leave-one-cluster-out
     (``loco_transformer`` adds the transformer there), ``max_alloys`` (a random subset of
@@ -301,6 +303,8 @@ class ConditionsConfig:
     val_fraction: float = 0.15
     families: list[str] = field(default_factory=lambda: list(TABULAR_FAMILIES))
     n_estimators: int = 100
+    costly_families: list[str] = field(default_factory=list)
+    costly_partitions: int = 3
     transformer: bool = True
     transformer_partitions: int = 3
     loco_clusters: int = 5
@@ -318,6 +322,19 @@ class ConditionsConfig:
             )
         if len(self.seeds) < 2:
             raise ConfigError("conditions.seeds: need at least two partitions (a spread)")
+        stray = [f for f in self.costly_families if f not in self.families]
+        if stray:
+            raise ConfigError(
+                f"conditions.costly_families: {', '.join(stray)} not in conditions.families; "
+                f"choose from {', '.join(self.families)}"
+            )
+        if self.costly_partitions < 2 or (
+            self.costly_families and self.costly_partitions > len(self.seeds)
+        ):
+            raise ConfigError(
+                f"conditions.costly_partitions {self.costly_partitions}: need 2 to "
+                f"{len(self.seeds)} (at least two for a spread, at most one per seed)"
+            )
         if self.transformer_partitions < 2:
             raise ConfigError("conditions.transformer_partitions must be >= 2")
         if self.folds < 2 or self.loco_clusters < 2:
@@ -325,6 +342,13 @@ class ConditionsConfig:
         if not 0 < self.coverage < 1:
             raise ConfigError(f"conditions.coverage {self.coverage}: need a number in (0, 1)")
         _fraction("conditions.val_fraction", self.val_fraction)
+
+    def partition_families(self, index: int) -> list[str]:
+        """The tabular families fitted on the grouped partition ``index`` (0 for the first
+        seed): ``families``, less the ``costly_families`` from ``costly_partitions`` on."""
+        if index < self.costly_partitions:
+            return list(self.families)
+        return [f for f in self.families if f not in self.costly_families]
 
 
 @dataclass(frozen=True)

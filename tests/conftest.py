@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pretrain import condition_folds
 from pretrain.cli import STEPS, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,6 +22,20 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if step != "report":
             assert main([step, "--config", str(TINY_CONFIG), "--out", str(run), "--quiet"]) == 0
     return run
+
+
+@pytest.fixture
+def fitted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The family of every tabular fit from now on."""
+    calls: list[str] = []
+    real = condition_folds.fit_family
+
+    def counted(family: str, *args: object, **kwargs: object) -> object:
+        calls.append(family)
+        return real(family, *args, **kwargs)
+
+    monkeypatch.setattr(condition_folds, "fit_family", counted)
+    return calls
 
 
 @pytest.fixture(scope="session")

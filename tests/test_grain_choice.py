@@ -15,7 +15,6 @@ import yaml
 from hea_screen.errors import UserInputError
 from hea_screen.inference.design import DESIGN_COLUMNS, grain_columns, monotonic_constraints
 from hea_screen.inference.families import make_estimator
-from pretrain import condition_folds
 from pretrain.cli import main, prepare_run
 from pretrain.condition_folds import _onnx_bytes, onnx_predict
 from pretrain.config import TrainConfig
@@ -101,9 +100,7 @@ def _config(path: Path, families: list[str]) -> Path:
     return path
 
 
-def test_added_families_are_fitted_alone_and_appended(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_added_families_are_fitted_alone_and_appended(tmp_path: Path, fitted: list[str]) -> None:
     run = tmp_path / "run"
     old = _config(tmp_path / "old.yaml", ["knn"])
     assert main(["conditions", "--config", str(old), "--out", str(run), "--quiet"]) == 0
@@ -111,14 +108,7 @@ def test_added_families_are_fitted_alone_and_appended(
     before = {p.name: pl.read_parquet(p) for p in out.glob("*.parquet")}
     assert set(before) == {"seed_0.parquet", "seed_1.parquet", "loco.parquet"}
 
-    fitted: list[str] = []
-    real = condition_folds.fit_family
-
-    def counted(family: str, *args: object, **kwargs: object) -> object:
-        fitted.append(family)
-        return real(family, *args, **kwargs)
-
-    monkeypatch.setattr(condition_folds, "fit_family", counted)
+    fitted.clear()
     new = _config(tmp_path / "new.yaml", ["knn", *NEW])
     assert main(["conditions", "--config", str(new), "--out", str(run), "--quiet"]) == 0
     assert fitted and set(fitted) == set(NEW)
