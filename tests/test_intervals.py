@@ -120,8 +120,19 @@ def _with_distance_slope(tmp_path: Path, slope: object) -> Path:
     return dst
 
 
-def test_bundles_without_the_distance_term_keep_their_intervals() -> None:
-    predictor = TaskPredictor(default_bundle_path())
+def _without_distance_term(tmp_path: Path) -> Path:
+    """A copy of the default bundle as exported before the distance term: no slope or cap."""
+    dst = _with_distance_slope(tmp_path, 0.0)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    for task in manifest["tasks"].values():
+        for key in ("distance_slope", "distance_cap"):
+            task.get("calibration", {}).pop(key, None)
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst
+
+
+def test_bundles_without_the_distance_term_keep_their_intervals(tmp_path: Path) -> None:
+    predictor = TaskPredictor(_without_distance_term(tmp_path))
     model = predictor.bundle.task(TASK)
     assert model.distance_slope == 0.0  # built before the term existed
     comps = ["CoCrFeMnNi", "Al0.5CoCrFeNi", "NbMoTaW"]
@@ -178,14 +189,20 @@ def test_update_scores_new_rows_at_their_distance_to_the_data(tmp_path: Path) ->
     assert inside.all()
 
 
-def test_update_scores_the_out_of_fold_rows_at_their_distance(tmp_path: Path) -> None:
-    root = _with_distance_slope(tmp_path, 2.0)
-    far = old_scores(load_task_bundle(root), TASK)  # no distance column: the widest scale
-    oof = pl.read_csv(root / OOF_FILE).with_columns(distance=pl.lit(0.0))
+def _replace_oof(root: Path, oof: pl.DataFrame) -> None:
+    """Write ``oof`` as the bundle's out-of-fold table, its manifest entry updated."""
     blob = oof.write_csv().encode()
     (root / OOF_FILE).write_bytes(blob)
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["files"][OOF_FILE] = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
     (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_update_scores_the_out_of_fold_rows_at_their_distance(tmp_path: Path) -> None:
+    root = _with_distance_slope(tmp_path, 2.0)
+    oof = pl.read_csv(root / OOF_FILE)
+    _replace_oof(root, oof.drop("distance", strict=False))
+    far = old_scores(load_task_bundle(root), TASK)  # no distance column: the widest scale
+    _replace_oof(root, oof.with_columns(distance=pl.lit(0.0)))
     at_the_data = old_scores(load_task_bundle(root), TASK)
     np.testing.assert_allclose(at_the_data, far * np.exp(2.0 * DISTANCE_CAP))

@@ -107,14 +107,15 @@ def test_condition_tokens_extend_the_vocabulary_at_its_end() -> None:
     assert len(vocabulary()) == N_BEFORE_GRAIN + len(GRAIN_TOKENS)
 
 
-def test_shipped_transformer_vocabulary_is_a_prefix() -> None:
-    """The shipped transformer bundle was exported before the grain-size tokens: its ids are
-    this version's first 623."""
+def test_shipped_transformer_vocabulary_is_this_versions() -> None:
+    """The shipped transformer bundle carries the grain-size tokens after the 623 it had
+    before them (whose ids never move)."""
     from hea_screen.inference.bundle_files import shipped_bundle_path
 
     shipped = TokenEncoder.load(shipped_bundle_path("transformer") / "tokenizer")
-    assert shipped.use_conditions and not shipped.use_grain_size  # loaded as saved
-    assert shipped.tokenizer.get_vocab() == {t: i for i, t in enumerate(vocabulary()[:623])}
+    assert shipped.use_conditions and shipped.use_grain_size  # loaded as saved
+    assert shipped.tokenizer.get_vocab() == {t: i for i, t in enumerate(vocabulary())}
+    assert len(vocabulary()) == 623 + 6
 
 
 @pytest.mark.parametrize(
