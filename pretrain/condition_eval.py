@@ -88,6 +88,24 @@ def with_spread(predictions: pl.DataFrame, frame: pl.DataFrame, members: int) ->
 ROUTE_SLICES: tuple[str, ...] = ("CAST", "WROUGHT", "ANNEAL")
 
 
+#: Column order of :func:`metrics_table` (fixed: the rows come from a ``group_by``, whose order,
+#: and so the first row's keys, varies from run to run).
+METRIC_COLUMNS: tuple[str, ...] = (
+    "protocol",
+    "model",
+    "task",
+    "slice",
+    "seed",
+    "n",
+    "r2",
+    "mae",
+    "spearman",
+    "top_decile_recall",
+    "accuracy",
+    "balanced_accuracy",
+)
+
+
 def metrics_table(spread: pl.DataFrame, protocol: str) -> pl.DataFrame:
     """Per model, task, seed (partition) and slice: the task's metrics. Slices: ``25C``,
     ``all`` and ``25C_<ROUTE>`` for the routes of :data:`ROUTE_SLICES`."""
@@ -111,7 +129,9 @@ def metrics_table(spread: pl.DataFrame, protocol: str) -> pl.DataFrame:
                     **m,
                 }
             )
-    return pl.DataFrame(rows).sort("protocol", "task", "model", "slice", "seed")
+    frame = pl.DataFrame(rows)
+    order = [c for c in METRIC_COLUMNS if c in frame.columns]
+    return frame.select(order).sort("protocol", "task", "model", "slice", "seed")
 
 
 def summarize(metrics: pl.DataFrame) -> pl.DataFrame:

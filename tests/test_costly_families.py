@@ -158,3 +158,21 @@ def test_a_run_accepts_a_changed_limit_but_no_other_change(tmp_path: Path) -> No
     prepare_run(tmp_path, _conditions(costly_families=[COSTLY], costly_partitions=3))
     with pytest.raises(UserInputError, match="different config"):
         prepare_run(tmp_path, _conditions(costly_families=[COSTLY], folds=3))
+
+
+def test_metrics_columns_keep_their_order_whatever_task_comes_first() -> None:
+    """``metrics.csv`` columns do not depend on the order ``group_by`` yields the tasks in."""
+    from pretrain.condition_eval import METRIC_COLUMNS, metrics_table
+
+    rows = {
+        "model": ["m"] * 8,
+        "task": ["phase"] * 4 + ["uts_tension_mpa"] * 4,
+        "seed": [0] * 8,
+        "temperature_c": [25.0] * 8,
+        "processing": ["CAST"] * 8,
+        "measured": [0.0, 1.0, 2.0, 1.0, 500.0, 600.0, 700.0, 800.0],
+        "predicted": [0.0, 1.0, 1.0, 1.0, 510.0, 590.0, 720.0, 790.0],
+    }
+    for order in (slice(None), slice(None, None, -1)):
+        frame = pl.DataFrame({k: v[order] for k, v in rows.items()})
+        assert tuple(metrics_table(frame, "grouped").columns) == METRIC_COLUMNS
