@@ -254,6 +254,98 @@ def test_bulk_reading_gives_the_row_by_row_records(tmp_path, monkeypatch):
         assert read_results(path).equals(one_by_one)
 
 
+def test_results_read_in_slices_keep_the_whole_file_s_answers(tmp_path, monkeypatch):
+    """Read in slices of 2 rows, a file still gives the whole file's answers: a row that
+    cannot be parsed after the first slices, a bad row or a repeat in a later slice, a file
+    of a header only."""
+    from hea_screen.planning import store
+
+    monkeypatch.setattr(store, "READ_ROWS", 2)
+    bad = [*GOOD, "CoNi,tension,25,cast,600,,,,extra"]
+    with pytest.raises(UserInputError, match="cannot be read"):
+        read_results(results(tmp_path, bad))
+    with pytest.raises(UserInputError, match=r"row 4 \(line 6\): unknown element"):
+        read_results(results(tmp_path, [*GOOD, "Co1 Ni1,T,25,cast,640,,,", "Xx1,T,25,cast,9,,,"]))
+    with pytest.raises(UserInputError, match=r"row 3 \(line 5\): repeats row 1"):
+        read_results(results(tmp_path, [*GOOD, GOOD[1]]))
+    with pytest.raises(UserInputError, match="hold no rows"):
+        read_results(results(tmp_path, []))
+
+
+def test_import_sha256_is_that_of_the_sorted_records(monkeypatch):
+    """The import's SHA-256, hashed from the sort order slice by slice, is the digest of the
+    CSV text of the records sorted whole (ties, every column deciding, slices of 3)."""
+    from hea_screen.planning import store
+
+    monkeypatch.setattr(store, "READ_ROWS", 3)
+    rng = np.random.default_rng(0)
+    n = 40
+    records = pl.DataFrame(
+        {
+            "composition": rng.choice(["Co1 Ni1", "Fe1", "Cr1 Fe1"], n),
+            "task": rng.choice(["uts_tension_mpa", "elongation_tension_pct"], n),
+            "test_type": ["tension"] * n,
+            "temperature_c": rng.choice([25.0, 600.0], n),
+            "processing": rng.choice(["CAST", "WROUGHT"], n),
+            "value": rng.choice([1.5, 2.0, 700.0], n),
+            "source_row": np.arange(n),
+        }
+    )
+    text = records.drop("source_row").sort(list(store.RECORD_COLUMNS[:-1])).write_csv()
+    assert store.records_sha256(records) == hashlib.sha256(text.encode("utf-8")).hexdigest()
+    assert store.records_sha256(records.reverse()) == store.records_sha256(records)
+    empty = records.clear()
+    header = empty.drop("source_row").write_csv()
+    assert store.records_sha256(empty) == hashlib.sha256(header.encode("utf-8")).hexdigest()
+    keys = ["composition", "processing"]
+    assert store.distinct(records, keys).equals(records.select(keys).unique(maintain_order=True))
+
+
+def test_scores_gathered_from_slices_are_those_of_each_condition_s_batches(monkeypatch):
+    """Records of several tasks and conditions, interleaved, are scored in the batches of
+    each task and condition's records in file order (what ``group_by`` gave), slices of 3."""
+    from hea_screen.inference.intervals import forward
+    from hea_screen.inference.predictor import TaskPredictor
+    from hea_screen.planning import update as up
+
+    monkeypatch.setattr(up, "SCORE_BATCH", 3)
+    model = TaskPredictor(default_bundle_path())
+    tasks = ["uts_tension_mpa", "elongation_tension_pct", "uts_compression_mpa"]
+    kinds = ["tension", "tension", "compression"]
+    n = 23
+    which = [i % 3 if i % 5 else 0 for i in range(n)]
+    records = pl.DataFrame(
+        {
+            "composition": [f"Co{1 + i % 7} Cr1 Fe1 Ni{1 + i % 4}" for i in range(n)],
+            "task": [tasks[w] for w in which],
+            "test_type": [kinds[w] for w in which],
+            "temperature_c": [25.0] * n,
+            "processing": ["CAST" if i % 4 else "WROUGHT" for i in range(n)],
+            "value": [600.0 + 10 * i if which[i] != 1 else 5.0 + i for i in range(n)],
+        }
+    )
+    keys = ["task", "test_type", "temperature_c", "processing"]
+    expected: dict[str, tuple[list, list]] = {}
+    for key, group in records.group_by(keys, maintain_order=True):  # main's batches
+        task, condition = str(key[0]), _condition(dict(zip(keys, key)))
+        space = model.bundle.task(task).interval_space
+        for part in group.iter_slices(3):
+            near = model.bundle.task(task).distance_slope > 0
+            got = model.predict(part["composition"], condition, [task], applicability=near)
+            y = part["value"].to_numpy()
+            lo, hi = got[f"{task}_lo"].to_numpy(), got[f"{task}_hi"].to_numpy()
+            z_lo, z_hi = forward(lo, space), forward(hi, space)
+            half = (z_hi - z_lo) / 2 / model.bundle.task(task).factor(condition.processing)
+            scores, inside = expected.setdefault(task, ([], []))
+            scores.append(np.abs(forward(y, space) - (z_lo + z_hi) / 2) / half)
+            inside.append((y >= lo) & (y <= hi))
+    got = up.new_scores(records, model)
+    assert list(got) == list(expected)
+    for task, (scores, inside) in expected.items():
+        assert np.array_equal(got[task][0], np.concatenate(scores))
+        assert np.array_equal(got[task][1], np.concatenate(inside))
+
+
 def test_training_set_keeps_old_alloys_in_place_and_appends_new_ones():
     """Stored alloys update the values of known ones in place and are appended after them,
     with their values per condition where the task keeps ``measured_at``."""
@@ -327,15 +419,19 @@ def _main_training_set(text: str, store_records: pl.DataFrame) -> str:
     return json.dumps(data)
 
 
-@pytest.mark.parametrize("chunk", [1, 2, 50_000])
-def test_streamed_training_set_is_byte_identical_to_the_dict_merge(tmp_path, monkeypatch, chunk):
+@pytest.mark.parametrize(("chunk", "merge"), [(1, 1), (2, 2), (50_000, 131_072)])
+def test_streamed_training_set_is_byte_identical_to_the_dict_merge(
+    tmp_path, monkeypatch, chunk, merge
+):
     """The streamed merge writes the same bytes as main's merge of Python lists and dicts:
     the shipped training set (known alloys updated in place, new ones appended, a new task,
-    a target without ``measured_at``, non-ASCII text), in chunks of any size."""
+    a target without ``measured_at``, non-ASCII text), in chunks of any size, the records
+    grouped in parts of any size (split by alloy)."""
     from hea_screen.inference.bundle import load_task_bundle as load
     from hea_screen.planning import update as up
 
     monkeypatch.setattr(up, "JSON_CHUNK", chunk)
+    monkeypatch.setattr(up, "MERGE_ROWS", merge)
     text = load(default_bundle_path()).training_set_text()
     data = json.loads(text)
     task, known = next((t, e["compositions"]) for t, e in data["targets"].items())
@@ -351,7 +447,7 @@ def test_streamed_training_set_is_byte_identical_to_the_dict_merge(tmp_path, mon
             "test_type": ["tension"] * 8,
             "temperature_c": [25.0, 25.0, 600.0, 25.0, 25.0, 25.0, 800.0, 25.0],
             "processing": ["CAST"] * 6 + ["WROUGHT", "CAST"],
-            "value": [4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 1.5, 7.25],
+            "value": [4.0, 0.1, 0.2, 7.0, 8.0, 9.0, 1.5, 0.3],
         }
     )
     expected = _main_training_set(text, stored).encode("utf-8")

@@ -70,7 +70,7 @@ def run_update(argv: Sequence[str]) -> int:
     args = update_parser().parse_args(argv)
     records = read_results(args.measured)
     store = MeasurementStore(args.store)
-    store.check_new(records)
+    digest = store.check_new(records)
     store.check_writable()
     info = inspect_model(args.model, args.model_sha256)
     out = Path(args.out) if args.out else next_version(info.path)
@@ -84,19 +84,21 @@ def run_update(argv: Sequence[str]) -> int:
     plan = read_candidates(args.plan)["composition"] if args.plan else None
     calibration = recalibrate(old.bundle, new_scores(records, old))
     tasks = sorted(calibration)
-    everything = pl.concat([store.records(), records], how="vertical_relaxed")
+    stored = store.records()
+    everything = pl.concat([stored, records], how="vertical_relaxed") if stored.height else records
+    del stored
     refit = Refit(skipped=dict.fromkeys(tasks, "--no-refit"))
     if not args.no_refit:
         refit = refit_trees(old.bundle, everything, tasks)
     update = {
         "store": str(Path(args.store).resolve()),
-        "imports": [*(e["sha256"] for e in store.imports()), store.check_new(records)],
+        "imports": [*(e["sha256"] for e in store.imports()), digest],
         "refitted": refit.done,
         "not_refitted": refit.skipped,
     }
     sha = write_version(old.bundle, out, calibration, refit.files, everything, update)
     try:
-        entry = store.add(records, str(args.measured))
+        entry = store.add(records, str(args.measured), digest)
     except BaseException:  # the new bundle names this import: it goes with it
         shutil.rmtree(out, ignore_errors=True)
         raise

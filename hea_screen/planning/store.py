@@ -98,22 +98,18 @@ def read_results(path: str | Path) -> pl.DataFrame:
     if not path.is_file():
         raise UserInputError(f"measured results {str(path)!r}: no such file")
     try:
-        raw = pl.read_csv(path, infer_schema=False)
+        columns = pl.scan_csv(path, infer_schema=False).collect_schema().names()
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(
-            f"measured results {str(path)!r} cannot be read: {brief(exc)}"
-        ) from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
-    props = [c for c in raw.columns if c in PROPERTY_COLUMNS]
+        raise _unreadable(path, exc) from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    props = [c for c in columns if c in PROPERTY_COLUMNS]
     if missing or not props:
         need = ", ".join(missing) if missing else "a property column"
         raise UserInputError(
             f"measured results {str(path)!r} lack {need}: need columns "
             f"{', '.join(REQUIRED_COLUMNS)} and at least one of {', '.join(PROPERTY_COLUMNS)}"
         )
-    if raw.height == 0:
-        raise UserInputError(f"measured results {str(path)!r} hold no rows")
-    ignored = [c for c in raw.columns if c not in (*REQUIRED_COLUMNS, *PROPERTY_COLUMNS)]
+    ignored = [c for c in columns if c not in (*REQUIRED_COLUMNS, *PROPERTY_COLUMNS)]
     if ignored:
         log.warning(
             "measured results %r: ignored column(s) %s (read: %s)",
@@ -121,9 +117,15 @@ def read_results(path: str | Path) -> pl.DataFrame:
             ", ".join(repr(c[:24]) for c in ignored[:5]) + (" ..." if len(ignored) > 5 else ""),
             ", ".join((*REQUIRED_COLUMNS, *PROPERTY_COLUMNS)),
         )
-    fast = _bulk_read(raw, props)
+    fast = _bulk_read(path, props)
     if fast is not None:
         return fast
+    try:
+        raw = pl.read_csv(path, infer_schema=False)
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        raise _unreadable(path, exc) from None
+    if raw.height == 0:
+        raise UserInputError(f"measured results {str(path)!r} hold no rows")
     # some row may be bad: read row by row, naming every bad row
     records: list[tuple[object, ...]] = []
     problems: list[str] = []
@@ -154,29 +156,37 @@ def read_results(path: str | Path) -> pl.DataFrame:
     return frame.cast({"temperature_c": pl.Float64, "value": pl.Float64, "source_row": pl.Int64})
 
 
-def _bulk_read(raw: pl.DataFrame, props: list[str]) -> pl.DataFrame | None:
+def _unreadable(path: Path, exc: BaseException) -> UserInputError:
+    return UserInputError(f"measured results {str(path)!r} cannot be read: {brief(exc)}")
+
+
+def _bulk_read(path: Path, props: list[str]) -> pl.DataFrame | None:
     """The records of a results file with no bad row, read in bulk by slices of
-    :data:`READ_ROWS` rows; ``None`` when some row may be bad (then the row-by-row reading
-    names every bad row) or repeats another (a 64-bit hash of each row's records: a
-    collision only sends the file to the row-by-row reading). Linear in rows."""
-    parts, hashes = [], []
-    for start in range(0, raw.height, READ_ROWS):
-        part = _bulk_records(raw.slice(start, READ_ROWS), props, start)
-        if part is None:
-            return None
-        parts.append(part)
-        hashes.append(
-            part.group_by("source_row", maintain_order=True)
-            .agg(pl.struct(pl.exclude("source_row")).hash().sum())
-            .to_series(1)
-            .to_numpy()
-        )
-    if len(np.unique(np.concatenate(hashes))) < raw.height:
+    :data:`READ_ROWS` rows (only those rows' text in memory at a time); ``None`` when the
+    file holds no row, cannot be read, some row may be bad (then the row-by-row reading
+    names every bad row, or the reading error) or repeats another (a 64-bit hash of each
+    row's records: a collision only sends the file to the row-by-row reading). Linear in
+    rows."""
+    scan = pl.scan_csv(path, infer_schema=False).select(*REQUIRED_COLUMNS, *props)
+    parts, hashes, rows = [], [], 0
+    try:
+        for raw in scan.collect_batches(chunk_size=READ_ROWS):
+            part = _bulk_records(raw, props, rows)
+            if part is None or _feature_problems(part):
+                return None
+            rows += raw.height
+            hashes.append(
+                part.group_by("source_row", maintain_order=True)
+                .agg(pl.struct(pl.exclude("source_row")).hash().sum())
+                .to_series(1)
+                .to_numpy()
+            )
+            parts.append(part.cast(RECORD_SCHEMA))
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError):
         return None
-    frame = pl.concat(parts)
-    if _feature_problems(frame):
+    if not rows or len(np.unique(np.concatenate(hashes))) < rows:
         return None
-    return frame.cast({"temperature_c": pl.Float64, "value": pl.Float64, "source_row": pl.Int64})
+    return pl.concat(parts)
 
 
 def _bulk_records(raw: pl.DataFrame, props: list[str], first_row: int) -> pl.DataFrame | None:
@@ -401,13 +411,24 @@ def check_records(frame: pl.DataFrame, where: str) -> None:
 
 
 def records_sha256(records: pl.DataFrame) -> str:
-    """Identity of an import: SHA-256 of its records, sorted, without the source rows."""
-    norm = records.drop("source_row").sort(list(RECORD_COLUMNS[:-1]))
+    """Identity of an import: SHA-256 of its records, sorted, without the source rows (the
+    CSV text of the sorted records, hashed slice by slice: only the sort order, not a sorted
+    copy, is held)."""
+    columns = list(RECORD_COLUMNS[:-1])
+    order = records.select(pl.arg_sort_by(columns)).to_series()
     digest = hashlib.sha256()
-    for start in range(0, max(norm.height, 1), READ_ROWS):  # the CSV text, slice by slice
-        part = norm.slice(start, READ_ROWS)
+    for start in range(0, max(records.height, 1), READ_ROWS):
+        part = records.select(pl.col(columns).gather(order.slice(start, READ_ROWS)))
         digest.update(part.write_csv(include_header=start == 0).encode("utf-8"))
     return digest.hexdigest()
+
+
+def distinct(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """The distinct rows of ``frame``'s ``columns``, in order of first appearance, found by
+    slices of :data:`READ_ROWS` rows: ``unique`` of a whole frame of a few columns held 0.27
+    GB for 2 × 10^6 records (docs/benchmarks.md, issue 21)."""
+    parts = [p.select(columns).unique(maintain_order=True) for p in frame.iter_slices(READ_ROWS)]
+    return pl.concat(parts).unique(maintain_order=True) if parts else frame.select(columns)
 
 
 class MeasurementStore:
@@ -460,9 +481,10 @@ class MeasurementStore:
     def imports(self) -> list[dict[str, object]]:
         return list(self.manifest()["imports"])  # type: ignore[arg-type]
 
-    def check_new(self, records: pl.DataFrame) -> str:
-        """The SHA-256 of ``records``; refuse them if an earlier import holds the same."""
-        digest = records_sha256(records)
+    def check_new(self, records: pl.DataFrame, digest: str | None = None) -> str:
+        """The SHA-256 of ``records`` (``digest`` when the caller has it); refuse them if an
+        earlier import holds the same."""
+        digest = digest or records_sha256(records)
         for entry in self.imports():
             if entry["sha256"] == digest:
                 raise UserInputError(
@@ -471,9 +493,12 @@ class MeasurementStore:
                 )
         return digest
 
-    def add(self, records: pl.DataFrame, source: str) -> dict[str, object]:
-        """Store ``records`` as a new import; refuse one stored before (same SHA-256)."""
-        digest = self.check_new(records)
+    def add(
+        self, records: pl.DataFrame, source: str, digest: str | None = None
+    ) -> dict[str, object]:
+        """Store ``records`` as a new import; refuse one stored before (same SHA-256;
+        ``digest``: :meth:`check_new`'s answer for them, not computed again)."""
+        digest = self.check_new(records, digest)
         manifest = self.manifest()
         imports = list(manifest["imports"])  # type: ignore[arg-type]
         rel = f"imports/{digest}.parquet"

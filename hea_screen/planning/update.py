@@ -66,7 +66,7 @@ from hea_screen.inference.design import design_matrix, monotonic_constraints
 from hea_screen.inference.families import FOREST_PREFIXES, make_estimator
 from hea_screen.inference.intervals import Ensemble, conformal_quantile, forward
 from hea_screen.inference.predictor import TaskPredictor
-from hea_screen.planning.store import bad_rows_error
+from hea_screen.planning.store import READ_ROWS, bad_rows_error, distinct
 
 #: Model families whose fold members ``update`` refits (with the train extra).
 TREE_FAMILIES: tuple[str, ...] = (*FOREST_PREFIXES, "random_forest", "gradient_boosting")
@@ -124,7 +124,7 @@ def check_against_model(records: pl.DataFrame, predictor: TaskPredictor, source:
     condition is checked once."""
     keys = ["task", "test_type", "temperature_c", "processing"]
     messages: dict[tuple[Any, ...], str] = {}
-    for row in records.select(keys).unique(maintain_order=True).iter_rows(named=True):
+    for row in distinct(records, keys).iter_rows(named=True):
         if row["task"] not in predictor.tasks:
             messages[tuple(row.values())] = (
                 f"{row['task']} is not predicted by the model (it predicts "
@@ -158,27 +158,49 @@ def new_scores(
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per task: conformal scores ``|f(y) − centre| / σ`` of the records under the current
     ensemble (which never saw them), read back from its calibrated interval (``f(lo)``,
-    ``f(hi)`` = centre ∓ c·σ), and whether each lies in it. Predicted in batches of
-    :data:`SCORE_BATCH` records; with the nearest-data search only where the task's σ depends
-    on the distance (it then reads the distance as the screen does)."""
-    out: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    ``f(hi)`` = centre ∓ c·σ), and whether each lies in it. With the nearest-data search
+    only where the task's σ depends on the distance (it then reads the distance as the
+    screen does); each task and condition's records (in file order) are predicted in batches
+    of :data:`SCORE_BATCH`, gathered from slices of the records as they come, so no
+    condition's records are copied whole."""
     keys = ["task", "test_type", "temperature_c", "processing"]
-    for key, group in records.group_by(keys, maintain_order=True):
-        task = str(key[0])
-        condition = _condition(dict(zip(keys, key)))
+    pending: dict[tuple[Any, ...], list[pl.DataFrame]] = {}  # by first appearance
+    done: dict[tuple[Any, ...], list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    def score(key: tuple[Any, ...], part: pl.DataFrame) -> None:
+        task, condition = str(key[0]), _condition(dict(zip(keys, key)))
         model = predictor.bundle.task(task)
-        for part in group.iter_slices(SCORE_BATCH):
-            got = predictor.predict(
-                part["composition"], condition, [task], applicability=model.distance_slope > 0
-            )
-            y = part["value"].to_numpy()
-            lo, hi = got[f"{task}_lo"].to_numpy(), got[f"{task}_hi"].to_numpy()
-            z_lo, z_hi = forward(lo, model.interval_space), forward(hi, model.interval_space)
-            half = (z_hi - z_lo) / 2 / model.factor(condition.processing)
-            scores, inside = out.setdefault(task, ([], []))
-            scores.append(np.abs(forward(y, model.interval_space) - (z_lo + z_hi) / 2) / half)
-            inside.append((y >= lo) & (y <= hi))
-    return {t: (np.concatenate(s), np.concatenate(i)) for t, (s, i) in out.items()}
+        got = predictor.predict(
+            part["composition"], condition, [task], applicability=model.distance_slope > 0
+        )
+        y = part["value"].to_numpy()
+        lo, hi = got[f"{task}_lo"].to_numpy(), got[f"{task}_hi"].to_numpy()
+        z_lo, z_hi = forward(lo, model.interval_space), forward(hi, model.interval_space)
+        half = (z_hi - z_lo) / 2 / model.factor(condition.processing)
+        scores = np.abs(forward(y, model.interval_space) - (z_lo + z_hi) / 2) / half
+        done.setdefault(key, []).append((scores, (y >= lo) & (y <= hi)))
+
+    for block in records.select(*keys, "composition", "value").iter_slices(SCORE_BATCH):
+        for key, group in block.partition_by(keys, maintain_order=True, as_dict=True).items():
+            queue = pending.setdefault(key, [])
+            queue.append(group.select("composition", "value"))
+            if sum(q.height for q in queue) >= SCORE_BATCH:
+                rows = pl.concat(queue)
+                while rows.height >= SCORE_BATCH:
+                    score(key, rows.head(SCORE_BATCH))
+                    rows = rows.slice(SCORE_BATCH)
+                queue[:] = [rows]
+    for key, queue in pending.items():
+        rows = pl.concat(queue)
+        if rows.height:
+            score(key, rows)
+    out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for key in pending:
+        out.setdefault(str(key[0]), []).extend(done.get(key, []))
+    return {
+        t: (np.concatenate([s for s, _ in parts]), np.concatenate([i for _, i in parts]))
+        for t, parts in out.items()
+    }
 
 
 def old_scores(bundle: TaskBundle, task: str) -> np.ndarray:
@@ -323,6 +345,9 @@ def _refit_task(
 #: Rows of new training compositions turned into JSON text at a time (bounds memory).
 JSON_CHUNK = 50_000
 
+#: Records of a task grouped at a time, about, when merging the training set (bounds memory).
+MERGE_ROWS = 131_072
+
 
 def _training_set_parts(text: str, store_records: pl.DataFrame) -> Iterator[str]:
     """``training_set.json`` with the stored alloys added (mean value per alloy and task, and
@@ -333,7 +358,7 @@ def _training_set_parts(text: str, store_records: pl.DataFrame) -> Iterator[str]
     document (keys in insertion order, existing keys updated in place)."""
     data = json.loads(text)
     columns = ["test_type", "temperature_c", "processing"]
-    conditions = store_records.select(columns).unique(maintain_order=True)
+    conditions = distinct(store_records, columns)
     keys = conditions.with_columns(
         pl.Series(
             "key",
@@ -343,58 +368,78 @@ def _training_set_parts(text: str, store_records: pl.DataFrame) -> Iterator[str]
     )
     records = store_records.select("task", "composition", *columns, "value")
 
-    def merged(task: str, old: pl.Series, known: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """The task's mean value per alloy and per alloy and condition key, of the alloys
-        in ``old`` (``known``) or of the others, in order of first appearance."""
-        rows = (
-            records.filter(pl.col("task") == task, pl.col("composition").is_in(old) == known)
+    def merged(task: str, old: pl.Series, known: bool) -> tuple[pl.DataFrame, pl.Series]:
+        """The task's alloys in ``old`` (``known``) or the others, one row each, and their
+        order of first appearance (row numbers: the frame is left unsorted, sorting would
+        copy it): ``value``, the mean; ``key`` and ``at_values``, the mean per condition
+        key (keys in order of first appearance). The records are keyed slice by slice (a
+        join of millions of records holds all their keys) and grouped in parts of about
+        :data:`MERGE_ROWS` records, split by a hash of the alloy (a group-by of 10^6 alloys
+        held 0.2 GB); a mean sees its alloy's values in file order either way."""
+        rows = pl.concat(
+            part.filter(pl.col("task") == task, pl.col("composition").is_in(old) == known)
             .join(keys, on=columns, how="left", maintain_order="left")
             .select("composition", "key", "value")
-        )
-        means = rows.group_by("composition", maintain_order=True).agg(pl.col("value").mean())
-        at = rows.group_by("composition", "key", maintain_order=True).agg(pl.col("value").mean())
-        return means, at
+            for part in records.iter_slices(READ_ROWS)
+        ).with_row_index("first")
+        pieces = [rows]
+        if rows.height > MERGE_ROWS:
+            split = (pl.col("composition").hash() % -(-rows.height // MERGE_ROWS)).alias("_part")
+            pieces = rows.with_columns(split).partition_by("_part", include_key=False)
+        del rows
+        out = []
+        while pieces:
+            rows = pieces.pop()
+            means = rows.group_by("composition", maintain_order=True).agg(
+                pl.col("first").first(), pl.col("value").mean()
+            )
+            at = (
+                rows.group_by("composition", "key", maintain_order=True)
+                .agg(pl.col("value").mean())
+                .group_by("composition", maintain_order=True)
+                .agg("key", pl.col("value").alias("at_values"))
+            )
+            assert at["composition"].equals(means["composition"])
+            out.append(means.with_columns(at["key"], at["at_values"]))
+        alloys = pl.concat(out)
+        return alloys.drop("first"), alloys["first"].arg_sort()
 
     # Lists of new alloys stand in the document as placeholders: json.dumps of the (small)
     # document, split at them, and the new items streamed in between, one task at a time.
     tails: list[tuple[list[Any], str, pl.Series, str]] = []
-    for task in records["task"].unique(maintain_order=True).to_list():
+    for task in distinct(records, ["task"])["task"].to_list():
         target = data["targets"].setdefault(
             task, {"compositions": [], "values": [], "measured_at": []}
         )
         where: dict[str, int] = {c: i for i, c in enumerate(target["compositions"])}
         old = pl.Series(list(where), dtype=pl.Utf8)
-        means, at = merged(task, old, True)
-        for comp, value in means.iter_rows():
-            target["values"][where[comp]] = value
+        known, order = merged(task, old, True)
         has_at = "measured_at" in target
-        if has_at:
-            for comp, key, value in at.iter_rows():
-                target["measured_at"][where[comp]][key] = value
+        for comp, value, at_keys, at_values in known[order].iter_rows():
+            target["values"][where[comp]] = value
+            if has_at:
+                target["measured_at"][where[comp]].update(zip(at_keys, at_values))
         for name in ("compositions", "values", *(("measured_at",) if has_at else ())):
             tails.append((target[name], task, old, name))
             target[name] = f"\x00{len(tails) - 1}\x00"
     skeleton = re.split(r'"\\u0000(\d+)\\u0000"', json.dumps(data))
     yield skeleton[0]
-    current: tuple[str, pl.DataFrame] | None = None
+    current: tuple[str, tuple[pl.DataFrame, pl.Series]] | None = None
     for number, after in zip(skeleton[1::2], skeleton[2::2]):
         items, task, old, name = tails[int(number)]
         if current is None or current[0] != task:
             current = new = None  # one task's new alloys in memory at a time
-            means, at = merged(task, old, False)
-            # alloys in the same order as ``means`` (first appearance), one row each
-            by_comp = at.group_by("composition", maintain_order=True).agg("key", "value")
-            del at
-            assert by_comp["composition"].equals(means["composition"])
-            new = means.with_columns(by_comp["key"], by_comp["value"].alias("at_values"))
-            del means, by_comp
-            current = (task, new)
-        new = current[1]
+            current = (task, merged(task, old, False))
+        new, order = current[1]
         yield "["
         first = json.dumps(items)[1:-1]
         yield first
         sep = ", " if first else ""
-        for part in new.iter_slices(JSON_CHUNK):
+        wanted = new.select(
+            {"compositions": ["composition"], "values": ["value"]}.get(name, ["key", "at_values"])
+        )
+        for start in range(0, len(order), JSON_CHUNK):
+            part = wanted[order.slice(start, JSON_CHUNK)]  # in order of first appearance
             if name == "compositions":
                 chunk = part["composition"].to_list()
             elif name == "values":
