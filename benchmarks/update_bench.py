@@ -6,9 +6,10 @@ fresh process on a results CSV of N random specimens (3 to 6 of 11 elements, ten
 and reports the process wall time, rows per second and peak resident memory. Goals: linear
 in rows (the s per row of the largest against the smallest size) and 10^6 rows in under
 2 minutes and 1 GB. ``--reference DIR`` runs the code before the change (a source tree) on
-the smallest size in the same run.
+the smallest size in the same run (on the sizes of ``--reference-rows`` when given).
 
     python -m benchmarks.update_bench [--rows 10000,100000,1000000] [--reference DIR]
+        [--reference-rows 10000,1000000]
 """
 
 from __future__ import annotations
@@ -55,16 +56,20 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", default="10000,100000,1000000")
     p.add_argument("--reference", type=Path, help="source tree of the reference code")
+    p.add_argument(
+        "--reference-rows", default="", help="sizes the reference runs on (default: the first)"
+    )
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = p.parse_args()
     sizes = [int(n) for n in args.rows.split(",")]
+    ref_sizes = [int(n) for n in args.reference_rows.split(",") if n] or sizes[:1]
     table: list[tuple[str, int, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for n in sizes:
             results = write_results(work / f"results-{n}.csv", n)
             table.append(("this code", n, run_update(results, work)))
-            if args.reference and n == sizes[0]:
+            if args.reference and n in ref_sizes:
                 table.append(("reference code", n, run_update(results, work, args.reference)))
     header = f"{'code':16} {'rows':>10} {'wall s':>8} {'rows/s':>9} {'us/row':>8} {'peak MiB':>9}"
     print(header)
