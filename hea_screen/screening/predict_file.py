@@ -12,9 +12,10 @@ at the stated condition, every row ranked (``rank``, ``pareto`` on the front of 
 rows), in input or rank order.
 
 The file is read, parsed, predicted and written in chunks of :data:`CHUNK_ROWS` rows, so
-memory is bounded by a chunk (plus 16 bytes a row for the ranks) whatever the size of the
-file: a first pass parses every chunk and collects the bad rows (a bad row stops the run
-before any model runs); a second pass predicts each chunk in batches of the model's batch
+the prediction's memory is bounded by a chunk whatever the size of the file (the ranking
+and the output are not: about 0.5 KB a row, docs/benchmarks.md): a first pass parses
+every chunk and collects the bad rows (a bad row stops the run before any model runs); a
+second pass predicts each chunk in batches of the model's batch
 size (one featurization and every fold model once per batch, the nearest-training-data
 search vectorized) and writes its rows to a temporary Parquet part; the ranks come from a
 sort of ``(score, composition, row)`` over the parts, the front from the chunks' fronts
