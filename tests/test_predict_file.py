@@ -132,6 +132,19 @@ def test_chunks_and_text_blocks_do_not_change_the_output(tmp_path, monkeypatch):
     assert pl.read_csv(tmp_path / "b.csv")["row"].to_list() == [7]
 
 
+def test_ranks_by_position_are_those_of_the_sorted_rows(tmp_path, monkeypatch):
+    """Ranks attached by position over parts of 2 rows (no join on ``row``) are the order
+    of ``(score descending, composition, row)``, repeated alloys in row order."""
+    monkeypatch.setattr("hea_screen.screening.predict_file.CHUNK_ROWS", 2)
+    source = tmp_path / "alloys.txt"
+    source.write_text("\n".join([*TEXTS, TEXTS[2], "Co1 Fe1", TEXTS[2]]) + "\n", "utf-8")
+    frame = predict(tmp_path, str(source))
+    keys = ["score", "composition", "row"]
+    by_score = frame.sort(keys, descending=[True, False, False], nulls_last=True)
+    assert frame.sort("rank")["row"].to_list() == by_score["row"].to_list()
+    assert frame["rank"].sort().to_list() == list(range(1, frame.height + 1))
+
+
 def test_streamed_csv_equals_the_parquet_rows(files, tmp_path):
     out = tmp_path / "out.csv"
     assert main(["predict", str(files["txt"]), "--out", str(out), "--show", "0"]) == 0
