@@ -419,7 +419,7 @@ def _main_training_set(text: str, store_records: pl.DataFrame) -> str:
     return json.dumps(data)
 
 
-@pytest.mark.parametrize(("chunk", "merge"), [(1, 1), (2, 2), (50_000, 131_072)])
+@pytest.mark.parametrize(("chunk", "merge"), [(1, 1), (2, 2), (50_000, 32_768)])
 def test_streamed_training_set_is_byte_identical_to_the_dict_merge(
     tmp_path, monkeypatch, chunk, merge
 ):

@@ -346,7 +346,7 @@ def _refit_task(
 JSON_CHUNK = 50_000
 
 #: Records of a task grouped at a time, about, when merging the training set (bounds memory).
-MERGE_ROWS = 131_072
+MERGE_ROWS = 32_768
 
 
 def _training_set_parts(text: str, store_records: pl.DataFrame) -> Iterator[str]:
