@@ -11,6 +11,7 @@ from hea_screen import load_model, parse
 from hea_screen.cli import main
 from hea_screen.conditions import Condition, Processing, TestType
 from hea_screen.screening.engine import result_columns
+from hea_screen.screening.predict_output import rank_rows
 from hea_screen.screening.ranking import Ranking
 
 TEXTS = ["CoCrFeNi", "Al0.5CoCrFeNi", "Co20Cr20Fe20Mn20Ni20", "(CoCrFeNi)90Al10", "Co1 Cr1 Ni1"]
@@ -186,3 +187,56 @@ def test_batches_predicted_together_give_the_values_of_one_call_each(tmp_path, m
     monkeypatch.setattr("hea_screen.screening.partition.CALL_ROWS", 128)
     one_each = predict(tmp_path, str(source), "--batch-size", "128")
     assert together.equals(one_each) and together.height == len(lines)
+
+
+@pytest.mark.parametrize("order", ["input", "ranked"])
+def test_many_parts_write_the_bytes_of_one_part(tmp_path, monkeypatch, order):
+    """Parts of 2 rows and rank blocks of 3 (the output written part by part, the rank
+    order block by block) give the CSV and Parquet bytes of one part: repeated alloys
+    (equal scores) in row order, the user's columns (one named ``rank``) beside their rows."""
+    texts = [*TEXTS, TEXTS[2], "Co1 Fe1", TEXTS[2], TEXTS[0], "CoFe", TEXTS[2]]
+    source = tmp_path / "mine.csv"
+    pl.DataFrame(
+        {"sample": [f"=S{i}" for i in range(len(texts))], "composition": texts,
+         "rank": [str(i % 3) for i in range(len(texts))]}
+    ).write_csv(source)
+
+    def outputs(name: str) -> list[bytes]:
+        paths = [tmp_path / f"{name}.csv", tmp_path / f"{name}.parquet"]
+        for out in paths:
+            args = ["predict", str(source), "--order", order, "--out", str(out), "--show", "0"]
+            assert main(args) == 0
+        return [p.read_bytes() for p in paths]
+
+    one = outputs("one")
+    monkeypatch.setattr("hea_screen.screening.predict_file.CHUNK_ROWS", 2)
+    monkeypatch.setattr("hea_screen.screening.predict_output.RANK_BLOCK", 3)
+    assert outputs("many") == one
+    frame = pl.read_parquet(tmp_path / "many.parquet")
+    same = frame.filter(pl.col("composition") == str(parse(TEXTS[2]))).sort("rank")
+    assert same["row"].to_list() == [3, 6, 8, 11]
+    assert frame.sort("row")["sample"].to_list() == [f"=S{i}" for i in range(len(texts))]
+
+
+def test_ranks_read_compositions_only_to_break_ties(tmp_path):
+    """The ranks of parts (rows with equal, NaN, signed zero and missing scores across
+    parts) are the positions of polars' sort of ``(score descending, nulls last;
+    composition; row)``."""
+    nan, inf = float("nan"), float("inf")
+    frame = pl.DataFrame(
+        {
+            "row": list(range(1, 15)),
+            "score": [0.5, None, 0.9, 0.5, None, 0.1, 0.5, 0.9, 0.2, nan, 0.0, -0.0, nan, -inf],
+            "composition": [*"NCFCACNCTNAFVC"],
+        }
+    )
+    parts = []
+    for i, start in enumerate(range(0, frame.height, 4)):
+        parts.append(tmp_path / f"part-{i}.parquet")
+        frame.slice(start, 4).write_parquet(parts[-1])
+    ranks = rank_rows(parts)
+    by_sort = frame.sort(
+        ["score", "composition", "row"], descending=[True, False, False], nulls_last=True
+    )
+    assert frame.with_columns(rank=ranks).sort("rank")["row"].to_list() == by_sort["row"].to_list()
+    assert by_sort["row"].to_list() == [10, 13, 8, 3, 4, 1, 7, 9, 6, 11, 12, 14, 5, 2]

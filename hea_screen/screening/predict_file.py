@@ -41,10 +41,11 @@ from hea_screen.compositions.elements import mixing_matrix, supported_elements
 from hea_screen.compositions.features import featurize
 from hea_screen.compositions.table import CompositionTable
 from hea_screen.errors import UserInputError, brief
-from hea_screen.output import atomic_write, check_table_path, csv_safe
-from hea_screen.screening.engine import decorate, result_columns
+from hea_screen.output import check_table_path
+from hea_screen.screening.engine import decorate
 from hea_screen.screening.model_ref import ModelRef, predicted_tasks, predictor_for
 from hea_screen.screening.partition import batches_per_call
+from hea_screen.screening.predict_output import UserColumns, output_chunks, write_chunks
 from hea_screen.screening.ranking import (
     FRONT_X,
     FRONT_Y,
@@ -327,10 +328,9 @@ def predict_file(
         parts, front = _predict_parts(
             checked, model, ranking, reference, work, ingot_mass_g, model_sha256, progress
         )
-        table = _with_user_columns(_ranked(parts, front, ranking, order_by), checked)
-        if out is not None:
-            _sink(table, Path(out))
-        return Predicted(table.head(head).collect(), checked.good)
+        chunks = output_chunks(parts, front, ranking, _user_columns(checked), order_by, work)
+        table = write_chunks(chunks, None if out is None else Path(out), head, work)
+        return Predicted(table, checked.good)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -391,61 +391,15 @@ def _predict_parts(
     return parts, front
 
 
-def _ranked(
-    parts: list[Path], front: pl.DataFrame, ranking: Ranking, order_by: str
-) -> pl.LazyFrame:
-    """The output rows: the parts with ``rank`` (score descending, then composition, then
-    row) and ``pareto`` (on the front of the file's rows), in input or rank order."""
-    rows = pl.scan_parquet(parts)
-    ranks = (
-        rows.select("row", "score", "composition")
-        .sort(["score", "composition", "row"], descending=[True, False, False], nulls_last=True)
-        .select("row", pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("rank"))
-        .collect()
-    )
-    table = rows.join(ranks.lazy(), on="row", how="left", maintain_order="left").with_columns(
-        pl.col("row").is_in(front["row"].implode()).alias("pareto")
-    )
-    if order_by == "ranked":
-        table = table.sort("rank")
-    names = table.collect_schema().names()
-    first = [c for c in result_columns(ranking) if c in names]
-    return table.select("row", *first, pl.exclude("row", *first))
-
-
-def _with_user_columns(table: pl.LazyFrame, checked: Checked) -> pl.LazyFrame:
-    """``table`` with the input table's other columns (sample ids, notes, ...) right after
-    ``row``, matched by row; a name the output already uses gets the prefix ``input_``. A
-    text file has no other columns."""
+def _user_columns(checked: Checked) -> UserColumns | None:
+    """The input table's other columns (sample ids, notes, ...), put right after ``row`` and
+    matched by row; none for a text file."""
     path = checked.path
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
-        return table
+        return None
     source = pl.scan_csv(path, infer_schema=False) if suffix == ".csv" else pl.scan_parquet(path)
     schema = source.collect_schema()
-    names = schema.names()
     text = _column(schema, checked.column, path)
-    others = [c for c in names if c != text]
-    if not others:
-        return table
-    taken = set(table.collect_schema().names())
-    ids = [f"input_{c}" if c in taken else c for c in others]
-    extra = (
-        source.select(others)
-        .rename(dict(zip(others, ids)))
-        .with_row_index("row", offset=1)
-        .with_columns(pl.col("row").cast(pl.Int64))
-    )
-    joined = table.join(extra, on="row", how="left", maintain_order="left")
-    return joined.select("row", *ids, pl.exclude("row", *ids))
-
-
-def _sink(table: pl.LazyFrame, out: Path) -> None:
-    """Stream ``table`` to ``out`` (CSV, Parquet) atomically; JSON is built in memory."""
-    suffix = out.suffix.lower()
-    if suffix == ".csv":
-        atomic_write(out, csv_safe(table).sink_csv)
-    elif suffix == ".parquet":
-        atomic_write(out, table.sink_parquet)
-    else:
-        atomic_write(out, table.collect().write_json)
+    others = [c for c in schema.names() if c != text]
+    return UserColumns(source, others, CHUNK_ROWS) if others else None
