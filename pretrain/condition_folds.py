@@ -52,9 +52,9 @@ def tabular_fold(
     config: ConditionsConfig,
     seed: int,
     models_dir: Path | None,
-    families: Sequence[str] | None = None,
+    families: Sequence[str],
 ) -> list[dict[str, Any]]:
-    """``families`` (default: the config's) on every task of one split; the test
+    """``families`` (tabular, of the config) on every task of one split; the test
     predictions as records."""
     tasks = np.asarray(data.frame["task"].to_list())
     y = data.frame["value"].to_numpy()
@@ -72,7 +72,7 @@ def tabular_fold(
                 seed,
             )
             continue
-        for family in config.families if families is None else families:
+        for family in families:
             if classify and family in NOT_FOR_PHASE:
                 continue
             fit = fit_family(

@@ -131,8 +131,8 @@ def _input_order(
 
 def _rank_order(chunks: Iterator[pl.DataFrame], work: Path) -> Iterator[pl.DataFrame]:
     blocks: dict[int, list[Path]] = {}
+    block = ((pl.col("rank") - 1) // RANK_BLOCK).alias("_block")
     for i, chunk in enumerate(chunks):
-        block = ((pl.col("rank") - 1) // RANK_BLOCK).alias("_block")
         for piece in chunk.with_columns(block).partition_by("_block", maintain_order=True):
             j = int(piece["_block"][0])
             blocks.setdefault(j, []).append(work / f"rank-{j:06d}-{i:06d}.parquet")
