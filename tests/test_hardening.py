@@ -40,6 +40,21 @@ def run(capsys, *args: str) -> tuple[int, str]:
     return code, err
 
 
+def _one_result(tmp_path: Path) -> Path:
+    """A results file of one tensile measurement (``r.csv`` in ``tmp_path``)."""
+    measured = tmp_path / "r.csv"
+    measured.write_text(HEADER + "\nCo0.2 Cr0.2 Fe0.3 Ni0.3,tension,25,cast,640,300,55\n")
+    return measured
+
+
+def _update_no_refit(capsys, measured: Path, store: Path, out: Path) -> tuple[int, str]:
+    """``hea-screen update --measured MEASURED --store STORE --out OUT --no-refit``."""
+    return run(
+        capsys, "update", "--measured", str(measured), "--store", str(store), "--out", str(out),
+        "--no-refit",
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def screen(tmp_path_factory) -> Path:
     """A small screen (Co-Cr-Fe-Ni, step 0.1) by the shipped model, as Parquet."""
@@ -185,21 +200,10 @@ def test_item14_read_json_never_raises_recursion_error(tmp_path):
 
 # ----------------------------------------------------------- 4: update ordering
 def test_item4_a_store_that_is_a_file_is_refused_before_any_bundle(tmp_path, capsys):
-    measured = tmp_path / "r.csv"
-    measured.write_text(HEADER + "\nCo0.2 Cr0.2 Fe0.3 Ni0.3,tension,25,cast,640,300,55\n")
+    measured = _one_result(tmp_path)
     store = tmp_path / "store"
     store.write_text("not a directory")
-    code, err = run(
-        capsys,
-        "update",
-        "--measured",
-        str(measured),
-        "--store",
-        str(store),
-        "--out",
-        str(tmp_path / "nb"),
-        "--no-refit",
-    )
+    code, err = _update_no_refit(capsys, measured, store, tmp_path / "nb")
     assert code == 2 and "is not a directory" in err and "batch" not in err
     assert not (tmp_path / "nb").exists()
 
@@ -350,8 +354,7 @@ def test_item14_huge_counts_are_usage_errors(capsys, args):
 
 # ------------------------------------------------------- 9: the measurement store
 def _stored(tmp_path: Path) -> MeasurementStore:
-    measured = tmp_path / "r.csv"
-    measured.write_text(HEADER + "\nCo0.2 Cr0.2 Fe0.3 Ni0.3,tension,25,cast,640,300,55\n")
+    measured = _one_result(tmp_path)
     store = MeasurementStore(tmp_path / "store")
     store.add(read_results(measured), str(measured))
     return store
@@ -561,20 +564,9 @@ def test_item15_a_condition_that_is_not_a_condition_is_named():
 
 
 def test_item4_update_out_as_a_dangling_link_is_refused(tmp_path, capsys):
-    measured = tmp_path / "r.csv"
-    measured.write_text(HEADER + "\nCo0.2 Cr0.2 Fe0.3 Ni0.3,tension,25,cast,640,300,55\n")
+    measured = _one_result(tmp_path)
     (tmp_path / "nb").symlink_to(tmp_path / "elsewhere")
-    code, err = run(
-        capsys,
-        "update",
-        "--measured",
-        str(measured),
-        "--store",
-        str(tmp_path / "store"),
-        "--out",
-        str(tmp_path / "nb"),
-        "--no-refit",
-    )
+    code, err = _update_no_refit(capsys, measured, tmp_path / "store", tmp_path / "nb")
     assert code == 2 and "exists" in err
     assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "store").exists()
 
