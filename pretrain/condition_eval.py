@@ -129,9 +129,12 @@ def metrics_table(spread: pl.DataFrame, protocol: str) -> pl.DataFrame:
                     **m,
                 }
             )
-    frame = pl.DataFrame(rows)
-    order = [c for c in METRIC_COLUMNS if c in frame.columns]
-    return frame.select(order).sort("protocol", "task", "model", "slice", "seed")
+    # every row's keys, not the first 100 rows' (a phase row first met later would lose its
+    # accuracy columns): the schema is the union, in the order of METRIC_COLUMNS
+    keys = {k for row in rows for k in row}
+    schema = [c for c in METRIC_COLUMNS if c in keys]
+    frame = pl.DataFrame(rows, schema=schema, infer_schema_length=None)
+    return frame.sort("protocol", "task", "model", "slice", "seed")
 
 
 def summarize(metrics: pl.DataFrame) -> pl.DataFrame:

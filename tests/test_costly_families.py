@@ -176,3 +176,26 @@ def test_metrics_columns_keep_their_order_whatever_task_comes_first() -> None:
     for order in (slice(None), slice(None, None, -1)):
         frame = pl.DataFrame({k: v[order] for k, v in rows.items()})
         assert tuple(metrics_table(frame, "grouped").columns) == METRIC_COLUMNS
+
+
+def test_metrics_keep_the_phase_accuracy_whatever_row_it_comes_at() -> None:
+    """Phase rows met after the first 100 metric rows keep their accuracy (the frame's schema
+    is every row's keys, not the first rows')."""
+    from pretrain.condition_eval import metrics_table
+
+    seeds = 60
+    measured = [500.0, 600.0, 700.0, 800.0]
+    frame = pl.DataFrame(
+        {
+            "model": "m",
+            "task": ["uts_tension_mpa"] * 4 * seeds + ["phase"] * 4,
+            "seed": [s for s in range(seeds) for _ in range(4)] + [0] * 4,
+            "temperature_c": 25.0,
+            "processing": "CAST",
+            "measured": measured * seeds + [0.0, 1.0, 2.0, 1.0],
+            "predicted": [510.0, 590.0, 720.0, 790.0] * seeds + [0.0, 1.0, 1.0, 1.0],
+        }
+    )
+    table = metrics_table(frame, "grouped")
+    phase = table.filter(pl.col("task") == "phase", pl.col("slice") == "25C")
+    assert phase["accuracy"].to_list() == [0.75]
