@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from hea_screen import parse
 from hea_screen.compositions.table import CompositionTable
+from hea_screen.errors import BundleError
 from hea_screen.inference.applicability import TrainingSet
 
 TRAINING = {
@@ -46,3 +48,28 @@ def test_nearest_matches_brute_force_whatever_the_palette_and_row_blocks(monkeyp
             assert got[f"{name}_nearest_composition"][row] == target.compositions[best]
             assert abs(got[f"{name}_nearest_distance"][row] - distances[best]) < 1e-9
             assert got[f"{name}_nearest_measured"][row] == target.values[best]
+
+
+def test_intervals_take_the_distance_to_the_alloys_the_models_learned():
+    """A target whose last alloys were added by ``update`` without refitting: the nearest
+    columns know them, the interval's distance is to the learned alloys only (NaN with none)."""
+    data = json.loads(json.dumps(TRAINING))
+    data["targets"]["b"]["learned"] = 2  # "Fe1" is a lab alloy the models never saw
+    data["targets"]["a"]["learned"] = 0
+    training = TrainingSet.from_json(json.dumps(data))
+    table = CompositionTable.from_compositions(["Fe1", "Co0.5 Ni0.5"])
+    frame, interval = training.search(table)
+    assert frame["b_nearest_composition"].to_list() == ["Fe1", "Co0.5 Ni0.5"]
+    assert frame["b_nearest_distance"].to_list() == [0.0, 0.0]
+    assert interval["b"].tolist() == [2.0, 0.0]  # Fe1 shares nothing with Al0.2 Co0.8, Co0.5 Ni0.5
+    assert np.isnan(interval["a"]).all()
+    assert frame.equals(training.applicability(table))
+    assert TrainingSet.from_json(json.dumps(TRAINING)).search(table)[1] == {}  # all learned
+
+
+@pytest.mark.parametrize("learned", [-1, 4, 1.5, True, "2"])
+def test_a_bad_learned_count_is_refused(learned):
+    data = json.loads(json.dumps(TRAINING))
+    data["targets"]["b"]["learned"] = learned
+    with pytest.raises(BundleError, match=r"training_set\.json"):
+        TrainingSet.from_json(json.dumps(data))

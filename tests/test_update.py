@@ -363,7 +363,7 @@ def test_training_set_keeps_old_alloys_in_place_and_appends_new_ones():
             "value": [4.0, 5.0, 6.0, 7.0],
         }
     )
-    new = json.loads(_training_set(json.dumps({"targets": old}), stored))
+    new = json.loads(_training_set(json.dumps({"targets": old}), stored, {"a", "c"}))
     key = Condition.of("tension", 25, "cast").measured_key
     assert new == {
         "targets": {
@@ -372,6 +372,32 @@ def test_training_set_keeps_old_alloys_in_place_and_appends_new_ones():
             "c": {"compositions": ["Co1"], "values": [5.0], "measured_at": [{key: 5.0}]},
         }
     }
+
+
+def test_tasks_whose_members_were_kept_count_the_alloys_they_learned():
+    """A task with stored alloys but kept members gains (or keeps) ``learned``, its alloys
+    before the lab's; a refitted task learned them all and drops the count."""
+    from hea_screen.planning.update import _training_set
+
+    old = {"a": {"compositions": ["Co0.5 Ni0.5", "Fe1"], "values": [1.0, 2.5]}}
+    old["b"] = {"compositions": ["Fe1"], "values": [3.0]}
+    stored = pl.DataFrame(
+        {
+            "task": ["a", "c", "a"],
+            "composition": ["Fe1", "Co1", "Ni1"],
+            "test_type": ["tension"] * 3,
+            "temperature_c": [25.0] * 3,
+            "processing": ["CAST"] * 3,
+            "value": [4.0, 5.0, 6.0],
+        }
+    )
+    kept = json.loads(_training_set(json.dumps({"targets": old}), stored, set()))["targets"]
+    assert (kept["a"]["learned"], kept["c"]["learned"], "learned" in kept["b"]) == (2, 0, False)
+    assert kept["a"]["compositions"] == ["Co0.5 Ni0.5", "Fe1", "Ni1"]
+    more = stored.with_columns(pl.col("composition").replace({"Ni1": "Cr1"}))
+    again = json.loads(_training_set(json.dumps({"targets": kept}), more, {"c"}))["targets"]
+    assert again["a"]["learned"] == 2 and "learned" not in again["c"]
+    assert again["a"]["compositions"] == ["Co0.5 Ni0.5", "Fe1", "Ni1", "Cr1"]
 
 
 def _main_training_set(text: str, store_records: pl.DataFrame) -> str:
@@ -452,7 +478,7 @@ def test_streamed_training_set_is_byte_identical_to_the_dict_merge(
     )
     expected = _main_training_set(text, stored).encode("utf-8")
     path = tmp_path / "training_set.json"
-    digest, size = up.write_training_set(text, stored, path)
+    digest, size = up.write_training_set(text, stored, path, set(stored["task"]))
     assert path.read_bytes() == expected
     assert (digest, size) == (hashlib.sha256(expected).hexdigest(), len(expected))
 
@@ -481,3 +507,34 @@ def test_a_predictor_without_its_training_set_predicts_the_same():
     )
     with pytest.raises(UserInputError, match="applicability=False"):
         lean.predict(texts, Condition(), tasks)
+
+
+def test_lab_alloys_the_members_did_not_learn_leave_intervals_at_their_width(
+    tmp_path, bundle_copy, capsys
+):
+    """After ``update --no-refit`` the nearest-measured columns know a lab alloy, but its
+    interval is scaled at its distance to the alloys the members learned: its (log-space)
+    width moves by the new conformal factor alone (it would shrink by ``exp(-slope·d)``
+    otherwise)."""
+    from hea_screen.conditions import Processing
+    from hea_screen.inference.predictor import TaskPredictor
+
+    args = ["update", "--measured", str(results(tmp_path, GOOD)), "--store",
+            str(tmp_path / "store"), "--model", str(bundle_copy), "--no-refit",
+            "--out", str(tmp_path / "v2")]
+    assert main(args) == 0, capsys.readouterr().err
+    task, alloy, condition = "uts_tension_mpa", "Co0.25 Cr0.3 Ni0.45", Condition()
+    old, new = TaskPredictor(bundle_copy), TaskPredictor(tmp_path / "v2")
+    a, b = (m.predict([alloy], condition, [task]) for m in (old, new))
+    assert a[f"{task}_nearest_distance"][0] > 0.05 and old.bundle.task(task).distance_slope > 0
+    assert b[f"{task}_nearest_distance"][0] == 0 and b[f"{task}_nearest_composition"][0] == alloy
+    training = json.loads((tmp_path / "v2" / "training_set.json").read_text())
+    learned = training["targets"][task]["learned"]
+    assert learned == len(old.training_set.targets[task].compositions)
+    # half-widths in the interval's (log) space: factor x scale
+    half = [np.log(p[f"{task}_hi"][0] / p[f"{task}_lo"][0]) for p in (a, b)]
+    factor = new.bundle.task(task).factor(Processing.CAST) / old.bundle.task(task).factor(
+        Processing.CAST
+    )
+    assert b[f"{task}_mean"][0] == a[f"{task}_mean"][0]
+    assert half[1] / half[0] == pytest.approx(factor, rel=1e-9)

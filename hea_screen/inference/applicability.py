@@ -17,6 +17,13 @@ Two flags travel with every prediction:
   and ``<target>_nearest_condition`` names the route and band, or says that no alloy was
   measured there (distance, composition and value then empty).
 
+The interval's distance (:meth:`TrainingSet.search`) is searched among the
+alloys the task's models **learned**: ``hea-screen update`` adds the lab's alloys to the
+training set (so the nearest-measured columns know them), and where it keeps a task's members
+(``--no-refit``, or a family it does not refit) it records in the target's ``learned`` count
+that only its first alloys were learned; a candidate next to a lab alloy the models never saw
+keeps the interval of its distance to what they did see.
+
 Because both compositions sum to 1, ``Σ|x − t| = 2 − 2 Σ min(x, t)``, and ``min`` is zero
 outside the candidate's own elements, so the search only touches the candidate palette's
 columns. It runs in chunks of candidates against all training compositions (a few hundred).
@@ -25,7 +32,7 @@ columns. It runs in chunks of candidates against all training compositions (a fe
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,11 +59,14 @@ _CHUNK_CELLS = 1 << 20
 @dataclass(frozen=True)
 class TargetTrainingSet:
     """Unique canonical training compositions of one target with their mean measured value
-    and, per composition, the mean value at each ``ROUTE|band`` where it was measured."""
+    and, per composition, the mean value at each ``ROUTE|band`` where it was measured;
+    ``learned``: how many of the first compositions the task's models learned (``None``: all;
+    the others are lab alloys added by ``update`` without refitting the task's members)."""
 
     compositions: tuple[str, ...]
     values: np.ndarray
     measured_at: tuple[Mapping[str, float], ...] = ()
+    learned: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,7 @@ class TrainingSet:
                         {str(k): float(v) for k, v in at.items()}
                         for at in entry.get("measured_at", [])
                     ),
+                    _learned(entry.get("learned")),
                 )
                 for name, entry in data["targets"].items()
             }
@@ -100,6 +111,11 @@ class TrainingSet:
             if ts.measured_at and len(ts.measured_at) != len(ts.compositions):
                 raise BundleError(
                     f"training_set.json: target {name!r} needs measured_at per composition"
+                )
+            if ts.learned is not None and ts.learned > len(ts.compositions):
+                raise BundleError(
+                    f"training_set.json: target {name!r} has learned {ts.learned} of "
+                    f"{len(ts.compositions)} compositions"
                 )
             if not np.isfinite(ts.values).all():
                 raise BundleError(f"training_set.json: target {name!r} has non-finite values")
@@ -126,10 +142,37 @@ class TrainingSet:
         ``<target>_nearest_composition`` and ``<target>_nearest_measured`` for every row of
         ``table``; at a ``condition``, among the alloys measured there, with
         ``<target>_nearest_condition`` (module docstring)."""
+        return self.search(table, condition)[0]
+
+    def search(
+        self, table: CompositionTable, condition: Condition | None = None
+    ) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+        """:meth:`applicability`'s frame and, from the same search, per target with alloys
+        its models did not learn, each row's L1 distance to the nearest learned alloy (at
+        ``condition`` as the frame; NaN where none was measured there): the distance the
+        interval's scale takes (module docstring). Other targets' intervals take
+        ``<target>_nearest_distance``."""
         eligible = {name: self._measured_at(name, condition) for name in self.targets}
+        learned = {
+            name: eligible[name][eligible[name] < ts.learned]
+            for name, ts in self.targets.items()
+            if ts.learned is not None and ts.learned < len(ts.compositions)
+        }
         best_overlap, best_index = self._nearest(
-            table, {name: self.members[name][rows] for name, rows in eligible.items()}
+            table,
+            {
+                **{name: self.members[name][rows] for name, rows in eligible.items()},
+                **{(name, "learned"): self.members[name][rows] for name, rows in learned.items()},
+            },
         )
+        interval = {
+            name: (
+                (2 * SCALE - 2 * best_overlap[(name, "learned")]).astype(np.float64) / SCALE
+                if len(rows)
+                else np.full(len(table), np.nan)
+            )
+            for name, rows in learned.items()
+        }
         columns: dict[str, pl.Series | np.ndarray] = {"unseen_elements": self._unseen(table)}
         for name, ts in self.targets.items():
             rows = eligible[name]
@@ -154,7 +197,7 @@ class TrainingSet:
                     [where if len(rows) else f"none measured at {where}"] * len(table),
                     dtype=pl.Utf8,
                 )
-        return pl.DataFrame(columns)
+        return pl.DataFrame(columns), interval
 
     def _measured_at(self, name: str, condition: Condition | None) -> np.ndarray:
         """Rows of target ``name`` measured at ``condition`` (all rows without a condition or
@@ -185,11 +228,11 @@ class TrainingSet:
         ).to_series()
 
     def _nearest(
-        self, table: CompositionTable, members: Mapping[str, np.ndarray]
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        self, table: CompositionTable, members: Mapping[Hashable, np.ndarray]
+    ) -> tuple[dict[Hashable, np.ndarray], dict[Hashable, np.ndarray]]:
         """Largest shared fraction ``Σ min(x, t)`` (millionths) and its training row, per
-        target (index into ``members[target]``, indices into :attr:`texts`; a target with no
-        member is left out).
+        set of ``members`` (index into ``members[key]``, indices into :attr:`texts`; a set with
+        no member is left out).
 
         Works on the table's slots (each row's non-zero elements), so the cost is rows ×
         training alloys × elements per row, whatever the size of the palette."""
@@ -224,6 +267,15 @@ class TrainingSet:
 
         for_each_block(n, search)
         return overlap, index
+
+
+def _learned(value: object) -> int | None:
+    """A target's ``learned`` count: absent (all learned) or a non-negative integer."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"learned {value!r} is not a count of compositions")
+    return value
 
 
 def _refuse_constant(name: str) -> float:

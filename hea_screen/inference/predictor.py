@@ -14,8 +14,10 @@ runs each task's fold models and reports, per regression task, in the task's uni
   space (percentages) so it stays physical (> 0; within 0-100 %), with the conformal factor
   of the condition's processing route, the offset, distance slope and space the bundle's
   manifest holds (measured coverage per route and distance band in the manifest); the
-  distance is ``<task>_nearest_distance`` (with ``applicability=False``, or where no alloy
-  was measured at the condition, it is unknown and the interval takes its widest scale);
+  distance is ``<task>_nearest_distance``, or the distance to the nearest alloy the task's
+  models learned where ``update`` added lab alloys they did not (with
+  ``applicability=False``, or where no alloy was measured at the condition, it is unknown and
+  the interval takes its widest scale);
 
 and for the phase task ``phase_<class>_prob`` (mean class probability over folds). A task
 whose training data do not cover the condition (test temperature outside their range, or a
@@ -326,14 +328,15 @@ class TaskPredictor:
         logits = None
         if any(m.kind == TRANSFORMER for m in chosen):
             logits = self._transformer_logits(table, feats, condition, folds)
-        nearest = None
+        nearest, learned = None, {}
         if applicability:
             if self.training_set is None:
                 raise UserInputError(
                     "this predictor was loaded without its training set (training_set=False): "
                     "predict with applicability=False"
                 )
-            nearest = self.training_set.applicability(table, condition).select(
+            nearest, learned = self.training_set.search(table, condition)
+            nearest = nearest.select(
                 "unseen_elements",
                 *(
                     f"{m.task.name}_{suffix}"
@@ -346,7 +349,9 @@ class TaskPredictor:
         for model in chosen:
             distance = None
             if nearest is not None and model.task is not PHASE:
-                distance = nearest[f"{model.task.name}_nearest_distance"].to_numpy()
+                distance = learned.get(model.task.name)
+                if distance is None:  # every alloy of the task's training set was learned
+                    distance = nearest[f"{model.task.name}_nearest_distance"].to_numpy()
             if model.kind == TRANSFORMER:
                 columns.update(
                     self._transformer_columns(model, logits, condition.processing, distance)

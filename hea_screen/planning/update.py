@@ -27,7 +27,10 @@ old one is never touched) with:
   of one fold, chosen by its SHA-256). The calibration above applies to them (the refitted
   members' own residuals would be scored by models that saw the rows). Other model kinds
   (GP, K-NN, the transformer) keep their members;
-- the new alloys in ``training_set.json`` (nearest-measured-alloy columns know them);
+- the new alloys in ``training_set.json`` (nearest-measured-alloy columns know them); for a
+  task whose members were kept, its ``learned`` count stays what the members learned, so the
+  interval of a candidate next to a lab alloy they never saw keeps its width
+  (:mod:`hea_screen.inference.applicability`);
 - a manifest with its own SHA-256 and ``parent`` (the old manifest's SHA-256 and path) and
   ``update`` (store imports, what was refitted, what was not and why).
 
@@ -42,7 +45,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -349,13 +352,18 @@ JSON_CHUNK = 50_000
 MERGE_ROWS = 32_768
 
 
-def _training_set_parts(text: str, store_records: pl.DataFrame) -> Iterator[str]:
+def _training_set_parts(
+    text: str, store_records: pl.DataFrame, refitted: Collection[str]
+) -> Iterator[str]:
     """``training_set.json`` with the stored alloys added (mean value per alloy and task, and
     per alloy, task and ``ROUTE|band`` of the condition), as pieces of text to write in
-    order. The file's own alloys are updated in Python (a few hundred); the new ones are
-    merged as columns and turned into JSON :data:`JSON_CHUNK` at a time, so memory does not
-    grow with Python objects per record. The text is exactly ``json.dumps`` of the merged
-    document (keys in insertion order, existing keys updated in place)."""
+    order. A task in ``refitted`` (its members learned every stored alloy) loses its
+    ``learned`` count; another task with stored alloys keeps it, or gains it as its number
+    of alloys before the new ones are appended. The file's own alloys are updated in Python
+    (a few hundred); the new ones are merged as columns and turned into JSON
+    :data:`JSON_CHUNK` at a time, so memory does not grow with Python objects per record.
+    The text is exactly ``json.dumps`` of the merged document (keys in insertion order,
+    existing keys updated in place)."""
     data = json.loads(text)
     columns = ["test_type", "temperature_c", "processing"]
     conditions = distinct(store_records, columns)
@@ -411,6 +419,10 @@ def _training_set_parts(text: str, store_records: pl.DataFrame) -> Iterator[str]
         target = data["targets"].setdefault(
             task, {"compositions": [], "values": [], "measured_at": []}
         )
+        if task in refitted:
+            target.pop("learned", None)
+        else:
+            target.setdefault("learned", len(target["compositions"]))
         where: dict[str, int] = {c: i for i, c in enumerate(target["compositions"])}
         old = pl.Series(list(where), dtype=pl.Utf8)
         known, order = merged(task, old, True)
@@ -455,17 +467,19 @@ def _training_set_parts(text: str, store_records: pl.DataFrame) -> Iterator[str]
         yield "]" + after
 
 
-def _training_set(text: str, store_records: pl.DataFrame) -> str:
+def _training_set(text: str, store_records: pl.DataFrame, refitted: Collection[str]) -> str:
     """The whole text of :func:`_training_set_parts` (small bundles and tests)."""
-    return "".join(_training_set_parts(text, store_records))
+    return "".join(_training_set_parts(text, store_records, refitted))
 
 
-def write_training_set(text: str, store_records: pl.DataFrame, path: Path) -> tuple[str, int]:
+def write_training_set(
+    text: str, store_records: pl.DataFrame, path: Path, refitted: Collection[str]
+) -> tuple[str, int]:
     """Write :func:`_training_set_parts` to ``path``; returns ``(sha256 hex, bytes)`` as the
     manifest entry needs them."""
     digest, size = hashlib.sha256(), 0
     with open(path, "wb") as f:
-        for piece in _training_set_parts(text, store_records):
+        for piece in _training_set_parts(text, store_records, refitted):
             blob = piece.encode("utf-8")
             digest.update(blob)
             size += len(blob)
@@ -482,7 +496,8 @@ def write_version(
     update: Mapping[str, Any],
 ) -> str:
     """Copy ``bundle`` to ``out`` (which must not exist) with new files, calibration and
-    manifest; returns the new manifest's SHA-256."""
+    manifest (``update``: its entry, whose ``refitted`` names the tasks whose members learned
+    every stored alloy); returns the new manifest's SHA-256."""
     if out.exists():
         raise UserInputError(f"new bundle {str(out)!r} exists: give another --out")
     tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
@@ -502,7 +517,10 @@ def write_version(
                 coverage_before_on_new_rows=cal.covered_before,
             )
         digest, size = write_training_set(
-            bundle.training_set_text(), store_records, tmp / TRAINING_SET_FILE
+            bundle.training_set_text(),
+            store_records,
+            tmp / TRAINING_SET_FILE,
+            update["refitted"],
         )
         manifest["files"][TRAINING_SET_FILE] = {"sha256": digest, "bytes": size}
         for rel, blob in files.items():
