@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -152,12 +153,16 @@ class _Task:
     offset: float
     routes: np.ndarray
 
+    @cached_property
+    def ratio(self) -> np.ndarray:
+        """Each row's score at the scale without its distance term (the slope's data)."""
+        return self.ens.score(self.measured, self.space, Normalizer(self.offset))
+
     def fit(
         self, rows: np.ndarray, coverage: float, cells: list[str]
     ) -> tuple[Normalizer, RouteFactors]:
         """Scale and route factors fitted on ``rows`` (a boolean mask)."""
-        ratio = self.ens.score(self.measured, self.space, Normalizer(self.offset))
-        norm = Normalizer(self.offset, distance_slope(ratio[rows], self.distance[rows]))
+        norm = Normalizer(self.offset, distance_slope(self.ratio[rows], self.distance[rows]))
         score = self.ens.score(self.measured, self.space, norm, self.distance)
         return norm, route_factors(score[rows], self.routes[rows], coverage, cells)
 
