@@ -53,11 +53,12 @@ def timed(
     show: bool = True,
     quiet: bool = True,
     module: str = "hea_screen",
+    expect: int = 0,
 ) -> tuple[str, float, float]:
     """Run ``python -m hea_screen ARGS --quiet --show 0`` (without ``--show`` for
     ``show=False``, without ``--quiet`` for ``quiet=False``; another ``module``) in a fresh
-    process (the package from ``code`` when given): its stderr and stdout, wall time (s) and
-    peak RSS (MiB)."""
+    process (the package from ``code`` when given), which must exit with ``expect``: its
+    stderr and stdout, wall time (s) and peak RSS (MiB)."""
     cmd = [sys.executable, "-m", module, *args, *["--quiet"] * quiet]
     cmd += ["--show", "0"] * show
     env = dict(os.environ, PYTHONPATH=str(code or ROOT))
@@ -69,8 +70,10 @@ def timed(
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         text = err.read()
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark command failed ({' '.join(cmd)}):\n{text}")
+    if proc.returncode != expect:
+        raise SystemExit(
+            f"benchmark command exited {proc.returncode}, not {expect} ({' '.join(cmd)}):\n{text}"
+        )
     return text, wall, usage.ru_maxrss / 1024  # Linux: KiB
 
 

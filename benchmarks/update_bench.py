@@ -7,9 +7,11 @@ and reports the process wall time, rows per second and peak resident memory. Goa
 in rows (the s per row of the largest against the smallest size) and 10^6 rows in under
 2 minutes and 1 GB. ``--reference DIR`` runs the code before the change (a source tree) on
 the smallest size in the same run (on the sizes of ``--reference-rows`` when given).
+``--bad-row`` puts one bad row (an unknown element) in the middle of each file: the command
+must refuse the file naming that row (exit 2), and the table gives what finding it cost.
 
     python -m benchmarks.update_bench [--rows 10000,100000,1000000] [--reference DIR]
-        [--reference-rows 10000,1000000]
+        [--reference-rows 10000,1000000] [--bad-row]
 """
 
 from __future__ import annotations
@@ -27,9 +29,13 @@ import numpy as np
 from benchmarks.predict_file_bench import random_alloys
 from benchmarks.screen_bench import timed
 
+#: The bad row ``--bad-row`` puts in the middle of a file.
+BAD_ROW = "Xx1,tension,25,cast,700.0,20.0"
 
-def write_results(path: Path, rows: int, seed: int = 0) -> Path:
-    """A results CSV of ``rows`` random specimens (module docstring)."""
+
+def write_results(path: Path, rows: int, seed: int = 0, bad: bool = False) -> Path:
+    """A results CSV of ``rows`` random specimens (module docstring); with ``bad``, row
+    ``rows // 2`` is :data:`BAD_ROW`."""
     rng = np.random.default_rng(seed)
     with open(path, "w", encoding="utf-8") as f:
         f.write("composition,test_type,temperature_c,processing,uts_mpa,elongation_pct\n")
@@ -40,15 +46,24 @@ def write_results(path: Path, rows: int, seed: int = 0) -> Path:
                 f"{text},tension,25,cast,{u:.1f},{e:.1f}"
                 for text, u, e in zip(random_alloys(rng, n), uts, el)
             ]
+            if bad and start <= rows // 2 < start + n:
+                lines[rows // 2 - start] = BAD_ROW
             f.write("\n".join(lines) + "\n")
     return path
 
 
-def run_update(results: Path, work: Path, code: Path | None = None) -> dict[str, float]:
-    """Wall time and peak RSS of one ``update --no-refit`` in a fresh process."""
+def run_update(
+    results: Path, work: Path, code: Path | None = None, bad_row: int | None = None
+) -> dict[str, float]:
+    """Wall time and peak RSS of one ``update --no-refit`` in a fresh process; with
+    ``bad_row``, it must refuse the file naming that row."""
     store, out = work / f"store-{time.monotonic_ns()}", work / f"new-{time.monotonic_ns()}"
     argv = ["update", "--measured", str(results), "--store", str(store), "--out", str(out)]
-    _, wall, peak = timed([*argv, "--no-refit"], code, show=False, quiet=False)
+    text, wall, peak = timed(
+        [*argv, "--no-refit"], code, show=False, quiet=False, expect=0 if bad_row is None else 2
+    )
+    if bad_row is not None and f"row {bad_row} (line {bad_row + 2})" not in text:
+        raise SystemExit(f"the error does not name row {bad_row}:\n{text}")
     return {"wall_s": wall, "peak_rss_mib": peak}
 
 
@@ -60,6 +75,7 @@ def main() -> int:
         "--reference-rows", default="", help="sizes the reference runs on (default: the first)"
     )
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    p.add_argument("--bad-row", action="store_true", help="one bad row in each file")
     args = p.parse_args()
     sizes = [int(n) for n in args.rows.split(",")]
     ref_sizes = [int(n) for n in args.reference_rows.split(",") if n] or sizes[:1]
@@ -67,10 +83,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for n in sizes:
-            results = write_results(work / f"results-{n}.csv", n)
-            table.append(("this code", n, run_update(results, work)))
+            results = write_results(work / f"results-{n}.csv", n, bad=args.bad_row)
+            bad = n // 2 if args.bad_row else None
+            table.append(("this code", n, run_update(results, work, bad_row=bad)))
             if args.reference and n in ref_sizes:
-                table.append(("reference code", n, run_update(results, work, args.reference)))
+                ref = run_update(results, work, args.reference, bad)
+                table.append(("reference code", n, ref))
     header = f"{'code':16} {'rows':>10} {'wall s':>8} {'rows/s':>9} {'us/row':>8} {'peak MiB':>9}"
     print(header)
     print("-" * len(header))

@@ -272,6 +272,29 @@ def test_results_read_in_slices_keep_the_whole_file_s_answers(tmp_path, monkeypa
         read_results(results(tmp_path, []))
 
 
+def test_only_the_slice_with_a_bad_row_is_read_row_by_row(tmp_path, monkeypatch):
+    """A bad row sends its slice, not the file, to the row-by-row reading; the error names
+    it and the repeat of a row of another slice."""
+    from hea_screen.planning import store
+
+    monkeypatch.setattr(store, "READ_ROWS", 2)
+    slow: list[int] = []
+    row_records = store._row_records
+
+    def counted(raw: pl.DataFrame, first_row: int):
+        slow.append(first_row)
+        return row_records(raw, first_row)
+
+    monkeypatch.setattr(store, "_row_records", counted)
+    rows = [*GOOD, "Co1 Ni1,T,25,cast,640,,,", "Xx1,T,25,cast,9,,,", GOOD[0], "Fe1,T,25,cast,5,,,"]
+    with pytest.raises(UserInputError) as err:
+        read_results(results(tmp_path, rows))
+    assert slow == [4]
+    text = str(err.value)
+    assert "2 bad row(s)" in text and "row 4 (line 6): unknown element" in text
+    assert "row 5 (line 7): repeats row 0" in text
+
+
 def test_import_sha256_is_that_of_the_sorted_records(monkeypatch):
     """The import's SHA-256, hashed from the sort order slice by slice, is the digest of the
     CSV text of the records sorted whole (ties, every column deciding, slices of 3)."""

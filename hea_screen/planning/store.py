@@ -39,7 +39,6 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from hea_screen.compositions.composition import parse
@@ -93,7 +92,8 @@ def _row_error(i: int, message: str) -> UserInputError:
 
 
 def read_results(path: str | Path) -> pl.DataFrame:
-    """The records of a results CSV (module docstring), checked row by row."""
+    """The records of a results CSV (module docstring), every row checked; one error names
+    every bad row."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"measured results {str(path)!r}: no such file")
@@ -117,76 +117,108 @@ def read_results(path: str | Path) -> pl.DataFrame:
             ", ".join(repr(c[:24]) for c in ignored[:5]) + (" ..." if len(ignored) > 5 else ""),
             ", ".join((*REQUIRED_COLUMNS, *PROPERTY_COLUMNS)),
         )
-    fast = _bulk_read(path, props)
-    if fast is not None:
-        return fast
-    try:
-        raw = pl.read_csv(path, infer_schema=False)
-    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
-        raise _unreadable(path, exc) from None
-    if raw.height == 0:
-        raise UserInputError(f"measured results {str(path)!r} hold no rows")
-    # some row may be bad: read row by row, naming every bad row
-    records: list[tuple[object, ...]] = []
-    problems: list[str] = []
-    first_row: dict[tuple[object, ...], int] = {}
-    for i, row in enumerate(raw.iter_rows(named=True)):
+    read = _read_slices(path, props)
+    if read is None:  # the scan failed: the whole-file reading names the error
         try:
-            own = _records(i, row)
-        except UserInputError as exc:
-            problems.append(str(exc))
-            continue
-        key = tuple(rec[:-1] for rec in own)
-        if key in first_row:
-            message = (
-                f"repeats row {first_row[key]} (same composition, condition and values): list "
-                "each specimen once"
-            )
-            problems.append(str(_row_error(i, message)))
-            continue
-        first_row[key] = i
-        records += own
-    frame = pl.DataFrame(records, schema=dict.fromkeys(RECORD_COLUMNS), orient="row")
-    problems += _feature_problems(frame)
+            raw = pl.read_csv(path, infer_schema=False)
+        except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+            raise _unreadable(path, exc) from None
+        records, problems = _row_records(raw, 0)
+        read = records, _row_hashes(records), problems
+    records, hashes, problems = read
+    if not records.height and not problems:
+        raise UserInputError(f"measured results {str(path)!r} hold no rows")
+    records, repeats = _without_repeats(records, hashes)
+    problems += repeats
+    problems += _feature_problems(records)
     if problems:
         source = f"measured results {str(path)!r}"
         raise bad_rows_error(source, sorted(problems, key=lambda m: int(m.split()[1])))
-    if not records:
-        raise UserInputError(f"measured results {str(path)!r} hold no measured value")
-    return frame.cast({"temperature_c": pl.Float64, "value": pl.Float64, "source_row": pl.Int64})
+    return records
 
 
 def _unreadable(path: Path, exc: BaseException) -> UserInputError:
     return UserInputError(f"measured results {str(path)!r} cannot be read: {brief(exc)}")
 
 
-def _bulk_read(path: Path, props: list[str]) -> pl.DataFrame | None:
-    """The records of a results file with no bad row, read in bulk by slices of
-    :data:`READ_ROWS` rows (only those rows' text in memory at a time); ``None`` when the
-    file holds no row, cannot be read, some row may be bad (then the row-by-row reading
-    names every bad row, or the reading error) or repeats another (a 64-bit hash of each
-    row's records: a collision only sends the file to the row-by-row reading). Linear in
-    rows."""
+def _read_slices(
+    path: Path, props: list[str]
+) -> tuple[pl.DataFrame, pl.DataFrame, list[str]] | None:
+    """The records of a results file, their rows' hashes (:func:`_row_hashes`) and the
+    problems of its bad rows, read by slices of :data:`READ_ROWS` rows (only those rows'
+    text in memory at a time): each slice in bulk (:func:`_bulk_records`), or row by row
+    where some row of it may be bad, naming every bad row; ``None`` when the file cannot be
+    scanned. Linear in rows: a file with one bad row reads one slice row by row."""
     scan = pl.scan_csv(path, infer_schema=False).select(*REQUIRED_COLUMNS, *props)
-    parts, hashes, rows = [], [], 0
+    parts, hashes, problems, rows = [], [], [], 0
     try:
         for raw in scan.collect_batches(chunk_size=READ_ROWS):
             part = _bulk_records(raw, props, rows)
-            if part is None or _feature_problems(part):
-                return None
-            rows += raw.height
-            hashes.append(
-                part.group_by("source_row", maintain_order=True)
-                .agg(pl.struct(pl.exclude("source_row")).hash().sum())
-                .to_series(1)
-                .to_numpy()
-            )
+            if part is None:
+                part, bad = _row_records(raw, rows)
+                problems += bad
             parts.append(part.cast(RECORD_SCHEMA))
+            hashes.append(_row_hashes(parts[-1]))
+            rows += raw.height
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError):
         return None
-    if not rows or len(np.unique(np.concatenate(hashes))) < rows:
-        return None
-    return pl.concat(parts)
+    if not parts:  # a header only
+        empty = pl.DataFrame(schema=RECORD_SCHEMA)
+        return empty, _row_hashes(empty), []
+    return pl.concat(parts), pl.concat(hashes), problems
+
+
+def _row_records(raw: pl.DataFrame, first_row: int) -> tuple[pl.DataFrame, list[str]]:
+    """The records of :func:`_records` for the rows of ``raw`` (row ``first_row`` of the
+    file first) that are good, and a problem naming each bad row."""
+    records: list[tuple[object, ...]] = []
+    problems: list[str] = []
+    for i, row in enumerate(raw.iter_rows(named=True), start=first_row):
+        try:
+            records += _records(i, row)
+        except UserInputError as exc:
+            problems.append(str(exc))
+    frame = pl.DataFrame(records, schema=dict.fromkeys(RECORD_COLUMNS), orient="row")
+    # + 0.0: -0.0 becomes 0.0, as in the bulk reading (rows compare by hash)
+    return frame.cast(RECORD_SCHEMA).with_columns(pl.col("value") + 0.0), problems
+
+
+def _row_hashes(records: pl.DataFrame) -> pl.DataFrame:
+    """Per ``source_row`` of ``records``: ``_hash``, a 64-bit hash of its records (the sum of
+    their hashes)."""
+    return records.group_by("source_row", maintain_order=True).agg(
+        pl.struct(pl.exclude("source_row")).hash().sum().alias("_hash")
+    )
+
+
+def _without_repeats(
+    records: pl.DataFrame, hashes: pl.DataFrame
+) -> tuple[pl.DataFrame, list[str]]:
+    """``records`` without the rows that repeat an earlier row (same composition, condition
+    and values), and a problem naming each. Rows are told apart by ``hashes``
+    (:func:`_row_hashes`); rows sharing a hash are compared record by record."""
+    shared = hashes.filter(pl.col("_hash").is_duplicated()).select("source_row")
+    if not shared.height:
+        return records, []
+    keyed = (
+        records.join(shared, on="source_row", maintain_order="left")
+        .group_by("source_row", maintain_order=True)
+        .agg(pl.struct(pl.exclude("source_row")).alias("_records"))
+    )
+    first: dict[tuple[object, ...], int] = {}
+    problems, repeats = [], []
+    for row, rows in keyed.iter_rows():
+        key = tuple(tuple(r.values()) for r in rows)
+        if key in first:
+            message = (
+                f"repeats row {first[key]} (same composition, condition and values): list "
+                "each specimen once"
+            )
+            problems.append(str(_row_error(row, message)))
+            repeats.append(row)
+        else:
+            first[key] = row
+    return records.filter(~pl.col("source_row").is_in(repeats)), problems
 
 
 def _bulk_records(raw: pl.DataFrame, props: list[str], first_row: int) -> pl.DataFrame | None:
