@@ -29,7 +29,7 @@ from pretrain.condition_data import (
 )
 from pretrain.config import ConditionsConfig
 from pretrain.folds import Split
-from pretrain.tabular import fit_family
+from pretrain.tabular import FamilyFit, fit_family
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,11 @@ def tabular_fold(
     seed: int,
     models_dir: Path | None,
     families: Sequence[str],
+    on_fit: Callable[[str, str, np.ndarray, FamilyFit], None] | None = None,
 ) -> list[dict[str, Any]]:
     """``families`` (tabular, of the config) on every task of one split; the test
-    predictions as records."""
+    predictions as records. ``on_fit(task, family, validation rows, fit)`` sees each fit
+    (``benchmarks.route_choice`` reads the validation rows' losses)."""
     tasks = np.asarray(data.frame["task"].to_list())
     y = data.frame["value"].to_numpy()
     records: list[dict[str, Any]] = []
@@ -86,6 +88,8 @@ def tabular_fold(
                 n_estimators=config.n_estimators,
                 monotonic=monotonic_constraints() if task.finer_grains_stronger else None,
             )
+            if on_fit is not None:
+                on_fit(task.name, family, va, fit)
             if models_dir is not None:
                 blob = _onnx_bytes(fit.model, data.x, classify)
                 path = models_dir / family / task.name / f"fold_{split.fold}.onnx"

@@ -46,13 +46,13 @@ ET_GRID: tuple[dict[str, Any], ...] = tuple(
 )
 
 
-def validation_loss(model: BaseEstimator, x: np.ndarray, y: np.ndarray, classify: bool) -> float:
-    """Mean squared error (regression, task units²) or log-loss (classification) on ``x``."""
+def row_losses(model: BaseEstimator, x: np.ndarray, y: np.ndarray, classify: bool) -> np.ndarray:
+    """Each row's squared error (regression, task units²) or log-loss (classification)."""
     if classify:
         proba = predict_proba(model, x)
         picked = proba[np.arange(len(y)), y.astype(int)]
-        return float(-np.mean(np.log(np.clip(picked, 1e-6, 1.0))))
-    return float(np.mean((model.predict(x) - y) ** 2))
+        return -np.log(np.clip(picked, 1e-6, 1.0))
+    return (model.predict(x) - y) ** 2
 
 
 def predict_proba(model: BaseEstimator, x: np.ndarray, n_classes: int = 3) -> np.ndarray:
@@ -65,12 +65,14 @@ def predict_proba(model: BaseEstimator, x: np.ndarray, n_classes: int = 3) -> np
 
 @dataclass(frozen=True)
 class FamilyFit:
-    """A family fitted on a whole training fold, with its validation loss and parameters."""
+    """A family fitted on a whole training fold, with its validation loss (the mean of
+    ``val_losses``, each validation row's loss under the chosen settings) and parameters."""
 
     family: str
     model: BaseEstimator
     val_loss: float
     params: dict[str, Any]
+    val_losses: np.ndarray
 
 
 def _fit(model: BaseEstimator, x: np.ndarray, y: np.ndarray) -> BaseEstimator:
@@ -101,11 +103,12 @@ def fit_family(
     scored = []
     for params in grid:
         model = _fit(clone(base).set_params(**params), x_train, y_train)
-        scored.append((validation_loss(model, x_val, y_val, classify), params))
-    loss, params = min(scored, key=lambda s: s[0])
+        losses = row_losses(model, x_val, y_val, classify)
+        scored.append((float(np.mean(losses)), params, losses))
+    loss, params, losses = min(scored, key=lambda s: s[0])
     final = _fit(
         clone(base).set_params(**params),
         np.vstack([x_train, x_val]),
         np.concatenate([y_train, y_val]),
     )
-    return FamilyFit(family, final, loss, dict(params))
+    return FamilyFit(family, final, loss, dict(params), losses)

@@ -74,6 +74,7 @@ def test_tuned_settings_refit_as_update_does(family: str) -> None:
         n_estimators=6,
         monotonic=monotonic_constraints(),
     )
+    assert fit.val_losses.shape == (40,) and fit.val_loss == np.mean(fit.val_losses)
     params = json.loads(json.dumps(fit.params))  # as recorded in the parquet and manifest
     assert params and all(k.endswith(("max_features", "min_samples_leaf")) for k in params)
     refit = make_estimator(family, False, 3, 6, monotonic_constraints()).set_params(**params)
