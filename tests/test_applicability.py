@@ -52,7 +52,8 @@ def test_nearest_matches_brute_force_whatever_the_palette_and_row_blocks(monkeyp
 
 def test_intervals_take_the_distance_to_the_alloys_the_models_learned():
     """A target whose last alloys were added by ``update`` without refitting: the nearest
-    columns know them, the interval's distance is to the learned alloys only (NaN with none)."""
+    columns know them, the interval's distance is to the learned alloys only (NaN with none);
+    a target whose alloys were all learned takes its nearest distance."""
     data = json.loads(json.dumps(TRAINING))
     data["targets"]["b"]["learned"] = 2  # "Fe1" is a lab alloy the models never saw
     data["targets"]["a"]["learned"] = 0
@@ -64,7 +65,9 @@ def test_intervals_take_the_distance_to_the_alloys_the_models_learned():
     assert interval["b"].tolist() == [2.0, 0.0]  # Fe1 shares nothing with Al0.2 Co0.8, Co0.5 Ni0.5
     assert np.isnan(interval["a"]).all()
     assert frame.equals(training.applicability(table))
-    assert TrainingSet.from_json(json.dumps(TRAINING)).search(table)[1] == {}  # all learned
+    every, distances = TrainingSet.from_json(json.dumps(TRAINING)).search(table)  # all learned
+    for name in ("a", "b"):
+        assert distances[name].tolist() == every[f"{name}_nearest_distance"].to_list()
 
 
 @pytest.mark.parametrize("learned", [-1, 4, 1.5, True, "2"])

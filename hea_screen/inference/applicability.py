@@ -147,11 +147,11 @@ class TrainingSet:
     def search(
         self, table: CompositionTable, condition: Condition | None = None
     ) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
-        """:meth:`applicability`'s frame and, from the same search, per target with alloys
-        its models did not learn, each row's L1 distance to the nearest learned alloy (at
-        ``condition`` as the frame; NaN where none was measured there): the distance the
-        interval's scale takes (module docstring). Other targets' intervals take
-        ``<target>_nearest_distance``."""
+        """:meth:`applicability`'s frame and, from the same search, per target the distance
+        its interval's scale takes: each row's L1 distance to the nearest alloy its models
+        learned (module docstring; for most targets every alloy, so the frame's
+        ``<target>_nearest_distance``), at ``condition`` as the frame, NaN where none was
+        measured there."""
         eligible = {name: self._measured_at(name, condition) for name in self.targets}
         learned = {
             name: eligible[name][eligible[name] < ts.learned]
@@ -165,14 +165,15 @@ class TrainingSet:
                 **{(name, "learned"): self.members[name][rows] for name, rows in learned.items()},
             },
         )
-        interval = {
-            name: (
-                (2 * SCALE - 2 * best_overlap[(name, "learned")]).astype(np.float64) / SCALE
-                if len(rows)
-                else np.full(len(table), np.nan)
-            )
-            for name, rows in learned.items()
-        }
+
+        def l1(key: Hashable) -> np.ndarray:
+            """Each row's L1 distance to the nearest alloy of set ``key`` (NaN: the set is
+            empty, :meth:`_nearest` left it out)."""
+            if key not in best_overlap:
+                return np.full(len(table), np.nan)
+            return (2 * SCALE - 2 * best_overlap[key]).astype(np.float64) / SCALE
+
+        interval = {name: l1((name, "learned") if name in learned else name) for name in eligible}
         columns: dict[str, pl.Series | np.ndarray] = {"unseen_elements": self._unseen(table)}
         for name, ts in self.targets.items():
             rows = eligible[name]
@@ -185,7 +186,7 @@ class TrainingSet:
                 columns[f"{name}_nearest_measured"] = none
             else:
                 row = rows[best_index[name]]
-                distance = (2 * SCALE - 2 * best_overlap[name]).astype(np.float64) / SCALE
+                distance = l1(name) if name in learned else interval[name]
                 columns[f"{name}_nearest_distance"] = distance
                 columns[f"{name}_nearest_composition"] = pl.Series(
                     np.asarray(ts.compositions, dtype=object)[row], dtype=pl.Utf8

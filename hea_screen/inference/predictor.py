@@ -328,14 +328,14 @@ class TaskPredictor:
         logits = None
         if any(m.kind == TRANSFORMER for m in chosen):
             logits = self._transformer_logits(table, feats, condition, folds)
-        nearest, learned = None, {}
+        nearest, interval_distance = None, {}
         if applicability:
             if self.training_set is None:
                 raise UserInputError(
                     "this predictor was loaded without its training set (training_set=False): "
                     "predict with applicability=False"
                 )
-            nearest, learned = self.training_set.search(table, condition)
+            nearest, interval_distance = self.training_set.search(table, condition)
             nearest = nearest.select(
                 "unseen_elements",
                 *(
@@ -347,11 +347,7 @@ class TaskPredictor:
             )
         columns: dict[str, Any] = {"composition": texts}
         for model in chosen:
-            distance = None
-            if nearest is not None and model.task is not PHASE:
-                distance = learned.get(model.task.name)
-                if distance is None:  # every alloy of the task's training set was learned
-                    distance = nearest[f"{model.task.name}_nearest_distance"].to_numpy()
+            distance = None if model.task is PHASE else interval_distance.get(model.task.name)
             if model.kind == TRANSFORMER:
                 columns.update(
                     self._transformer_columns(model, logits, condition.processing, distance)
