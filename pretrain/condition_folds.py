@@ -29,7 +29,7 @@ from pretrain.condition_data import (
 )
 from pretrain.config import ConditionsConfig
 from pretrain.folds import Split
-from pretrain.tabular import FamilyFit, fit_family
+from pretrain.tabular import FamilyFit, fit_family, log_losses
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,7 @@ def _phase_log_loss(fold_dir: Path, encoder_dir: Path, data: Data, rows: np.ndar
     keys = data.frame[rows].select(KEY)
     logits = raw_outputs(model, encode_keys(load_encoder(encoder_dir), keys)).numpy()
     proba = task_values(logits, scalers)[:, N_REGRESSION:]
-    labels = data.frame[rows]["value"].to_numpy().astype(int)
-    return float(-np.mean(np.log(np.clip(proba[np.arange(len(rows)), labels], 1e-6, 1.0))))
+    return float(np.mean(log_losses(proba, data.frame[rows]["value"].to_numpy())))
 
 
 def run_splits(

@@ -49,10 +49,15 @@ ET_GRID: tuple[dict[str, Any], ...] = tuple(
 def row_losses(model: BaseEstimator, x: np.ndarray, y: np.ndarray, classify: bool) -> np.ndarray:
     """Each row's squared error (regression, task units²) or log-loss (classification)."""
     if classify:
-        proba = predict_proba(model, x)
-        picked = proba[np.arange(len(y)), y.astype(int)]
-        return -np.log(np.clip(picked, 1e-6, 1.0))
+        return log_losses(predict_proba(model, x), y)
     return (model.predict(x) - y) ** 2
+
+
+def log_losses(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each row's log-loss ``-log p(label)`` of (rows, classes) probabilities, ``p`` clipped
+    to [1e-6, 1] (the one loss every phase model is compared on)."""
+    picked = proba[np.arange(len(labels)), labels.astype(int)]
+    return -np.log(np.clip(picked, 1e-6, 1.0))
 
 
 def predict_proba(model: BaseEstimator, x: np.ndarray, n_classes: int = 3) -> np.ndarray:
@@ -65,14 +70,18 @@ def predict_proba(model: BaseEstimator, x: np.ndarray, n_classes: int = 3) -> np
 
 @dataclass(frozen=True)
 class FamilyFit:
-    """A family fitted on a whole training fold, with its validation loss (the mean of
-    ``val_losses``, each validation row's loss under the chosen settings) and parameters."""
+    """A family fitted on a whole training fold, with its parameters and each validation
+    row's loss under the chosen settings."""
 
     family: str
     model: BaseEstimator
-    val_loss: float
     params: dict[str, Any]
     val_losses: np.ndarray
+
+    @property
+    def val_loss(self) -> float:
+        """The validation loss: the mean of :attr:`val_losses`."""
+        return float(np.mean(self.val_losses))
 
 
 def _fit(model: BaseEstimator, x: np.ndarray, y: np.ndarray) -> BaseEstimator:
@@ -105,10 +114,10 @@ def fit_family(
         model = _fit(clone(base).set_params(**params), x_train, y_train)
         losses = row_losses(model, x_val, y_val, classify)
         scored.append((float(np.mean(losses)), params, losses))
-    loss, params, losses = min(scored, key=lambda s: s[0])
+    _, params, losses = min(scored, key=lambda s: s[0])
     final = _fit(
         clone(base).set_params(**params),
         np.vstack([x_train, x_val]),
         np.concatenate([y_train, y_val]),
     )
-    return FamilyFit(family, final, loss, dict(params), losses)
+    return FamilyFit(family, final, dict(params), losses)
