@@ -42,7 +42,7 @@ from hea_screen.conditions import PHASE
 from hea_screen.datasets.sources import data_dir
 from pretrain.condition_calibration import neighbourhood
 from pretrain.condition_data import load_data
-from pretrain.condition_eval import metrics_table
+from pretrain.condition_eval import metrics_table, select
 from pretrain.condition_folds import tabular_fold
 from pretrain.config import load_config
 from pretrain.protocol import grouped_splits
@@ -54,13 +54,10 @@ SLICES = ("25C", "25C_CAST", "25C_WROUGHT", "25C_ANNEAL")
 
 def refit(
     config_path: Path, partitions: int, families: list[str]
-) -> tuple[
-    pl.DataFrame, dict[tuple[str, str], list[float]], dict[tuple[str, str, str], list[float]]
-]:
-    """Test predictions of ``families`` on the first ``partitions`` grouped partitions (with
-    ``measured``, ``temperature_c`` and ``processing``), each fit's validation loss per
-    (task, family) and the summed loss and count of validation rows per (task, family,
-    route)."""
+) -> tuple[pl.DataFrame, dict[tuple[str, str, str], list[float]]]:
+    """Test predictions of ``families`` on the first ``partitions`` grouped partitions (the
+    run's records, with ``measured``, ``temperature_c`` and ``processing``) and the summed
+    loss and count of validation rows per (task, family, route)."""
     config = load_config(config_path)
     cond = config.conditions
     if cond is None:
@@ -68,11 +65,9 @@ def refit(
     data = load_data(data_dir(), cond, config.seed)
     groups = neighbourhood(data.frame, data.fractions).groups
     routes = np.asarray(data.frame["processing"].to_list())
-    fold_losses: dict[tuple[str, str], list[float]] = defaultdict(list)
     route_losses: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
 
     def collect(task: str, family: str, val: np.ndarray, fit: FamilyFit) -> None:
-        fold_losses[(task, family)].append(fit.val_loss)
         for route in np.unique(routes[val]):
             mine = routes[val] == route
             total = route_losses[(task, family, str(route))]
@@ -94,20 +89,19 @@ def refit(
         "temperature_c",
         "processing",
     )
-    predictions = pl.DataFrame(records).select("model", "seed", "fold", "row", "task", "predicted")
-    return predictions.join(rows, on="row"), fold_losses, route_losses
+    predictions = pl.DataFrame(records).select(
+        "model", "seed", "fold", "row", "task", "predicted", "val_loss"
+    )
+    return predictions.join(rows, on="row"), route_losses
 
 
 def choices(
-    fold_losses: dict[tuple[str, str], list[float]],
-    route_losses: dict[tuple[str, str, str], list[float]],
+    predictions: pl.DataFrame, route_losses: dict[tuple[str, str, str], list[float]]
 ) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
-    """The family per task (lowest mean validation loss over fits, ties by name) and per
-    (task, route) (lowest pooled validation loss of the route's rows)."""
-    per_task: dict[str, str] = {}
-    for task in {t for t, _ in fold_losses}:
-        scored = [(float(np.mean(v)), f) for (t, f), v in fold_losses.items() if t == task]
-        per_task[task] = min(scored)[1]
+    """The family per task (the run's :func:`~pretrain.condition_eval.select` on the
+    records' ``val_loss``) and per (task, route) (lowest pooled validation loss of the
+    route's rows; the task's family for a route without validation rows)."""
+    per_task = {task: s["model"] for task, s in select(predictions).items()}
     per_route: dict[tuple[str, str], str] = {}
     for task, route in {(t, r) for t, _, r in route_losses}:
         scored = [
@@ -171,8 +165,8 @@ def main() -> int:
         raise SystemExit(f"--families must include {PLAIN} (the comparison's baseline)")
     logging.basicConfig(level=logging.WARNING)
     t0 = time.perf_counter()
-    predictions, fold_losses, route_losses = refit(args.config, args.partitions, families)
-    per_task, per_route = choices(fold_losses, route_losses)
+    predictions, route_losses = refit(args.config, args.partitions, families)
+    per_task, per_route = choices(predictions, route_losses)
     frame = pl.concat(
         [
             predictions,

@@ -8,23 +8,34 @@ import polars as pl
 from benchmarks.route_choice import PLAIN, choices, chosen, compare
 from pretrain.condition_eval import metrics_table
 
+T = "uts_tension_mpa"
+
 
 def test_choices_follow_validation_losses() -> None:
-    fold_losses = {("t", "extra_trees"): [1.0, 2.0], ("t", PLAIN): [2.0, 2.0]}
+    fits = [("extra_trees", 1.0), ("extra_trees", 2.0), (PLAIN, 2.0), (PLAIN, 2.0)]
+    predictions = pl.DataFrame(
+        {
+            "model": [m for m, _ in fits],
+            "seed": 0,
+            "fold": [0, 1, 0, 1],
+            "task": T,
+            "val_loss": [v for _, v in fits],
+        }
+    )
     route_losses = {
-        ("t", "extra_trees", "CAST"): [9.0, 3.0],  # mean 3
-        ("t", PLAIN, "CAST"): [3.0, 3.0],  # mean 1: plain for cast
-        ("t", "extra_trees", "WROUGHT"): [2.0, 2.0],
-        ("t", PLAIN, "WROUGHT"): [4.0, 2.0],
-        ("t", "extra_trees", "ANNEAL"): [0.0, 0.0],  # no validation row: the task's choice
-        ("t", PLAIN, "ANNEAL"): [0.0, 0.0],
+        (T, "extra_trees", "CAST"): [9.0, 3.0],  # mean 3
+        (T, PLAIN, "CAST"): [3.0, 3.0],  # mean 1: plain for cast
+        (T, "extra_trees", "WROUGHT"): [2.0, 2.0],
+        (T, PLAIN, "WROUGHT"): [4.0, 2.0],
+        (T, "extra_trees", "ANNEAL"): [0.0, 0.0],  # no validation row: the task's choice
+        (T, PLAIN, "ANNEAL"): [0.0, 0.0],
     }
-    per_task, per_route = choices(fold_losses, route_losses)
-    assert per_task == {"t": "extra_trees"}
+    per_task, per_route = choices(predictions, route_losses)
+    assert per_task == {T: "extra_trees"}
     assert per_route == {
-        ("t", "CAST"): PLAIN,
-        ("t", "WROUGHT"): "extra_trees",
-        ("t", "ANNEAL"): "extra_trees",
+        (T, "CAST"): PLAIN,
+        (T, "WROUGHT"): "extra_trees",
+        (T, "ANNEAL"): "extra_trees",
     }
 
 
